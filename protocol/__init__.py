@@ -1,0 +1,1 @@
+"""Shared h2k protocol package: the v1 job-spec model, the state table, proto conversion."""

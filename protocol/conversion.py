@@ -1,0 +1,171 @@
+"""Conversion between the hand-written models and the generated protobuf messages.
+
+Everything that crosses a gRPC edge goes through here; the rest of the code talks in
+pydantic models, dataclasses and :class:`~protocol.states.JobState`.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from google.protobuf import json_format
+from google.protobuf.struct_pb2 import Struct
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from protocol.errors import InvalidArgument
+from protocol.gen.h2k.v1 import agent_pb2, job_pb2
+from protocol.spec import JobSpec, Operation, parse_spec
+from protocol.states import JobState
+
+# --- enums -----------------------------------------------------------------------------
+
+
+def state_to_proto(state: JobState) -> job_pb2.JobState.ValueType:
+    return job_pb2.JobState.Value(f"JOB_STATE_{state.value}")
+
+
+def state_from_proto(value: int) -> JobState:
+    name = job_pb2.JobState.Name(value)  # type: ignore[arg-type]
+    if name == "JOB_STATE_UNSPECIFIED":
+        raise InvalidArgument("state: must be set")
+    return JobState(name.removeprefix("JOB_STATE_"))
+
+
+def operation_to_proto(operation: Operation) -> job_pb2.Operation.ValueType:
+    return job_pb2.Operation.Value(f"OPERATION_{operation.value.upper()}")
+
+
+def operation_from_proto(value: int) -> str | None:
+    """The v1 operation name, or None when unset."""
+    try:
+        name = job_pb2.Operation.Name(value)  # type: ignore[arg-type]
+    except ValueError:
+        return f"unknown({value})"
+    if name == "OPERATION_UNSPECIFIED":
+        return None
+    return name.removeprefix("OPERATION_").lower()
+
+
+def agent_state_name(value: int) -> str:
+    return agent_pb2.AgentState.Name(value).removeprefix("AGENT_STATE_")  # type: ignore[arg-type]
+
+
+# --- timestamps and structs -------------------------------------------------------------
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def timestamp_to_proto(value: datetime | None) -> Timestamp | None:
+    if value is None:
+        return None
+    ts = Timestamp()
+    ts.FromDatetime(value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC))
+    return ts
+
+
+def timestamp_from_proto(ts: Timestamp) -> datetime:
+    return ts.ToDatetime(tzinfo=UTC)
+
+
+def dict_to_struct(value: dict[str, Any] | None) -> Struct:
+    struct = Struct()
+    if value:
+        struct.update(value)
+    return struct
+
+
+def struct_to_dict(struct: Struct) -> dict[str, Any]:
+    return json_format.MessageToDict(struct)
+
+
+# --- job spec ----------------------------------------------------------------------------
+
+
+def spec_to_proto(spec: JobSpec) -> job_pb2.JobSpec:
+    """Convert a validated spec to protobuf (every default made explicit)."""
+    caps = spec.capability_requirements
+    policy = spec.execution_policy
+    msg = job_pb2.JobSpec(
+        version=spec.version,
+        job_id=spec.job_id,
+        operation=operation_to_proto(spec.operation),
+        image=job_pb2.ImageRef(
+            path=spec.image.path,
+            format=spec.image.format.value if spec.image.format else None,
+            checksum=spec.image.checksum,
+            size_bytes=spec.image.size_bytes,
+        ),
+        requested_actions=list(spec.requested_actions),
+        capability_requirements=job_pb2.CapabilityRequirements(
+            needs_nbd=caps.needs_nbd,
+            needs_lvm=caps.needs_lvm,
+            needs_mount=caps.needs_mount,
+            needs_selinux_tools=caps.needs_selinux_tools,
+            min_memory_gb=caps.min_memory_gb,
+            min_disk_space_gb=caps.min_disk_space_gb,
+        ),
+        execution_policy=job_pb2.ExecutionPolicy(
+            retry_count=policy.retry_count,
+            timeout_seconds=policy.timeout_seconds,
+            idempotent=policy.idempotent,
+            priority=policy.priority,
+        ),
+        artifacts=job_pb2.Artifacts(
+            output_path=spec.artifacts.output_path,
+            log_upload=spec.artifacts.log_upload,
+            store_fixed_image=spec.artifacts.store_fixed_image,
+            keep_intermediates=spec.artifacts.keep_intermediates,
+        ),
+        audit=job_pb2.Audit(
+            requested_by=spec.audit.requested_by,
+            ticket=spec.audit.ticket,
+            tags=dict(spec.audit.tags),
+        ),
+        parameters=dict_to_struct(spec.parameters),
+    )
+    if spec.created_at is not None:
+        msg.created_at.CopyFrom(timestamp_to_proto(spec.created_at))
+    return msg
+
+
+def spec_document_from_proto(msg: job_pb2.JobSpec) -> dict[str, Any]:
+    """The v1 JSON document a protobuf spec stands for (only the fields that were set)."""
+    doc = json_format.MessageToDict(msg, preserving_proto_field_name=True)
+    doc.pop("operation", None)
+    operation = operation_from_proto(msg.operation)
+    if operation is not None:
+        doc["operation"] = operation
+    if msg.HasField("image") and msg.image.HasField("size_bytes"):
+        doc["image"]["size_bytes"] = msg.image.size_bytes
+    return doc
+
+
+def spec_from_proto(msg: job_pb2.JobSpec) -> JobSpec:
+    """Validate a protobuf spec.
+
+    Raises:
+        InvalidArgument: naming every violated field and rule.
+    """
+    return parse_spec(spec_document_from_proto(msg))
+
+
+# --- progress events ----------------------------------------------------------------------
+
+
+def event_to_json(event: job_pb2.ProgressEvent) -> str:
+    """One JSON Lines record for an event log."""
+    return json_format.MessageToJson(event, indent=None, preserving_proto_field_name=True)
+
+
+def event_from_json(line: str) -> job_pb2.ProgressEvent:
+    return json_format.Parse(line, job_pb2.ProgressEvent())
+
+
+def event_state(event: job_pb2.ProgressEvent) -> JobState | None:
+    """The job state an event reports, or None when it carries none."""
+    if event.state == job_pb2.JOB_STATE_UNSPECIFIED:
+        return None
+    return state_from_proto(event.state)
