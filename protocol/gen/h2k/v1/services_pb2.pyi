@@ -147,12 +147,14 @@ class DrainAgentRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ..., deadline_seconds: _Optional[int] = ...) -> None: ...
 
 class ExecuteJobRequest(_message.Message):
-    __slots__ = ("spec", "attempt")
+    __slots__ = ("spec", "attempt", "start_seq")
     SPEC_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    START_SEQ_FIELD_NUMBER: _ClassVar[int]
     spec: _job_pb2.JobSpec
     attempt: int
-    def __init__(self, spec: _Optional[_Union[_job_pb2.JobSpec, _Mapping]] = ..., attempt: _Optional[int] = ...) -> None: ...
+    start_seq: int
+    def __init__(self, spec: _Optional[_Union[_job_pb2.JobSpec, _Mapping]] = ..., attempt: _Optional[int] = ..., start_seq: _Optional[int] = ...) -> None: ...
 
 class AttachJobRequest(_message.Message):
     __slots__ = ("job_id", "after_seq")
