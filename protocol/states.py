@@ -29,7 +29,9 @@ _ALLOWED: dict[JobState, frozenset[JobState]] = {
     _S.CREATED: frozenset({_S.VALIDATED}),
     _S.VALIDATED: frozenset({_S.QUEUED}),
     _S.QUEUED: frozenset({_S.ASSIGNED}),
-    _S.ASSIGNED: frozenset({_S.RUNNING}),
+    # assigned -> queued: the agent did not accept the dispatch (full, unreachable, gone);
+    # nothing ran, so the job goes back to the queue without using up a retry.
+    _S.ASSIGNED: frozenset({_S.RUNNING, _S.QUEUED}),
     _S.RUNNING: frozenset({_S.PROGRESSING, _S.COMPLETED, _S.FAILED, _S.RETRYING}),
     _S.PROGRESSING: frozenset({_S.PROGRESSING, _S.COMPLETED, _S.FAILED, _S.RETRYING}),
     _S.RETRYING: frozenset({_S.QUEUED, _S.FAILED}),
