@@ -1,0 +1,57 @@
+"""Why a job failed on the agent: the JobError codes and the exception that carries them.
+
+A :class:`JobFailure` ends a job with a FAILED terminal event (never a gRPC error); its code is
+one of :class:`ErrorCode` and its message names the field or path and the rule it broke.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class ErrorCode(StrEnum):
+    INVALID_SPEC = "INVALID_SPEC"
+    INPUT_NOT_FOUND = "INPUT_NOT_FOUND"
+    PATH_NOT_ALLOWED = "PATH_NOT_ALLOWED"
+    UNSAFE_IMAGE = "UNSAFE_IMAGE"
+    OUTPUT_EXISTS = "OUTPUT_EXISTS"
+    TOOL_FAILED = "TOOL_FAILED"
+    CANCELLED = "CANCELLED"
+    TIMEOUT = "TIMEOUT"
+    INTERNAL = "INTERNAL"
+    NOT_IMPLEMENTED = "NOT_IMPLEMENTED"
+
+
+class JobFailure(Exception):
+    """A job cannot go on; reported as JobError{phase, code, message}."""
+
+    code: ErrorCode = ErrorCode.INTERNAL
+
+    def __init__(self, message: str, *, phase: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.phase = phase  # None: the phase the job was in when this was raised
+
+
+class PathNotAllowed(JobFailure):
+    code = ErrorCode.PATH_NOT_ALLOWED
+
+
+class InputNotFound(JobFailure):
+    code = ErrorCode.INPUT_NOT_FOUND
+
+
+class UnsafeImage(JobFailure):
+    code = ErrorCode.UNSAFE_IMAGE
+
+
+class OutputExists(JobFailure):
+    code = ErrorCode.OUTPUT_EXISTS
+
+
+class ToolFailed(JobFailure):
+    code = ErrorCode.TOOL_FAILED
+
+
+class OperationNotImplemented(JobFailure):
+    code = ErrorCode.NOT_IMPLEMENTED
