@@ -8,7 +8,7 @@ from typing import Any
 
 from google.protobuf import json_format
 
-from protocol.conversion import spec_to_proto, state_to_proto, timestamp_to_proto
+from protocol.conversion import spec_to_proto, state_to_proto
 from protocol.gen.h2k.v1 import agent_pb2, job_pb2
 from protocol.spec import JobSpec
 from protocol.states import JobState
@@ -30,7 +30,7 @@ class Transition:
         )
         if self.from_state is not None:
             msg.from_state = state_to_proto(self.from_state)
-        msg.time.CopyFrom(timestamp_to_proto(self.time))
+        msg.time.FromDatetime(self.time)
         return msg
 
 
@@ -81,7 +81,7 @@ class JobRecord:
         for name in ("submitted_at", "updated_at", "started_at", "finished_at"):
             value: datetime | None = getattr(self, name)
             if value is not None:
-                getattr(msg, name).CopyFrom(timestamp_to_proto(value))
+                getattr(msg, name).FromDatetime(value)
         return msg
 
 
@@ -115,7 +115,7 @@ class AgentRecord:
         return frozenset(p.name for p in self.capabilities.probes if p.available)
 
     def to_proto(
-        self, state: agent_pb2.AgentState.ValueType, running_job_ids: list[str]
+        self, state: agent_pb2.AgentState, running_job_ids: list[str]
     ) -> agent_pb2.AgentInfo:
         """The AgentInfo message admins see (the state is decided by the registry)."""
         msg = agent_pb2.AgentInfo(
@@ -127,8 +127,8 @@ class AgentRecord:
             running_job_ids=running_job_ids,
             version=self.version,
         )
-        msg.registered_at.CopyFrom(timestamp_to_proto(self.registered_at))
-        msg.last_heartbeat.CopyFrom(timestamp_to_proto(self.last_heartbeat))
+        msg.registered_at.FromDatetime(self.registered_at)
+        msg.last_heartbeat.FromDatetime(self.last_heartbeat)
         if self.drain_deadline is not None:
-            msg.drain_deadline.CopyFrom(timestamp_to_proto(self.drain_deadline))
+            msg.drain_deadline.FromDatetime(self.drain_deadline)
         return msg

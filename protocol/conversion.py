@@ -21,25 +21,25 @@ from protocol.states import JobState
 # --- enums -----------------------------------------------------------------------------
 
 
-def state_to_proto(state: JobState) -> job_pb2.JobState.ValueType:
+def state_to_proto(state: JobState) -> int:
     return job_pb2.JobState.Value(f"JOB_STATE_{state.value}")
 
 
 def state_from_proto(value: int) -> JobState:
-    name = job_pb2.JobState.Name(value)  # type: ignore[arg-type]
+    name = job_pb2.JobState.Name(value)
     if name == "JOB_STATE_UNSPECIFIED":
         raise InvalidArgument("state: must be set")
     return JobState(name.removeprefix("JOB_STATE_"))
 
 
-def operation_to_proto(operation: Operation) -> job_pb2.Operation.ValueType:
+def operation_to_proto(operation: Operation) -> int:
     return job_pb2.Operation.Value(f"OPERATION_{operation.value.upper()}")
 
 
 def operation_from_proto(value: int) -> str | None:
     """The v1 operation name, or None when unset."""
     try:
-        name = job_pb2.Operation.Name(value)  # type: ignore[arg-type]
+        name = job_pb2.Operation.Name(value)
     except ValueError:
         return f"unknown({value})"
     if name == "OPERATION_UNSPECIFIED":
@@ -48,7 +48,7 @@ def operation_from_proto(value: int) -> str | None:
 
 
 def agent_state_name(value: int) -> str:
-    return agent_pb2.AgentState.Name(value).removeprefix("AGENT_STATE_")  # type: ignore[arg-type]
+    return agent_pb2.AgentState.Name(value).removeprefix("AGENT_STATE_")
 
 
 # --- timestamps and structs -------------------------------------------------------------
@@ -91,7 +91,7 @@ def spec_to_proto(spec: JobSpec) -> job_pb2.JobSpec:
     msg = job_pb2.JobSpec(
         version=spec.version,
         job_id=spec.job_id,
-        operation=operation_to_proto(spec.operation),
+        operation=f"OPERATION_{spec.operation.value.upper()}",
         image=job_pb2.ImageRef(
             path=spec.image.path,
             format=spec.image.format.value if spec.image.format else None,
@@ -126,8 +126,9 @@ def spec_to_proto(spec: JobSpec) -> job_pb2.JobSpec:
         ),
         parameters=dict_to_struct(spec.parameters),
     )
-    if spec.created_at is not None:
-        msg.created_at.CopyFrom(timestamp_to_proto(spec.created_at))
+    created_at = timestamp_to_proto(spec.created_at)
+    if created_at is not None:
+        msg.created_at.CopyFrom(created_at)
     return msg
 
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.support.cluster import BIN, running_cluster  # noqa: E402
-from tests.support.images import MiB, build_image  # noqa: E402
-from tests.support.specs import example  # noqa: E402
+from tests.support.cluster import BIN, running_cluster
+from tests.support.images import MiB, build_image
+from tests.support.specs import example
 
 
 def say(text: str) -> None:
@@ -40,17 +40,30 @@ def main() -> int:
         print(json.dumps(doc, indent=2))
 
         say("h2kctl submit job.json --watch")
-        rc = subprocess.run([str(BIN / "h2kctl"), "--server", c.address, "--insecure",
-                             "submit", str(job_file), "--watch"]).returncode
+        rc = subprocess.run(
+            [
+                str(BIN / "h2kctl"),
+                "--server",
+                c.address,
+                "--insecure",
+                "submit",
+                str(job_file),
+                "--watch",
+            ]
+        ).returncode
         say(f"h2kctl get {doc['job_id']}")
-        subprocess.run([str(BIN / "h2kctl"), "--server", c.address, "--insecure",
-                        "get", doc["job_id"]])
+        subprocess.run(
+            [str(BIN / "h2kctl"), "--server", c.address, "--insecure", "get", doc["job_id"]]
+        )
         output = c.output_dir / "vm.qcow2"
         if rc == 0 and output.exists():
             say(f"qemu-img info {output}")
             subprocess.run(["qemu-img", "info", "-f", "qcow2", str(output)])
-            same = subprocess.run(["qemu-img", "compare", "-f", "vmdk", "-F", "qcow2",
-                                   str(source.path), str(output)], capture_output=True, text=True)
+            same = subprocess.run(
+                ["qemu-img", "compare", "-f", "vmdk", "-F", "qcow2", str(source.path), str(output)],
+                capture_output=True,
+                text=True,
+            )
             say(f"qemu-img compare source output: {same.stdout.strip() or same.stderr.strip()}")
             rc = same.returncode
     say(f"demo finished in {time.monotonic() - started:.1f}s, everything stopped and removed")

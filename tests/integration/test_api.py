@@ -19,10 +19,18 @@ from tests.support.specs import job_spec
 INVALID = [
     ("execution_policy", "priority", 11, "execution_policy.priority: must be between 1 and 10"),
     ("execution_policy", "retry_count", 6, "execution_policy.retry_count: must be between 0 and 5"),
-    ("execution_policy", "timeout_seconds", 30,
-     "execution_policy.timeout_seconds: must be between 60 and 86400"),
-    ("capability_requirements", "min_memory_gb", 0,
-     "capability_requirements.min_memory_gb: must be at least 1"),
+    (
+        "execution_policy",
+        "timeout_seconds",
+        30,
+        "execution_policy.timeout_seconds: must be between 60 and 86400",
+    ),
+    (
+        "capability_requirements",
+        "min_memory_gb",
+        0,
+        "capability_requirements.min_memory_gb: must be at least 1",
+    ),
     ("image", "path", "relative.vmdk", "image.path: must be an absolute path"),
     ("image", "format", "iso", "image.format: must be"),
     ("image", "checksum", "sha1:00", "image.checksum: must be 'sha256:'"),
@@ -112,7 +120,9 @@ def test_job_nobody_can_run_waits_with_reason_and_can_be_cancelled(
     assert "nbd" in wait_for(reason, what="queue reason")
     table = cluster.h2kctl("get", doc["job_id"], check=True).stdout
     assert "nbd" in table
-    queued = json.loads(cluster.h2kctl("list", "--state", "queued", "-o", "json", check=True).stdout)
+    queued = json.loads(
+        cluster.h2kctl("list", "--state", "queued", "-o", "json", check=True).stdout
+    )
     assert doc["job_id"] in [j["spec"]["job_id"] for j in queued]
 
     cluster.h2kctl("cancel", doc["job_id"], check=True)
@@ -165,7 +175,13 @@ def test_events_and_get_outputs(cluster: Cluster, images: Path, outdir: Path) ->
     job = json.loads(cluster.h2kctl("get", doc["job_id"], "-o", "json", check=True).stdout)
     assert job["assigned_agent"] == "node-1"
     assert [h["to"] for h in job["history"]] == [
-        "VALIDATED", "QUEUED", "ASSIGNED", "RUNNING", "PROGRESSING", "COMPLETED"]
+        "VALIDATED",
+        "QUEUED",
+        "ASSIGNED",
+        "RUNNING",
+        "PROGRESSING",
+        "COMPLETED",
+    ]
     agents = json.loads(cluster.h2kctl("agents", "-o", "json", check=True).stdout)
     caps = agents[0]["capabilities"]
     assert caps["qemu_img"]["available"] is True

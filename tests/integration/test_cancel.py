@@ -33,8 +33,12 @@ def _qemu_img_writing_to(directory: Path) -> list[int]:
 def test_cancel_running_convert_cleans_up(cluster: Cluster, images: Path, outdir: Path) -> None:
     source = images / "big.img"
     _slow_source(source)
-    doc = job_spec(image=source, image_format="raw", output=outdir,
-                   parameters={"output_format": "qcow2", "compress": True})
+    doc = job_spec(
+        image=source,
+        image_format="raw",
+        output=outdir,
+        parameters={"output_format": "qcow2", "compress": True},
+    )
     cluster.h2kctl("submit", str(cluster.write_job(doc)), check=True)
 
     def progressing() -> bool:

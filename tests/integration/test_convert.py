@@ -24,7 +24,9 @@ def _leftovers(directory: Path) -> list[str]:
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
-def test_convert_each_format_to_qcow2(cluster: Cluster, images: Path, outdir: Path, variant: str) -> None:
+def test_convert_each_format_to_qcow2(
+    cluster: Cluster, images: Path, outdir: Path, variant: str
+) -> None:
     source = build_image(images, variant)
     doc = job_spec(image=source.path, image_format=source.v1_format, output=outdir)
     job_file = cluster.write_job(doc)
@@ -38,9 +40,14 @@ def test_convert_each_format_to_qcow2(cluster: Cluster, images: Path, outdir: Pa
     output = outdir / f"{source.path.stem}.qcow2"
     assert [o["path"] for o in job["result"]["outputs"]] == [str(output)]
     assert compare(source, output, "qcow2").returncode == 0
-    info = json.loads(subprocess.run(["qemu-img", "info", "--output=json", "-f", "qcow2",
-                                      str(output)], capture_output=True, text=True,
-                                     check=True).stdout)
+    info = json.loads(
+        subprocess.run(
+            ["qemu-img", "info", "--output=json", "-f", "qcow2", str(output)],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
     assert info["virtual-size"] == source.virtual_size
     assert _leftovers(outdir) == []
     assert_gap_free_monotonic(_events(cluster, doc["job_id"]))
@@ -51,8 +58,11 @@ def test_convert_output_format_and_compression(
     cluster: Cluster, images: Path, outdir: Path, output_format: str, compress: bool
 ) -> None:
     source = build_image(images, "vmdk-streamOptimized")
-    doc = job_spec(image=source.path, output=outdir,
-                   parameters={"output_format": output_format, "compress": compress})
+    doc = job_spec(
+        image=source.path,
+        output=outdir,
+        parameters={"output_format": output_format, "compress": compress},
+    )
     run = cluster.h2kctl("submit", str(cluster.write_job(doc)), "--watch", timeout=180)
     assert run.returncode == 0, run.stdout + run.stderr
     output = outdir / f"{source.path.stem}.{output_format}"
@@ -73,26 +83,43 @@ def test_compressed_output_is_smaller_than_uncompressed(
     for compress in (True, False):
         out = outdir / f"c{int(compress)}"
         out.mkdir()
-        doc = job_spec(image=raw, image_format="raw", output=out,
-                       parameters={"output_format": "qcow2", "compress": compress})
+        doc = job_spec(
+            image=raw,
+            image_format="raw",
+            output=out,
+            parameters={"output_format": "qcow2", "compress": compress},
+        )
         run = cluster.h2kctl("submit", str(cluster.write_job(doc)), "--watch", timeout=180)
         assert run.returncode == 0, run.stdout + run.stderr
         sizes[compress] = (out / "compressible.qcow2").stat().st_size
-        result = subprocess.run(["qemu-img", "compare", "-f", "raw", "-F", "qcow2", str(raw),
-                                 str(out / "compressible.qcow2")], capture_output=True)
+        result = subprocess.run(
+            [
+                "qemu-img",
+                "compare",
+                "-f",
+                "raw",
+                "-F",
+                "qcow2",
+                str(raw),
+                str(out / "compressible.qcow2"),
+            ],
+            capture_output=True,
+        )
         assert result.returncode == 0
     assert sizes[True] < sizes[False] / 4
 
 
 def test_source_is_never_modified(cluster: Cluster, images: Path, outdir: Path) -> None:
     source = build_image(images, "vmdk-monolithicSparse")
-    before = subprocess.run(["sha256sum", str(source.path)], capture_output=True, text=True,
-                            check=True).stdout.split()[0]
+    before = subprocess.run(
+        ["sha256sum", str(source.path)], capture_output=True, text=True, check=True
+    ).stdout.split()[0]
     mtime = source.path.stat().st_mtime_ns
     doc = job_spec(image=source.path, output=outdir)
     assert cluster.h2kctl("submit", str(cluster.write_job(doc)), "--watch").returncode == 0
-    after = subprocess.run(["sha256sum", str(source.path)], capture_output=True, text=True,
-                           check=True).stdout.split()[0]
+    after = subprocess.run(
+        ["sha256sum", str(source.path)], capture_output=True, text=True, check=True
+    ).stdout.split()[0]
     assert before == after
     assert source.path.stat().st_mtime_ns == mtime
 

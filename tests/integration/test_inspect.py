@@ -28,10 +28,17 @@ def _inspect(cluster: Cluster, image: Path, fmt: str | None, outdir: Path) -> di
     return job
 
 
-@pytest.mark.parametrize(("variant", "qemu_format"), [
-    ("vmdk-monolithicSparse", "vmdk"), ("vmdk-streamOptimized", "vmdk"), ("vhdx", "vhdx"),
-    ("vhd", "vpc"), ("vdi", "vdi"), ("qcow2", "qcow2"),
-])
+@pytest.mark.parametrize(
+    ("variant", "qemu_format"),
+    [
+        ("vmdk-monolithicSparse", "vmdk"),
+        ("vmdk-streamOptimized", "vmdk"),
+        ("vhdx", "vhdx"),
+        ("vhd", "vpc"),
+        ("vdi", "vdi"),
+        ("qcow2", "qcow2"),
+    ],
+)
 def test_inspect_reports_format_and_virtual_size(
     cluster: Cluster, images: Path, outdir: Path, variant: str, qemu_format: str
 ) -> None:
@@ -54,8 +61,9 @@ def test_inspect_reads_partition_table(
     raw = images / f"disk-{label}.img"
     _partitioned_raw(raw, label)
     vmdk = images / f"disk-{label}.vmdk"
-    subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "vmdk", str(raw), str(vmdk)],
-                   check=True)
+    subprocess.run(
+        ["qemu-img", "convert", "-f", "raw", "-O", "vmdk", str(raw), str(vmdk)], check=True
+    )
     for image, fmt in ((raw, "raw"), (vmdk, "vmdk")):
         job = _inspect(cluster, image, fmt, outdir)
         assert job["state"] == "COMPLETED", job
@@ -67,8 +75,11 @@ def test_inspect_reads_partition_table(
 def test_inspect_refuses_backing_file(cluster: Cluster, images: Path, outdir: Path) -> None:
     base = build_image(images, "qcow2", stem="base")
     overlay = images / "overlay.qcow2"
-    subprocess.run(["qemu-img", "create", "-f", "qcow2", "-F", "qcow2", "-b", str(base.path),
-                    str(overlay)], check=True, capture_output=True)
+    subprocess.run(
+        ["qemu-img", "create", "-f", "qcow2", "-F", "qcow2", "-b", str(base.path), str(overlay)],
+        check=True,
+        capture_output=True,
+    )
     job = _inspect(cluster, overlay, "qcow2", outdir)
     assert job["state"] == "FAILED"
     assert job["result"]["error"]["code"] == "UNSAFE_IMAGE"

@@ -43,7 +43,7 @@ def wait_for(
             value = predicate()
             if value:
                 return value
-        except Exception as exc:  # noqa: BLE001 - retried until the deadline
+        except Exception as exc:
             last_error = exc
         time.sleep(interval)
     raise TimeoutError(f"timed out after {timeout}s waiting for {what or predicate}: {last_error}")
@@ -66,7 +66,10 @@ class Process:
     def start(self) -> None:
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
         self.popen = subprocess.Popen(
-            self.argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            self.argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         log.close()
@@ -113,8 +116,19 @@ class Cluster:
         db = self.workdir / "cp" / "h2k.db"
         proc = Process(
             "controlplane",
-            [str(BIN / "h2k-controlplane"), "--listen", self.address, "--db", f"sqlite:///{db}",
-             "--insecure", "--heartbeat-interval", "1", "--lease-seconds", "5", *extra],
+            [
+                str(BIN / "h2k-controlplane"),
+                "--listen",
+                self.address,
+                "--db",
+                f"sqlite:///{db}",
+                "--insecure",
+                "--heartbeat-interval",
+                "1",
+                "--lease-seconds",
+                "5",
+                *extra,
+            ],
             self.workdir / "controlplane.log",
         )
         proc.start()
@@ -127,10 +141,25 @@ class Cluster:
         self.agent_addresses[name] = address
         proc = Process(
             name,
-            [str(BIN / "h2k-agent"), "--control-plane", self.address, "--listen", address,
-             "--node-name", name, "--state-dir", str(self.workdir / name),
-             "--allow-input", str(self.input_dir), "--allow-output", str(self.output_dir),
-             "--max-concurrent-jobs", str(max_jobs), "--insecure", *extra],
+            [
+                str(BIN / "h2k-agent"),
+                "--control-plane",
+                self.address,
+                "--listen",
+                address,
+                "--node-name",
+                name,
+                "--state-dir",
+                str(self.workdir / name),
+                "--allow-input",
+                str(self.input_dir),
+                "--allow-output",
+                str(self.output_dir),
+                "--max-concurrent-jobs",
+                str(max_jobs),
+                "--insecure",
+                *extra,
+            ],
             self.workdir / f"{name}.log",
         )
         proc.start()
@@ -143,15 +172,21 @@ class Cluster:
         agents = json.loads(self.h2kctl("agents", "-o", "json", check=True).stdout)
         return {a["name"] for a in agents if a.get("state") == "READY"}
 
-    def h2kctl(self, *args: str, check: bool = False, input: str | None = None,
-               timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    def h2kctl(
+        self, *args: str, check: bool = False, input: str | None = None, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
             [str(BIN / "h2kctl"), "--server", self.address, "--insecure", *args],
-            capture_output=True, text=True, timeout=timeout, input=input,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            input=input,
         )
         if check and result.returncode != 0:
-            raise AssertionError(f"h2kctl {' '.join(args)} failed ({result.returncode}):\n"
-                                 f"{result.stdout}\n{result.stderr}")
+            raise AssertionError(
+                f"h2kctl {' '.join(args)} failed ({result.returncode}):\n"
+                f"{result.stdout}\n{result.stderr}"
+            )
         return result
 
     def client(self) -> Any:

@@ -22,7 +22,14 @@ VARIANTS: dict[str, tuple[str, str | None, str]] = {
     "raw": ("raw", None, "raw"),
 }
 
-SUFFIX = {"vmdk": "vmdk", "vhdx": "vhdx", "vpc": "vhd", "vdi": "vdi", "qcow2": "qcow2", "raw": "img"}
+SUFFIX = {
+    "vmdk": "vmdk",
+    "vhdx": "vhdx",
+    "vpc": "vhd",
+    "vdi": "vdi",
+    "qcow2": "qcow2",
+    "raw": "img",
+}
 
 
 @dataclass(frozen=True)
@@ -64,10 +71,23 @@ def build_image(directory: Path, variant: str, size: int = 32 * MiB, stem: str =
     return BuiltImage(path=target, qemu_format=driver, v1_format=v1_format, virtual_size=size)
 
 
-def compare(source: BuiltImage, output: Path, output_format: str) -> subprocess.CompletedProcess[str]:
+def compare(
+    source: BuiltImage, output: Path, output_format: str
+) -> subprocess.CompletedProcess[str]:
     """``qemu-img compare`` of a source image and a converted output (strict size check)."""
     return subprocess.run(
-        ["qemu-img", "compare", "-s", "-f", source.qemu_format, "-F", output_format,
-         str(source.path), str(output)],
-        capture_output=True, text=True, timeout=120,
+        [
+            "qemu-img",
+            "compare",
+            "-s",
+            "-f",
+            source.qemu_format,
+            "-F",
+            output_format,
+            str(source.path),
+            str(output),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )

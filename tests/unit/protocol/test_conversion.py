@@ -46,8 +46,13 @@ def test_states_map_both_ways() -> None:
 
 def test_event_json_lines_round_trip() -> None:
     event = job_pb2.ProgressEvent(
-        job_id="j", seq=3, phase="convert", progress_percent=42.5, bytes_done=1 << 40,
-        state=job_pb2.JOB_STATE_PROGRESSING, details={"k": "v"},
+        job_id="j",
+        seq=3,
+        phase="convert",
+        progress_percent=42.5,
+        bytes_done=1 << 40,
+        state=job_pb2.JOB_STATE_PROGRESSING,
+        details={"k": "v"},
     )
     line = event_to_json(event)
     assert "\n" not in line

@@ -35,11 +35,26 @@ def test_v1_defaults_are_applied() -> None:
 INVALID_CASES = [
     ({"execution_policy": {"priority": 11}}, "execution_policy.priority: must be between 1 and 10"),
     ({"execution_policy": {"priority": 0}}, "execution_policy.priority: must be between 1 and 10"),
-    ({"execution_policy": {"retry_count": 6}}, "execution_policy.retry_count: must be between 0 and 5"),
-    ({"execution_policy": {"timeout_seconds": 59}}, "execution_policy.timeout_seconds: must be between 60 and 86400"),
-    ({"execution_policy": {"timeout_seconds": 86401}}, "execution_policy.timeout_seconds: must be between 60 and 86400"),
-    ({"capability_requirements": {"min_memory_gb": 0}}, "capability_requirements.min_memory_gb: must be at least 1"),
-    ({"capability_requirements": {"min_disk_space_gb": 0}}, "capability_requirements.min_disk_space_gb: must be at least 1"),
+    (
+        {"execution_policy": {"retry_count": 6}},
+        "execution_policy.retry_count: must be between 0 and 5",
+    ),
+    (
+        {"execution_policy": {"timeout_seconds": 59}},
+        "execution_policy.timeout_seconds: must be between 60 and 86400",
+    ),
+    (
+        {"execution_policy": {"timeout_seconds": 86401}},
+        "execution_policy.timeout_seconds: must be between 60 and 86400",
+    ),
+    (
+        {"capability_requirements": {"min_memory_gb": 0}},
+        "capability_requirements.min_memory_gb: must be at least 1",
+    ),
+    (
+        {"capability_requirements": {"min_disk_space_gb": 0}},
+        "capability_requirements.min_disk_space_gb: must be at least 1",
+    ),
     ({"image": {"path": "relative/vm.vmdk"}}, "image.path: must be an absolute path"),
     ({"image": {"path": "/x.vmdk", "format": "iso"}}, "image.format: must be"),
     ({"image": {"path": "/x.vmdk", "checksum": "md5:abc"}}, "image.checksum: must be 'sha256:'"),
@@ -49,8 +64,14 @@ INVALID_CASES = [
     ({"operation": "teleport"}, "operation: must be"),
     ({"version": "2.0"}, 'version: must be "1.0"'),
     ({"job_id": "../escape"}, "job_id: must be 1-128 characters"),
-    ({"parameters": {"output_format": "vmdk"}}, "parameters.output_format: must be 'qcow2' or 'raw'"),
-    ({"parameters": {"output_format": "raw", "compress": True}}, "parameters.compress: raw output cannot be compressed"),
+    (
+        {"parameters": {"output_format": "vmdk"}},
+        "parameters.output_format: must be 'qcow2' or 'raw'",
+    ),
+    (
+        {"parameters": {"output_format": "raw", "compress": True}},
+        "parameters.compress: raw output cannot be compressed",
+    ),
     ({"surprise": 1}, "surprise: is not a v1 field"),
 ]
 

@@ -4,17 +4,32 @@ import itertools
 
 import pytest
 
-from protocol.states import TERMINAL_STATES, IllegalTransition, JobState, check_transition, is_allowed
+from protocol.states import (
+    TERMINAL_STATES,
+    IllegalTransition,
+    JobState,
+    check_transition,
+    is_allowed,
+)
 
 S = JobState
 
 LEGAL = {
-    (S.CREATED, S.VALIDATED), (S.VALIDATED, S.QUEUED), (S.QUEUED, S.ASSIGNED),
-    (S.ASSIGNED, S.RUNNING), (S.ASSIGNED, S.QUEUED), (S.RUNNING, S.PROGRESSING),
+    (S.CREATED, S.VALIDATED),
+    (S.VALIDATED, S.QUEUED),
+    (S.QUEUED, S.ASSIGNED),
+    (S.ASSIGNED, S.RUNNING),
+    (S.ASSIGNED, S.QUEUED),
+    (S.RUNNING, S.PROGRESSING),
     (S.PROGRESSING, S.PROGRESSING),
-    (S.RUNNING, S.COMPLETED), (S.RUNNING, S.FAILED), (S.RUNNING, S.RETRYING),
-    (S.PROGRESSING, S.COMPLETED), (S.PROGRESSING, S.FAILED), (S.PROGRESSING, S.RETRYING),
-    (S.RETRYING, S.QUEUED), (S.RETRYING, S.FAILED),
+    (S.RUNNING, S.COMPLETED),
+    (S.RUNNING, S.FAILED),
+    (S.RUNNING, S.RETRYING),
+    (S.PROGRESSING, S.COMPLETED),
+    (S.PROGRESSING, S.FAILED),
+    (S.PROGRESSING, S.RETRYING),
+    (S.RETRYING, S.QUEUED),
+    (S.RETRYING, S.FAILED),
 } | {(s, S.CANCELLED) for s in S if s not in TERMINAL_STATES}
 
 

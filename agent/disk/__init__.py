@@ -1,0 +1,1 @@
+"""Disk-image tools: qemu-img wrappers, partition tables, atomic output files."""

@@ -1,0 +1,248 @@
+"""Runs jobs on this agent: admission, one task per job, terminal events, cancellation.
+
+Every accepted job emits RUNNING first, then PROGRESSING events, then exactly one terminal
+event (COMPLETED, FAILED or CANCELLED), whatever happens to it: a failure inside an operation,
+a timeout, a cancel, the agent shutting down, or a bug (INTERNAL, logged, never a crash).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from agent.disk.atomic import remove_leftovers
+from agent.errors import ErrorCode, JobFailure
+from agent.events import EventLog, JobEvents, Subscription
+from agent.ops import OPERATIONS, JobContext, OpResult
+from agent.paths import PathPolicy
+from agent.progress import ProgressReporter
+from protocol.conversion import dict_to_struct, spec_from_proto
+from protocol.errors import AlreadyExists, FailedPrecondition, ResourceExhausted
+from protocol.gen.h2k.v1 import job_pb2, services_pb2
+from protocol.spec import JobSpec
+
+log = logging.getLogger(__name__)
+
+CANCEL_WAIT_SECONDS = 15.0
+
+
+@dataclass
+class RunningJob:
+    spec: JobSpec
+    events: JobEvents
+    progress: ProgressReporter
+    task: asyncio.Task[None] | None = None
+    cancel_reason: str | None = None
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class Executor:
+    """Admits and runs jobs, at most ``max_concurrent_jobs`` at a time."""
+
+    def __init__(
+        self,
+        *,
+        node_name: str,
+        policy: PathPolicy,
+        event_log: EventLog,
+        state_dir: Path,
+        max_concurrent_jobs: int,
+    ) -> None:
+        self.node_name = node_name
+        self.policy = policy
+        self.event_log = event_log
+        self.state_dir = state_dir
+        self.max_concurrent_jobs = max_concurrent_jobs
+        self._jobs: dict[str, RunningJob] = {}
+        self._shutting_down = False
+
+    def running_job_ids(self) -> list[str]:
+        return sorted(self._jobs)
+
+    def is_running(self, job_id: str) -> bool:
+        return job_id in self._jobs
+
+    def recover(self) -> None:
+        """After a restart: remove leftover temporary outputs, close unfinished job logs."""
+        remove_leftovers(self.state_dir)
+        for last in self.event_log.unfinished_jobs():
+            events = JobEvents(
+                self.event_log,
+                job_id=last.job_id,
+                attempt=last.attempt,
+                agent=self.node_name,
+                start_seq=last.seq + 1,
+            )
+            message = "the agent restarted while the job was running"
+            events.emit(job_pb2.JOB_STATE_FAILED, phase=last.phase, message=message,
+                        result=_error_result(last.phase, ErrorCode.INTERNAL, message))  # fmt: skip
+            log.warning("closed unfinished job after restart job_id=%s", last.job_id)
+
+    def start(self, request: services_pb2.ExecuteJobRequest) -> Subscription:
+        """Admit a job and start it; returns a subscription to its events from the first.
+
+        Raises:
+            InvalidArgument: the spec is invalid.
+            AlreadyExists: a job with this id is running here.
+            ResourceExhausted: every slot is taken.
+            FailedPrecondition: the agent is shutting down.
+        """
+        spec = spec_from_proto(request.spec)
+        if self._shutting_down:
+            raise FailedPrecondition("the agent is shutting down")
+        if spec.job_id in self._jobs:
+            raise AlreadyExists(f"job {spec.job_id} is already running on {self.node_name}")
+        if len(self._jobs) >= self.max_concurrent_jobs:
+            raise ResourceExhausted(
+                f"{self.node_name} is running {len(self._jobs)} of {self.max_concurrent_jobs} jobs"
+            )
+        events = JobEvents(
+            self.event_log,
+            job_id=spec.job_id,
+            attempt=request.attempt,
+            agent=self.node_name,
+            start_seq=request.start_seq,
+        )
+        job = RunningJob(spec=spec, events=events, progress=ProgressReporter(events))
+        self._jobs[spec.job_id] = job
+        subscription = self.event_log.subscribe(spec.job_id)
+        # RUNNING goes out before the task exists, so it is first whatever happens next.
+        events.emit(
+            job_pb2.JOB_STATE_RUNNING,
+            phase="start",
+            message=f"{spec.operation.value} started on {self.node_name}",
+        )
+        job.task = asyncio.create_task(self._run(job), name=f"job-{spec.job_id}")
+        job.task.add_done_callback(lambda _task: self._finish(job))
+        log.info(
+            "job accepted job_id=%s operation=%s attempt=%d",
+            spec.job_id, spec.operation.value, request.attempt,
+        )  # fmt: skip
+        return subscription
+
+    async def cancel(self, job_id: str, reason: str = "") -> job_pb2.JobState | None:
+        """Cancel a running job and wait (bounded) for its terminal event.
+
+        Returns:
+            The job's state afterwards, or None when it is not running here.
+        """
+        job = self._jobs.get(job_id)
+        if job is None:
+            return None
+        self._request_cancel(job, reason or "cancelled on request")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(job.done.wait()), CANCEL_WAIT_SECONDS)
+        return job.events.last_state
+
+    async def shutdown(self) -> None:
+        """Refuse new jobs, cancel the running ones, wait for their terminal events."""
+        self._shutting_down = True
+        jobs = list(self._jobs.values())
+        for job in jobs:
+            self._request_cancel(job, "the agent is shutting down")
+        for job in jobs:
+            await job.done.wait()
+
+    def _request_cancel(self, job: RunningJob, reason: str) -> None:
+        # Cancel the task once: a second cancel would interrupt the process-group kill.
+        if job.cancel_reason is None and job.task is not None:
+            job.cancel_reason = reason
+            log.info("cancelling job job_id=%s reason=%s", job.spec.job_id, reason)
+            job.task.cancel()
+
+    async def _run(self, job: RunningJob) -> None:
+        spec = job.spec
+        try:
+            async with asyncio.timeout(spec.execution_policy.timeout_seconds):
+                result = await self._run_operation(job)
+        except asyncio.CancelledError:
+            reason = job.cancel_reason or "cancelled"
+            self._terminate(job, job_pb2.JOB_STATE_CANCELLED, ErrorCode.CANCELLED, reason)
+            return
+        except TimeoutError:
+            limit = spec.execution_policy.timeout_seconds
+            message = f"the job exceeded execution_policy.timeout_seconds ({limit} s)"
+            self._terminate(job, job_pb2.JOB_STATE_FAILED, ErrorCode.TIMEOUT, message)
+            return
+        except JobFailure as exc:
+            self._terminate(job, job_pb2.JOB_STATE_FAILED, exc.code, exc.message, exc.phase)
+            return
+        except Exception as exc:
+            log.exception("job crashed job_id=%s", spec.job_id)
+            message = f"internal error: {type(exc).__name__}: {exc}"
+            self._terminate(job, job_pb2.JOB_STATE_FAILED, ErrorCode.INTERNAL, message)
+            return
+        self._complete(job, result)
+
+    async def _run_operation(self, job: RunningJob) -> OpResult:
+        spec = job.spec
+        ctx = JobContext(
+            spec=spec,
+            input_path=self.policy.check_input(spec.image.path),
+            output_dir=self.policy.check_output_dir(spec.artifacts.output_path),
+            state_dir=self.state_dir,
+            policy=self.policy,
+            progress=job.progress,
+        )
+        return await OPERATIONS[spec.operation](ctx)
+
+    def _complete(self, job: RunningJob, result: OpResult) -> None:
+        job.events.emit(
+            job_pb2.JOB_STATE_COMPLETED,
+            phase="done",
+            progress_percent=100.0,
+            message=f"{job.spec.operation.value} completed",
+            result=job_pb2.JobResult(
+                outputs=[
+                    job_pb2.JobOutput(
+                        kind=o.kind, path=str(o.path), size_bytes=o.size_bytes, format=o.format
+                    )
+                    for o in result.outputs
+                ],
+                metrics=dict_to_struct(result.metrics),
+                details=dict_to_struct(result.details),
+            ),
+        )
+        log.info("job completed job_id=%s metrics=%s", job.spec.job_id, result.metrics)
+
+    def _terminate(
+        self,
+        job: RunningJob,
+        state: job_pb2.JobState,
+        code: ErrorCode,
+        message: str,
+        phase: str | None = None,
+    ) -> None:
+        if job.events.finished:
+            return
+        phase = phase or job.progress.phase
+        job.events.emit(
+            state,
+            phase=phase,
+            progress_percent=job.progress.percent,
+            message=message,
+            result=_error_result(phase, code, message),
+        )
+        name = job_pb2.JobState.Name(state).removeprefix("JOB_STATE_").lower()
+        log.info("job %s job_id=%s code=%s phase=%s message=%s",
+                 name, job.spec.job_id, code.value, phase, message)  # fmt: skip
+
+    def _finish(self, job: RunningJob) -> None:
+        """Task done callback: guarantee a terminal event, then free the slot."""
+        if not job.events.finished:
+            # The task was cancelled before it ever ran, or died in an unexpected way.
+            if job.cancel_reason is not None:
+                self._terminate(job, job_pb2.JOB_STATE_CANCELLED, ErrorCode.CANCELLED,
+                                job.cancel_reason)  # fmt: skip
+            else:
+                self._terminate(job, job_pb2.JOB_STATE_FAILED, ErrorCode.INTERNAL,
+                                "the job ended without a result")  # fmt: skip
+        self._jobs.pop(job.spec.job_id, None)
+        job.done.set()
+
+
+def _error_result(phase: str, code: ErrorCode, message: str) -> job_pb2.JobResult:
+    return job_pb2.JobResult(error=job_pb2.JobError(phase=phase, code=code.value, message=message))

@@ -1,0 +1,57 @@
+"""The inspect operation: image metadata and partition table, as a JSON document.
+
+Writes ``<output_path>/<job_id>_inspection.json`` atomically and returns the same document in
+the result's details.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from agent.disk.atomic import write_bytes_atomically
+from agent.disk.partitions import read_partition_table
+from agent.disk.qemu_img import ImageInfo
+from agent.ops.base import JobContext, OpResult, Output
+from agent.ops.image import inspect_input
+
+
+def inspection_document(ctx: JobContext, info: ImageInfo) -> dict[str, Any]:
+    return {
+        "job_id": ctx.job_id,
+        "image": str(ctx.input_path),
+        "format": info.format,
+        "virtual_size": info.virtual_size,
+        "actual_size": info.actual_size,
+        "cluster_size": info.cluster_size,
+        "dirty_flag": info.dirty_flag,
+        "encrypted": bool(info.raw.get("encrypted", False)),
+        "format_specific": info.format_specific,
+        "partition_table": None,
+    }
+
+
+async def run_inspect(ctx: JobContext) -> OpResult:
+    """Inspect the input image; see the module docstring."""
+    started = time.monotonic()
+    ctx.progress.report("inspect", 5, message=f"reading metadata of {ctx.input_path}")
+    info = await inspect_input(ctx)
+    document = inspection_document(ctx, info)
+    ctx.progress.report("partitions", 50, message="reading the partition table")
+    table = await read_partition_table(
+        ctx.input_path, info.format, info.virtual_size, ctx.scratch_dir
+    )
+    document["partition_table"] = table.table
+    if table.table is None:
+        document["partition_table_error"] = table.reason
+    ctx.progress.report("finalize", 90, message="writing the inspection report")
+    target = ctx.output_dir / f"{ctx.job_id}_inspection.json"
+    ctx.policy.check_output_file(target, ctx.input_path)
+    data = json.dumps(document, indent=2, sort_keys=True).encode() + b"\n"
+    write_bytes_atomically(target, data, ctx.job_id, ctx.state_dir)
+    return OpResult(
+        outputs=[Output(kind="inspection", path=target, size_bytes=len(data), format="json")],
+        metrics={"duration_seconds": round(time.monotonic() - started, 3)},
+        details=document,
+    )

@@ -1,0 +1,1 @@
+"""h2kctl, the operator CLI of h2k."""

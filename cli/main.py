@@ -1,0 +1,224 @@
+"""h2kctl: submit, follow and inspect h2k jobs; list and manage agents.
+
+Global options go before the command: ``h2kctl --server cp:50051 get JOB_ID``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from cli.agents import agents_app
+from cli.follow import follow
+from cli.render import (
+    DetailFormat,
+    ListFormat,
+    ListOutputOption,
+    events_table,
+    job_detail,
+    jobs_table,
+    print_json,
+    print_rich,
+    print_yaml,
+)
+from cli.session import (
+    EXIT_INVALID_INPUT,
+    Settings,
+    fail,
+    reporting_errors,
+    settings_of,
+    show_client_logs,
+)
+from client.views import event_to_dict, job_to_dict
+from protocol.errors import InvalidArgument
+from protocol.spec import JobSpec, parse_spec
+from protocol.states import JobState
+
+app = typer.Typer(
+    name="h2kctl",
+    help="Operate h2k: submit VM-disk migration jobs, follow them, manage agents.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(agents_app, name="agents")
+
+JobIdArgument = Annotated[str, typer.Argument(help="Job id.")]
+AfterSeqOption = Annotated[
+    int, typer.Option("--after-seq", min=0, help="Only events with a greater seq.")
+]
+
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    server: Annotated[
+        str, typer.Option("--server", envvar="H2K_SERVER", help="Control plane host:port.")
+    ] = "127.0.0.1:50051",
+    insecure: Annotated[
+        bool,
+        typer.Option(
+            "--insecure",
+            envvar="H2K_INSECURE",
+            help="Plaintext gRPC (TLS is not built yet: plaintext is used either way for now).",
+        ),
+    ] = False,
+    timeout: Annotated[
+        float,
+        typer.Option("--timeout", envvar="H2K_TIMEOUT", help="Seconds per request (watch: none)."),
+    ] = 30.0,
+) -> None:
+    """Operate h2k: submit VM-disk migration jobs, follow them, manage agents."""
+    show_client_logs()
+    ctx.obj = Settings(server=server, insecure=insecure, timeout=timeout)
+
+
+# --- submit -------------------------------------------------------------------------------
+
+
+def _read_document(file: str) -> Any:
+    """The JSON document in ``file`` ("-": stdin); exits 2 when unreadable."""
+    try:
+        text = sys.stdin.read() if file == "-" else Path(file).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise fail(f"error: cannot read {file}: {exc}", EXIT_INVALID_INPUT) from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise fail(f"error: {file} is not valid JSON: {exc}", EXIT_INVALID_INPUT) from None
+
+
+def load_spec(file: str) -> JobSpec:
+    """Read and validate a v1 job file; on failure print every "field: rule" and exit 2."""
+    document = _read_document(file)
+    try:
+        return parse_spec(document)
+    except InvalidArgument as exc:
+        typer.echo(f"error: INVALID_ARGUMENT: {file} is not a valid v1 job spec:", err=True)
+        for problem in exc.message.split("; "):
+            typer.echo(problem, err=True)
+        raise typer.Exit(EXIT_INVALID_INPUT) from None
+
+
+@app.command()
+def submit(
+    ctx: typer.Context,
+    file: Annotated[str, typer.Argument(help="v1 job JSON file, or - for stdin.")],
+    watch: Annotated[
+        bool, typer.Option("--watch", "-w", help="Then follow it like `watch`.")
+    ] = False,
+) -> None:
+    """Validate and submit a v1 job file; print the job id on stdout."""
+    spec = load_spec(file)
+    settings = settings_of(ctx)
+    with reporting_errors(settings), settings.connect() as client:
+        result = client.submit(spec)
+        typer.echo(spec.job_id)
+        if not result.created:
+            state = job_to_dict(result.job)["state"]
+            typer.echo(
+                f"job {spec.job_id} already exists with the same spec (state {state})", err=True
+            )
+        if watch:
+            raise typer.Exit(follow(client, spec.job_id))
+
+
+# --- following and reading jobs -----------------------------------------------------------
+
+
+@app.command()
+def watch(ctx: typer.Context, job_id: JobIdArgument, after_seq: AfterSeqOption = 0) -> None:
+    """Follow a job live until it ends. Exit 0 when it COMPLETED, 1 when FAILED or CANCELLED."""
+    settings = settings_of(ctx)
+    with reporting_errors(settings), settings.connect() as client:
+        raise typer.Exit(follow(client, job_id, after_seq=after_seq))
+
+
+@app.command()
+def get(
+    ctx: typer.Context,
+    job_id: JobIdArgument,
+    output: Annotated[
+        DetailFormat, typer.Option("--output", "-o", help="table, json or yaml.")
+    ] = DetailFormat.TABLE,
+) -> None:
+    """Show one job: state, timings, progress, history, outputs, error."""
+    settings = settings_of(ctx)
+    with reporting_errors(settings), settings.connect() as client:
+        view = job_to_dict(client.get(job_id))
+    if output is DetailFormat.JSON:
+        print_json(view)
+    elif output is DetailFormat.YAML:
+        print_yaml(view)
+    else:
+        print_rich(*job_detail(view))
+
+
+def _parse_states(names: list[str]) -> list[JobState]:
+    states = []
+    for name in names:
+        key = name.strip().upper().removeprefix("JOB_STATE_")
+        if key not in JobState.__members__:
+            valid = ", ".join(state.value.lower() for state in JobState)
+            raise typer.BadParameter(f"{name!r} is not one of {valid}", param_hint="--state")
+        states.append(JobState[key])
+    return states
+
+
+@app.command("list")
+def list_jobs(
+    ctx: typer.Context,
+    state: Annotated[
+        list[str] | None,
+        typer.Option("--state", "-s", help="Only jobs in this state (repeatable, any case)."),
+    ] = None,
+    output: ListOutputOption = ListFormat.TABLE,
+) -> None:
+    """List jobs, optionally only those in the given states."""
+    states = _parse_states(state or [])
+    settings = settings_of(ctx)
+    with reporting_errors(settings), settings.connect() as client:
+        views = [job_to_dict(job) for job in client.list(states or None)]
+    if output is ListFormat.JSON:
+        print_json(views)
+    else:
+        print_rich(jobs_table(views))
+
+
+@app.command()
+def events(
+    ctx: typer.Context,
+    job_id: JobIdArgument,
+    output: Annotated[
+        ListFormat, typer.Option("--output", "-o", help="table, or json (one object per line).")
+    ] = ListFormat.TABLE,
+    after_seq: AfterSeqOption = 0,
+) -> None:
+    """Show a job's stored progress events in seq order."""
+    settings = settings_of(ctx)
+    with reporting_errors(settings), settings.connect() as client:
+        views = [event_to_dict(event) for event in client.events(job_id, after_seq=after_seq)]
+    if output is ListFormat.JSON:
+        for view in views:
+            print_json(view, indent=None)
+    else:
+        print_rich(events_table(views))
+
+
+@app.command()
+def cancel(
+    ctx: typer.Context,
+    job_id: JobIdArgument,
+    reason: Annotated[str, typer.Option("--reason", help="Recorded in the job's history.")] = "",
+) -> None:
+    """Cancel a job and print its resulting state."""
+    settings = settings_of(ctx)
+    with reporting_errors(settings), settings.connect() as client:
+        view = job_to_dict(client.cancel(job_id, reason=reason))
+    typer.echo(view["state"])
+    if view["cancel_requested"] and view["state"] not in ("CANCELLED", "COMPLETED", "FAILED"):
+        typer.echo(f"cancellation of {job_id} requested; the agent is stopping it", err=True)

@@ -1,0 +1,73 @@
+"""What an agent must offer to run a job: the capability rules of the v1 protocol."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from protocol.spec import JobSpec, Operation
+
+GIB = 1024**3
+
+_REPAIR_OPERATIONS = frozenset(
+    {
+        Operation.OFFLINE_FIX,
+        Operation.BOOT_REPAIR,
+        Operation.SELINUX_PREP,
+        Operation.LVM_REPAIR,
+        Operation.FS_REPAIR,
+        Operation.INITRAMFS_REGENERATE,
+    }
+)
+
+
+@dataclass(frozen=True)
+class CapabilityNeed:
+    """One need, met when the agent has every probe of at least one option."""
+
+    options: tuple[frozenset[str], ...]
+
+    @classmethod
+    def single(cls, name: str) -> CapabilityNeed:
+        return cls((frozenset({name}),))
+
+    def met_by(self, available: frozenset[str]) -> bool:
+        return any(option <= available for option in self.options)
+
+    def describe(self) -> str:
+        """The need as a user reads it: ``nbd`` or ``nbd or fuse+loop+qemu_storage_daemon``."""
+        return " or ".join("+".join(sorted(option)) for option in self.options)
+
+
+# Offline repair attaches the guest disk through NBD, or through a FUSE export on a loop device.
+_ATTACH = CapabilityNeed((frozenset({"nbd"}), frozenset({"fuse", "qemu_storage_daemon", "loop"})))
+
+
+def capability_needs(spec: JobSpec) -> list[CapabilityNeed]:
+    """The probes an agent must have for this job (operation and capability_requirements)."""
+    names = ["qemu_img"]
+    alternatives: list[CapabilityNeed] = []
+    if spec.operation in _REPAIR_OPERATIONS:
+        names.append("mount")
+        alternatives.append(_ATTACH)
+    if spec.operation is Operation.LVM_REPAIR:
+        names += ["lvm", "device_mapper"]
+    reqs = spec.capability_requirements
+    if reqs.needs_nbd:
+        names.append("nbd")
+    if reqs.needs_lvm:
+        names += ["lvm", "device_mapper"]
+    if reqs.needs_mount:
+        names.append("mount")
+    if reqs.needs_selinux_tools:
+        names.append("selinux_tools")
+    singles = [CapabilityNeed.single(name) for name in dict.fromkeys(names)]
+    # An explicit need for nbd already settles how the disk is attached.
+    if reqs.needs_nbd:
+        alternatives = []
+    return singles + alternatives
+
+
+def format_gib(size_bytes: int) -> str:
+    """Bytes as whole or one-decimal GB (GiB), as the spec's *_gb fields count them."""
+    text = f"{size_bytes / GIB:.1f}"
+    return text.removesuffix(".0") + " GB"

@@ -1,0 +1,108 @@
+"""The in-memory fan-out of progress events to WatchJob streams.
+
+Publishing never blocks: each subscriber has a bounded buffer, and a subscriber that falls
+behind is marked lagged and its buffer dropped; it re-reads the missed events from the store
+by seq. The store stays the source of truth; the hub only says "something new happened".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+
+from protocol.gen.h2k.v1 import job_pb2
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BUFFER = 256
+
+
+class Subscription:
+    """One watcher's view of one job's live events."""
+
+    def __init__(self, job_id: str, buffer: int) -> None:
+        self.job_id = job_id
+        self.lagged = False
+        self.terminal = False
+        self._buffer = buffer
+        self._events: deque[job_pb2.ProgressEvent] = deque()
+        self._wake = asyncio.Event()
+
+    def _push(self, event: job_pb2.ProgressEvent) -> None:
+        if self.lagged:
+            return  # the watcher re-reads the store before following the buffer again
+        if len(self._events) >= self._buffer:
+            # Drop what is buffered: the watcher re-reads it from the store anyway.
+            self._events.clear()
+            self.lagged = True
+            log.info("watcher lagged job_id=%s buffer=%d", self.job_id, self._buffer)
+        else:
+            self._events.append(event)
+        self._wake.set()
+
+    def _mark_terminal(self) -> None:
+        self.terminal = True
+        self._wake.set()
+
+    async def wait(self, timeout: float | None = None) -> list[job_pb2.ProgressEvent]:
+        """Wait for news (events, lag or terminal) and take the buffered events.
+
+        Returns an empty list on timeout or when only the flags changed; callers check
+        :attr:`lagged` and :attr:`terminal` after each call.
+        """
+        if not self._events and not self.lagged and not self.terminal:
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+        self._wake.clear()
+        events = list(self._events)
+        self._events.clear()
+        return events
+
+    def clear_lag(self) -> None:
+        """Call before re-reading the store: events from now on are buffered again."""
+        self.lagged = False
+
+
+class EventHub:
+    """Subscribers per job_id; publish from the dispatcher, read from WatchJob."""
+
+    def __init__(self, buffer: int = DEFAULT_BUFFER) -> None:
+        self._buffer = buffer
+        self._subscribers: dict[str, set[Subscription]] = {}
+        self._terminal_listeners: list[Callable[[str], None]] = []
+
+    @contextmanager
+    def subscribe(self, job_id: str) -> Iterator[Subscription]:
+        """Follow a job's events for the duration of the ``with`` block."""
+        subscription = Subscription(job_id, self._buffer)
+        self._subscribers.setdefault(job_id, set()).add(subscription)
+        try:
+            yield subscription
+        finally:
+            subscribers = self._subscribers.get(job_id)
+            if subscribers is not None:
+                subscribers.discard(subscription)
+                if not subscribers:
+                    del self._subscribers[job_id]
+
+    def subscriber_count(self, job_id: str) -> int:
+        return len(self._subscribers.get(job_id, ()))
+
+    def publish(self, event: job_pb2.ProgressEvent) -> None:
+        """Hand a stored event to every watcher of its job, without waiting for any."""
+        for subscription in tuple(self._subscribers.get(event.job_id, ())):
+            subscription._push(event)
+
+    def add_terminal_listener(self, listener: Callable[[str], None]) -> None:
+        """Call ``listener(job_id)`` whenever a job becomes terminal."""
+        self._terminal_listeners.append(listener)
+
+    def notify_terminal(self, job_id: str) -> None:
+        """Say that a job reached a terminal state (after the store recorded it)."""
+        for subscription in tuple(self._subscribers.get(job_id, ())):
+            subscription._mark_terminal()
+        for listener in self._terminal_listeners:
+            listener(job_id)

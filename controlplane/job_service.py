@@ -1,0 +1,179 @@
+"""The JobService servicer: submit, inspect, cancel and watch jobs."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+from controlplane.dispatcher import Dispatcher
+from controlplane.events import EventHub, Subscription
+from controlplane.models import JobRecord, error_result
+from controlplane.rpc import Context, stream_rpc, unary_rpc
+from controlplane.store import ACTIVE_STATES, JobStore
+from controlplane.submission import validate_submission
+from protocol.conversion import state_from_proto, utcnow
+from protocol.errors import FailedPrecondition, InvalidArgument
+from protocol.gen.h2k.v1 import job_pb2, services_pb2, services_pb2_grpc
+from protocol.states import IllegalTransition, JobState
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1000
+REPLAY_BATCH = 500
+# A watcher re-reads the job from the store at least this often, whatever the hub says.
+WATCH_RECHECK_SECONDS = 30.0
+UNREACHABLE_CANCEL = "agent unreachable; cancelled without confirmation"
+
+
+class JobService(services_pb2_grpc.JobServiceServicer):
+    """Jobs for h2kctl and other services."""
+
+    def __init__(self, store: JobStore, hub: EventHub, dispatcher: Dispatcher) -> None:
+        self._store = store
+        self._hub = hub
+        self._dispatcher = dispatcher
+
+    @unary_rpc
+    async def SubmitJob(
+        self, request: services_pb2.SubmitJobRequest, context: Context
+    ) -> services_pb2.SubmitJobResponse:
+        spec = validate_submission(request.spec)
+        now = utcnow()
+        if spec.created_at is None:
+            spec = spec.model_copy(update={"created_at": now})
+        job, created = await self._store.create_job(spec, now)
+        log.info(
+            "job submitted job_id=%s operation=%s priority=%d created=%s",
+            job.job_id,
+            spec.operation,
+            spec.execution_policy.priority,
+            created,
+        )
+        if created:
+            self._dispatcher.wake()
+        return services_pb2.SubmitJobResponse(job=job.to_proto(), created=created)
+
+    @unary_rpc
+    async def GetJob(self, request: services_pb2.GetJobRequest, context: Context) -> job_pb2.Job:
+        return (await self._store.get_job(request.job_id)).to_proto()
+
+    @unary_rpc
+    async def ListJobs(
+        self, request: services_pb2.ListJobsRequest, context: Context
+    ) -> services_pb2.ListJobsResponse:
+        if request.page_size < 0:
+            raise InvalidArgument("page_size: must not be negative")
+        size = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        offset = _offset_from_token(request.page_token)
+        states = [state_from_proto(s) for s in request.states]
+        page = await self._store.list_jobs(states=states, limit=size, offset=offset)
+        token = "" if page.next_offset is None else str(page.next_offset)
+        return services_pb2.ListJobsResponse(
+            jobs=[j.to_proto() for j in page.jobs], next_page_token=token
+        )
+
+    @unary_rpc
+    async def CancelJob(
+        self, request: services_pb2.CancelJobRequest, context: Context
+    ) -> job_pb2.Job:
+        job = await self._store.get_job(request.job_id)
+        reason = request.reason or "cancelled on request"
+        if job.state.is_terminal:
+            raise FailedPrecondition(f"job {job.job_id} is already {job.state.value}")
+        if job.state in ACTIVE_STATES:
+            job = await self._cancel_on_agent(job, reason)
+        else:
+            job = await self._end_cancelled(job, reason)
+        return job.to_proto()
+
+    async def _cancel_on_agent(self, job: JobRecord, reason: str) -> JobRecord:
+        if not job.cancel_requested:
+            job = await self._store.update_job(job.job_id, cancel_requested=True)
+        if await self._dispatcher.cancel_on_agent(job, reason):
+            log.info("cancel sent job_id=%s agent=%s", job.job_id, job.assigned_agent)
+            return job
+        self._dispatcher.abandon(job.job_id)
+        return await self._end_cancelled(job, UNREACHABLE_CANCEL)
+
+    async def _end_cancelled(self, job: JobRecord, reason: str) -> JobRecord:
+        """Record CANCELLED without the agent (nothing runs, or the agent is gone)."""
+        try:
+            job = await self._store.transition(
+                job.job_id,
+                JobState.CANCELLED,
+                reason,
+                result=error_result(job.phase, "CANCELLED", reason),
+                error=reason,
+                finished_at=utcnow(),
+            )
+        except IllegalTransition:
+            # It ended on its own between our read and the write; report how it ended.
+            return await self._store.get_job(job.job_id)
+        self._dispatcher.recorder.announce_terminal(job)
+        return job
+
+    @stream_rpc
+    async def WatchJob(
+        self, request: services_pb2.WatchJobRequest, context: Context
+    ) -> AsyncIterator[job_pb2.ProgressEvent]:
+        last = max(0, request.after_seq)
+        # Subscribe before the first read so nothing published meanwhile is missed.
+        with self._hub.subscribe(request.job_id) as subscription:
+            job = await self._store.get_job(request.job_id)
+            while True:
+                # Buffer again before reading the store, so nothing falls between the two.
+                subscription.clear_lag()
+                async for event in self._replay(request.job_id, last):
+                    last = event.seq
+                    yield event
+                if job.state.is_terminal:
+                    return
+                async for event in _follow(subscription, last):
+                    last = event.seq
+                    yield event
+                job = await self._store.get_job(request.job_id)
+
+    async def _replay(self, job_id: str, after_seq: int) -> AsyncIterator[job_pb2.ProgressEvent]:
+        while True:
+            batch = await self._store.list_events(job_id, after_seq=after_seq, limit=REPLAY_BATCH)
+            for event in batch:
+                yield event
+            if len(batch) < REPLAY_BATCH:
+                return
+            after_seq = batch[-1].seq
+
+    @unary_rpc
+    async def ListJobEvents(
+        self, request: services_pb2.ListJobEventsRequest, context: Context
+    ) -> services_pb2.ListJobEventsResponse:
+        if request.limit < 0:
+            raise InvalidArgument("limit: must not be negative")
+        await self._store.get_job(request.job_id)
+        events = await self._store.list_events(
+            request.job_id, after_seq=max(0, request.after_seq), limit=request.limit or None
+        )
+        return services_pb2.ListJobEventsResponse(events=events)
+
+
+async def _follow(subscription: Subscription, last: int) -> AsyncIterator[job_pb2.ProgressEvent]:
+    """Live events in seq order; returns when the store must be read again."""
+    while not (subscription.lagged or subscription.terminal):
+        events = await subscription.wait(WATCH_RECHECK_SECONDS)
+        if not events:
+            return
+        for event in events:
+            if event.seq <= last:
+                continue
+            if event.seq != last + 1:
+                return  # a gap: the store has what the buffer lacks
+            last = event.seq
+            yield event
+
+
+def _offset_from_token(token: str) -> int:
+    if not token:
+        return 0
+    if not token.isdigit():
+        raise InvalidArgument("page_token: not a token this server issued")
+    return int(token)

@@ -1,0 +1,73 @@
+"""The one place where exceptions become gRPC status codes, for every servicer method.
+
+H2KError subclasses carry their own code; an illegal state transition is a failed
+precondition; anything else is INTERNAL with a log line. The server keeps serving either way.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, NoReturn, TypeVar
+
+import grpc
+
+from protocol.errors import H2KError
+from protocol.states import IllegalTransition
+
+log = logging.getLogger(__name__)
+
+S = TypeVar("S")
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+async def _abort(context: Context, exc: Exception, method: str) -> NoReturn:
+    if isinstance(exc, H2KError):
+        code, message = exc.code, exc.message
+    elif isinstance(exc, IllegalTransition):
+        code, message = grpc.StatusCode.FAILED_PRECONDITION, str(exc)
+    else:
+        log.exception("rpc failed method=%s error=%r", method, exc)
+        code, message = grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}"
+    if code is not grpc.StatusCode.INTERNAL:
+        log.info("rpc refused method=%s code=%s message=%r", method, code.name, message)
+    await context.abort(code, message)
+    raise AssertionError("context.abort returned")  # abort always raises
+
+
+def unary_rpc(
+    method: Callable[[S, Req, Context], Awaitable[Resp]],
+) -> Callable[[S, Req, Context], Awaitable[Resp]]:
+    """Map exceptions of a unary servicer method to gRPC statuses."""
+
+    @functools.wraps(method)
+    async def wrapper(self: S, request: Req, context: Context) -> Resp:
+        try:
+            return await method(self, request, context)
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:
+            await _abort(context, exc, method.__name__)
+
+    return wrapper
+
+
+def stream_rpc(
+    method: Callable[[S, Req, Context], AsyncIterator[Resp]],
+) -> Callable[[S, Req, Context], AsyncIterator[Resp]]:
+    """Map exceptions of a server-streaming servicer method to gRPC statuses."""
+
+    @functools.wraps(method)
+    async def wrapper(self: S, request: Req, context: Context) -> AsyncIterator[Resp]:
+        try:
+            async for item in method(self, request, context):
+                yield item
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:
+            await _abort(context, exc, method.__name__)
+
+    return wrapper

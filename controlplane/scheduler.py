@@ -1,0 +1,160 @@
+"""Placement: which queued job runs on which agent, and why the others wait.
+
+Pure: jobs and agent views in, a plan out. No gRPC, no database, no clock of its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from controlplane.capabilities import GIB, capability_needs, format_gib
+from controlplane.models import AgentRecord, JobRecord
+
+DEFAULT_LEASE = timedelta(seconds=15)
+
+
+@dataclass(frozen=True)
+class AgentView:
+    """What the scheduler knows about one agent."""
+
+    name: str
+    capabilities: frozenset[str]
+    max_concurrent_jobs: int
+    running_jobs: int
+    last_heartbeat: datetime
+    memory_total_bytes: int = 0
+    disk_free_bytes: int = 0
+    cordoned: bool = False
+    draining: bool = False
+
+    def not_ready_because(self, now: datetime, lease: timedelta) -> str | None:
+        """Why the agent takes no new work, or None when it is ready."""
+        if self.cordoned:
+            return "cordoned"
+        if self.draining:
+            return "draining"
+        age = now - self.last_heartbeat
+        if age > lease:
+            return f"heartbeat {int(age.total_seconds())}s old"
+        return None
+
+
+_SizeOf = Callable[[AgentView], int]
+
+
+@dataclass
+class SchedulePlan:
+    """Assignments in the order to dispatch them, and the reason each other job waits."""
+
+    assignments: list[tuple[str, str]] = field(default_factory=list)
+    waiting: dict[str, str] = field(default_factory=dict)
+
+
+def schedule_queued_jobs(
+    queued: Sequence[JobRecord],
+    agents: Sequence[AgentView],
+    now: datetime,
+    lease: timedelta = DEFAULT_LEASE,
+) -> SchedulePlan:
+    """Place queued jobs on agents: priority (1 first), then age; least loaded agent wins.
+
+    Args:
+        queued: the jobs waiting in QUEUED.
+        agents: every registered agent, with its running job count.
+        now: the current time, to judge heartbeat freshness.
+        lease: how old a heartbeat may be for the agent to count as ready.
+
+    Returns:
+        The assignments (job_id, agent name) and, for every job left waiting, a reason.
+    """
+    plan = SchedulePlan()
+    load = {agent.name: agent.running_jobs for agent in agents}
+    for job in sorted(queued, key=lambda j: (j.priority, j.submitted_at, j.job_id)):
+        fitting, reason = _fitting_agents(job, agents, now, lease)
+        free = [a for a in fitting if load[a.name] < a.max_concurrent_jobs]
+        if not free:
+            plan.waiting[job.job_id] = reason or _busy_reason(fitting, load)
+            continue
+        best = min(free, key=lambda a: (load[a.name] / a.max_concurrent_jobs, a.name))
+        load[best.name] += 1
+        plan.assignments.append((job.job_id, best.name))
+    return plan
+
+
+def _fitting_agents(
+    job: JobRecord, agents: Sequence[AgentView], now: datetime, lease: timedelta
+) -> tuple[list[AgentView], str | None]:
+    """The ready agents able to run the job, or none and the first reason why not."""
+    if not agents:
+        return [], "no agent registered"
+    capable = list(agents)
+    for need in capability_needs(job.spec):
+        capable = [a for a in capable if need.met_by(a.capabilities)]
+        if not capable:
+            if any(need.met_by(a.capabilities) for a in agents):
+                return [], f"no agent has {need.describe()} together with the other needs"
+            return [], f"no agent has {need.describe()}"
+    reqs = job.spec.capability_requirements
+    if reqs.min_memory_gb is not None:
+        capable, reason = _filter_size(
+            capable,
+            reqs.min_memory_gb,
+            lambda a: a.memory_total_bytes,
+            "needs {need} GB memory; the largest agent has {best}",
+        )
+        if reason:
+            return [], reason
+    if reqs.min_disk_space_gb is not None:
+        capable, reason = _filter_size(
+            capable,
+            reqs.min_disk_space_gb,
+            lambda a: a.disk_free_bytes,
+            "needs {need} GB free disk; the agent with the most has {best} free",
+        )
+        if reason:
+            return [], reason
+    not_ready = {a.name: a.not_ready_because(now, lease) for a in capable}
+    ready = [a for a in capable if not_ready[a.name] is None]
+    if not ready:
+        details = "; ".join(f"{name}: {why}" for name, why in sorted(not_ready.items()))
+        return [], f"no ready agent ({details})"
+    return ready, None
+
+
+def _filter_size(
+    agents: list[AgentView],
+    needed_gb: int,
+    size_of: _SizeOf,
+    shortfall: str,
+) -> tuple[list[AgentView], str | None]:
+    fitting = [a for a in agents if size_of(a) >= needed_gb * GIB]
+    if fitting:
+        return fitting, None
+    best = max(size_of(a) for a in agents)
+    return [], shortfall.format(need=needed_gb, best=format_gib(best))
+
+
+def _busy_reason(fitting: list[AgentView], load: dict[str, int]) -> str:
+    used = sum(load[a.name] for a in fitting)
+    slots = sum(a.max_concurrent_jobs for a in fitting)
+    noun = "agent is" if len(fitting) == 1 else f"{len(fitting)} fitting agents are"
+    prefix = "the fitting " if len(fitting) == 1 else "all "
+    return f"{prefix}{noun} busy ({used}/{slots} slots used)"
+
+
+def agent_view(agent: AgentRecord, running_jobs: int) -> AgentView:
+    """The scheduler's view of a stored agent with ``running_jobs`` slots in use."""
+    caps = agent.capabilities
+    return AgentView(
+        name=agent.name,
+        capabilities=agent.available_capabilities(),
+        max_concurrent_jobs=agent.max_concurrent_jobs,
+        running_jobs=running_jobs,
+        last_heartbeat=agent.last_heartbeat,
+        memory_total_bytes=caps.memory_total_bytes,
+        disk_free_bytes=caps.disk_free_bytes,
+        cordoned=agent.cordoned,
+        draining=agent.draining,
+    )

@@ -1,0 +1,185 @@
+"""The job store interface: every implementation (SQLite now, PostgreSQL later) provides it.
+
+Implementations refuse state transitions that :func:`protocol.states.check_transition`
+rejects, commit every write before returning, and never block the event loop.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Collection
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from controlplane.models import AgentRecord, JobRecord
+from protocol.gen.h2k.v1 import agent_pb2, job_pb2
+from protocol.spec import JobSpec
+from protocol.states import JobState
+
+# States in which a job occupies a slot on its agent.
+ACTIVE_STATES = frozenset({JobState.ASSIGNED, JobState.RUNNING, JobState.PROGRESSING})
+
+# Fields a transition (or update_job) may change besides the state.
+UPDATABLE_FIELDS = frozenset(
+    {
+        "attempt",
+        "assigned_agent",
+        "queue_reason",
+        "result",
+        "error",
+        "started_at",
+        "finished_at",
+        "last_seq",
+        "phase",
+        "progress_percent",
+        "cancel_requested",
+    }
+)
+
+
+@dataclass(frozen=True)
+class JobPage:
+    """One page of :meth:`JobStore.list_jobs`; ``next_offset`` is None on the last page."""
+
+    jobs: list[JobRecord]
+    next_offset: int | None
+
+
+class JobStore(abc.ABC):
+    """Durable jobs, their transitions and events, and registered agents."""
+
+    @abc.abstractmethod
+    async def open(self) -> None:
+        """Connect and create or migrate the schema."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Release the connection; the store is unusable afterwards."""
+
+    # --- jobs ---------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def create_job(self, spec: JobSpec, now: datetime) -> tuple[JobRecord, bool]:
+        """Store a validated spec as a QUEUED job, committed before returning.
+
+        The job is inserted as CREATED and moved CREATED -> VALIDATED -> QUEUED, with a
+        history row for each step, in one transaction.
+
+        Returns:
+            The stored record and True, or the existing record and False when a job with the
+            same job_id and the same fingerprint exists.
+
+        Raises:
+            AlreadyExists: a job with this job_id exists with a different spec.
+        """
+
+    @abc.abstractmethod
+    async def get_job(self, job_id: str) -> JobRecord:
+        """The job with its history.
+
+        Raises:
+            NotFound: no such job.
+        """
+
+    @abc.abstractmethod
+    async def list_jobs(
+        self,
+        states: Collection[JobState] | None = None,
+        limit: int | None = 100,
+        offset: int = 0,
+    ) -> JobPage:
+        """Jobs in submission order, optionally only those in ``states``."""
+
+    @abc.abstractmethod
+    async def transition(
+        self, job_id: str, to_state: JobState, reason: str, **updates: Any
+    ) -> JobRecord:
+        """Move a job to ``to_state``, record the transition, and apply field updates.
+
+        PROGRESSING -> PROGRESSING updates the fields without a history row.
+
+        Raises:
+            NotFound: no such job.
+            IllegalTransition: the state table does not allow it; nothing is changed.
+            ValueError: an update names a field that cannot be updated.
+        """
+
+    @abc.abstractmethod
+    async def update_job(self, job_id: str, **updates: Any) -> JobRecord:
+        """Change fields of a job without changing its state.
+
+        Raises:
+            NotFound: no such job.
+        """
+
+    async def update_progress(
+        self, job_id: str, *, last_seq: int, phase: str, progress_percent: float
+    ) -> JobRecord:
+        """Record the latest event a job's agent reported."""
+        return await self.update_job(
+            job_id, last_seq=last_seq, phase=phase, progress_percent=progress_percent
+        )
+
+    async def set_queue_reason(self, job_id: str, reason: str) -> JobRecord:
+        """Record why a queued job waits."""
+        return await self.update_job(job_id, queue_reason=reason)
+
+    @abc.abstractmethod
+    async def running_jobs_by_agent(self) -> dict[str, list[str]]:
+        """The ids of the ASSIGNED, RUNNING and PROGRESSING jobs of each agent."""
+
+    async def count_running_jobs(self) -> dict[str, int]:
+        """How many slots each agent has in use."""
+        return {name: len(ids) for name, ids in (await self.running_jobs_by_agent()).items()}
+
+    # --- events -------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def append_event(self, event: job_pb2.ProgressEvent) -> bool:
+        """Store an event; False (and nothing stored) when (job_id, seq) is already there."""
+
+    @abc.abstractmethod
+    async def list_events(
+        self, job_id: str, after_seq: int = 0, limit: int | None = None
+    ) -> list[job_pb2.ProgressEvent]:
+        """Stored events of a job with seq > after_seq, in seq order."""
+
+    # --- agents -------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def upsert_agent(self, agent: AgentRecord) -> AgentRecord:
+        """Insert or replace an agent's registration, keeping its cordon and drain flags."""
+
+    @abc.abstractmethod
+    async def get_agent(self, name: str) -> AgentRecord:
+        """The agent.
+
+        Raises:
+            NotFound: no such agent.
+        """
+
+    @abc.abstractmethod
+    async def list_agents(self) -> list[AgentRecord]:
+        """Every registered agent, by name."""
+
+    @abc.abstractmethod
+    async def record_heartbeat(
+        self, name: str, now: datetime, capabilities: agent_pb2.Capabilities | None
+    ) -> bool:
+        """Refresh an agent's heartbeat (and capabilities); False when the agent is unknown."""
+
+    @abc.abstractmethod
+    async def set_agent_flags(
+        self,
+        name: str,
+        *,
+        cordoned: bool | None = None,
+        draining: bool | None = None,
+        drain_deadline: datetime | None = None,
+    ) -> AgentRecord:
+        """Cordon/uncordon or drain an agent (None leaves a flag as it is).
+
+        Raises:
+            NotFound: no such agent.
+        """

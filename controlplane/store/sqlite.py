@@ -1,0 +1,435 @@
+"""The SQLite job store: one file, WAL, synchronous=FULL, one dedicated thread.
+
+Every call runs on a single-thread executor that owns the connection, so the event loop
+never waits on disk and writes never race each other. Each write is one committed
+transaction before the awaiting coroutine resumes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sqlite3
+from collections.abc import Callable, Collection, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from google.protobuf import json_format
+
+from controlplane.models import AgentRecord, JobRecord, Transition
+from controlplane.store.base import ACTIVE_STATES, UPDATABLE_FIELDS, JobPage, JobStore
+from controlplane.store.sqlite_schema import migrate
+from protocol.conversion import event_from_json, event_to_json, utcnow
+from protocol.errors import AlreadyExists, NotFound
+from protocol.gen.h2k.v1 import agent_pb2, job_pb2
+from protocol.spec import JobSpec
+from protocol.states import JobState, check_transition
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+def _ts(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat(timespec="microseconds")
+
+
+def _dt(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value)
+
+
+def _column_value(name: str, value: Any) -> Any:
+    """A record field as the column stores it."""
+    if name == "result":
+        return None if value is None else json.dumps(value, sort_keys=True)
+    if isinstance(value, datetime):
+        return _ts(value)
+    if isinstance(value, bool):
+        return int(value)
+    return value
+
+
+class SqliteStore(JobStore):
+    """A :class:`JobStore` in one SQLite file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="h2k-sqlite")
+        self._conn: sqlite3.Connection | None = None
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, fn, *args)
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise RuntimeError("the store is not open")
+        return self._conn
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction; BEGIN IMMEDIATE so readers never see half of it."""
+        conn = self._db
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    async def open(self) -> None:
+        await self._run(self._open)
+
+    def _open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, isolation_level=None)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode = WAL")
+        # FULL: a commit is on disk (WAL fsynced) before SubmitJob answers.
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute("PRAGMA foreign_keys = ON")
+        conn.execute("PRAGMA busy_timeout = 5000")
+        migrate(conn)
+        self._conn = conn
+        log.info("store opened path=%s", self.path)
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            await self._run(self._close)
+        self._executor.shutdown(wait=True)
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    # --- jobs ---------------------------------------------------------------------------
+
+    async def create_job(self, spec: JobSpec, now: datetime) -> tuple[JobRecord, bool]:
+        return await self._run(self._create_job, spec, now)
+
+    def _create_job(self, spec: JobSpec, now: datetime) -> tuple[JobRecord, bool]:
+        fingerprint = spec.fingerprint()
+        with self._write() as conn:
+            row = conn.execute(
+                "SELECT fingerprint FROM jobs WHERE job_id = ?", (spec.job_id,)
+            ).fetchone()
+            if row is None:
+                conn.execute(
+                    "INSERT INTO jobs (job_id, spec, fingerprint, state, priority, "
+                    "submitted_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        spec.job_id,
+                        spec.model_dump_json(),
+                        fingerprint,
+                        JobState.CREATED.value,
+                        spec.execution_policy.priority,
+                        _ts(now),
+                        _ts(now),
+                    ),
+                )
+                self._add_history(
+                    spec.job_id,
+                    None,
+                    JobState.CREATED,
+                    now,
+                    "submitted by " + spec.audit.requested_by,
+                    0,
+                )
+                self._apply(spec.job_id, JobState.VALIDATED, "spec is valid", now, {})
+                self._apply(spec.job_id, JobState.QUEUED, "waiting for an agent", now, {})
+        if row is not None and row["fingerprint"] != fingerprint:
+            raise AlreadyExists(f"job_id: job {spec.job_id} already exists with a different spec")
+        return self._load(spec.job_id), row is None
+
+    async def get_job(self, job_id: str) -> JobRecord:
+        return await self._run(self._load, job_id)
+
+    def _load(self, job_id: str) -> JobRecord:
+        row = self._db.execute("SELECT * FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"job {job_id} not found")
+        return self._record(row)
+
+    def _record(self, row: sqlite3.Row) -> JobRecord:
+        history = [
+            Transition(
+                from_state=JobState(h["from_state"]) if h["from_state"] else None,
+                to_state=JobState(h["to_state"]),
+                time=datetime.fromisoformat(h["time"]),
+                reason=h["reason"],
+                attempt=h["attempt"],
+            )
+            for h in self._db.execute(
+                "SELECT * FROM job_transitions WHERE job_id = ? ORDER BY id", (row["job_id"],)
+            )
+        ]
+        return JobRecord(
+            job_id=row["job_id"],
+            spec=JobSpec.model_validate_json(row["spec"]),
+            fingerprint=row["fingerprint"],
+            state=JobState(row["state"]),
+            submitted_at=datetime.fromisoformat(row["submitted_at"]),
+            updated_at=datetime.fromisoformat(row["updated_at"]),
+            attempt=row["attempt"],
+            assigned_agent=row["assigned_agent"],
+            queue_reason=row["queue_reason"],
+            result=None if row["result"] is None else json.loads(row["result"]),
+            error=row["error"],
+            started_at=_dt(row["started_at"]),
+            finished_at=_dt(row["finished_at"]),
+            last_seq=row["last_seq"],
+            phase=row["phase"],
+            progress_percent=row["progress_percent"],
+            cancel_requested=bool(row["cancel_requested"]),
+            history=history,
+        )
+
+    async def list_jobs(
+        self,
+        states: Collection[JobState] | None = None,
+        limit: int | None = 100,
+        offset: int = 0,
+    ) -> JobPage:
+        return await self._run(self._list_jobs, tuple(states or ()), limit, offset)
+
+    def _list_jobs(self, states: tuple[JobState, ...], limit: int | None, offset: int) -> JobPage:
+        sql = "SELECT * FROM jobs"
+        params: list[Any] = []
+        if states:
+            sql += f" WHERE state IN ({', '.join('?' * len(states))})"
+            params.extend(s.value for s in states)
+        # One row more than asked tells whether another page exists.
+        sql += " ORDER BY submitted_at, job_id LIMIT ? OFFSET ?"
+        params.extend([-1 if limit is None else limit + 1, offset])
+        rows = self._db.execute(sql, params).fetchall()
+        more = limit is not None and len(rows) > limit
+        jobs = [self._record(r) for r in rows[:limit]]
+        return JobPage(jobs=jobs, next_offset=offset + len(jobs) if more else None)
+
+    async def transition(
+        self, job_id: str, to_state: JobState, reason: str, **updates: Any
+    ) -> JobRecord:
+        return await self._run(self._transition, job_id, to_state, reason, updates)
+
+    def _transition(
+        self, job_id: str, to_state: JobState, reason: str, updates: dict[str, Any]
+    ) -> JobRecord:
+        with self._write():
+            self._apply(job_id, to_state, reason, utcnow(), updates)
+        return self._load(job_id)
+
+    def _apply(
+        self, job_id: str, to_state: JobState, reason: str, now: datetime, updates: dict[str, Any]
+    ) -> None:
+        """Check and apply one transition inside the caller's transaction."""
+        row = self._db.execute(
+            "SELECT state, attempt FROM jobs WHERE job_id = ?", (job_id,)
+        ).fetchone()
+        if row is None:
+            raise NotFound(f"job {job_id} not found")
+        from_state = JobState(row["state"])
+        check_transition(from_state, to_state)
+        self._update_row(job_id, {**updates, "state": to_state.value}, now)
+        if not (from_state is JobState.PROGRESSING and to_state is JobState.PROGRESSING):
+            attempt = updates.get("attempt", row["attempt"])
+            self._add_history(job_id, from_state, to_state, now, reason, attempt)
+
+    def _update_row(self, job_id: str, updates: dict[str, Any], now: datetime) -> None:
+        unknown = set(updates) - UPDATABLE_FIELDS - {"state"}
+        if unknown:
+            raise ValueError(f"cannot update job fields {sorted(unknown)}")
+        columns = {name: _column_value(name, value) for name, value in updates.items()}
+        columns["updated_at"] = _ts(now)
+        assignments = ", ".join(f"{name} = ?" for name in columns)
+        cursor = self._db.execute(
+            f"UPDATE jobs SET {assignments} WHERE job_id = ?", [*columns.values(), job_id]
+        )
+        if cursor.rowcount == 0:
+            raise NotFound(f"job {job_id} not found")
+
+    def _add_history(
+        self,
+        job_id: str,
+        from_state: JobState | None,
+        to_state: JobState,
+        now: datetime,
+        reason: str,
+        attempt: int,
+    ) -> None:
+        self._db.execute(
+            "INSERT INTO job_transitions (job_id, from_state, to_state, time, reason, attempt) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                job_id,
+                from_state.value if from_state else None,
+                to_state.value,
+                _ts(now),
+                reason,
+                attempt,
+            ),
+        )
+
+    async def update_job(self, job_id: str, **updates: Any) -> JobRecord:
+        return await self._run(self._update_job, job_id, updates)
+
+    def _update_job(self, job_id: str, updates: dict[str, Any]) -> JobRecord:
+        with self._write():
+            self._update_row(job_id, updates, utcnow())
+        return self._load(job_id)
+
+    async def running_jobs_by_agent(self) -> dict[str, list[str]]:
+        return await self._run(self._running_jobs_by_agent)
+
+    def _running_jobs_by_agent(self) -> dict[str, list[str]]:
+        states = [s.value for s in ACTIVE_STATES]
+        rows = self._db.execute(
+            "SELECT assigned_agent, job_id FROM jobs WHERE assigned_agent IS NOT NULL "
+            f"AND state IN ({', '.join('?' * len(states))}) ORDER BY submitted_at, job_id",
+            states,
+        )
+        running: dict[str, list[str]] = {}
+        for row in rows:
+            running.setdefault(row["assigned_agent"], []).append(row["job_id"])
+        return running
+
+    # --- events -------------------------------------------------------------------------
+
+    async def append_event(self, event: job_pb2.ProgressEvent) -> bool:
+        return await self._run(self._append_event, event_to_json(event), event.job_id, event.seq)
+
+    def _append_event(self, body: str, job_id: str, seq: int) -> bool:
+        with self._write() as conn:
+            cursor = conn.execute(
+                "INSERT OR IGNORE INTO job_events (job_id, seq, event) VALUES (?, ?, ?)",
+                (job_id, seq, body),
+            )
+        return cursor.rowcount == 1
+
+    async def list_events(
+        self, job_id: str, after_seq: int = 0, limit: int | None = None
+    ) -> list[job_pb2.ProgressEvent]:
+        rows = await self._run(self._list_events, job_id, after_seq, limit)
+        return [event_from_json(body) for body in rows]
+
+    def _list_events(self, job_id: str, after_seq: int, limit: int | None) -> list[str]:
+        rows = self._db.execute(
+            "SELECT event FROM job_events WHERE job_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+            (job_id, after_seq, -1 if limit is None else limit),
+        )
+        return [row["event"] for row in rows]
+
+    # --- agents -------------------------------------------------------------------------
+
+    async def upsert_agent(self, agent: AgentRecord) -> AgentRecord:
+        return await self._run(self._upsert_agent, agent)
+
+    def _upsert_agent(self, agent: AgentRecord) -> AgentRecord:
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO agents (name, address, capabilities, max_concurrent_jobs, "
+                "registered_at, last_heartbeat, version) VALUES (?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET address = excluded.address, "
+                "capabilities = excluded.capabilities, "
+                "max_concurrent_jobs = excluded.max_concurrent_jobs, "
+                "registered_at = excluded.registered_at, "
+                "last_heartbeat = excluded.last_heartbeat, version = excluded.version",
+                (
+                    agent.name,
+                    agent.address,
+                    json_format.MessageToJson(agent.capabilities, indent=None),
+                    agent.max_concurrent_jobs,
+                    _ts(agent.registered_at),
+                    _ts(agent.last_heartbeat),
+                    agent.version,
+                ),
+            )
+        return self._load_agent(agent.name)
+
+    async def get_agent(self, name: str) -> AgentRecord:
+        return await self._run(self._load_agent, name)
+
+    def _load_agent(self, name: str) -> AgentRecord:
+        row = self._db.execute("SELECT * FROM agents WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            raise NotFound(f"agent {name} not found")
+        return self._agent(row)
+
+    @staticmethod
+    def _agent(row: sqlite3.Row) -> AgentRecord:
+        return AgentRecord(
+            name=row["name"],
+            address=row["address"],
+            capabilities=json_format.Parse(row["capabilities"], agent_pb2.Capabilities()),
+            max_concurrent_jobs=row["max_concurrent_jobs"],
+            registered_at=datetime.fromisoformat(row["registered_at"]),
+            last_heartbeat=datetime.fromisoformat(row["last_heartbeat"]),
+            version=row["version"],
+            cordoned=bool(row["cordoned"]),
+            draining=bool(row["draining"]),
+            drain_deadline=_dt(row["drain_deadline"]),
+        )
+
+    async def list_agents(self) -> list[AgentRecord]:
+        return await self._run(self._list_agents)
+
+    def _list_agents(self) -> list[AgentRecord]:
+        return [self._agent(r) for r in self._db.execute("SELECT * FROM agents ORDER BY name")]
+
+    async def record_heartbeat(
+        self, name: str, now: datetime, capabilities: agent_pb2.Capabilities | None
+    ) -> bool:
+        body = (
+            None if capabilities is None else json_format.MessageToJson(capabilities, indent=None)
+        )
+        return await self._run(self._record_heartbeat, name, _ts(now), body)
+
+    def _record_heartbeat(self, name: str, now: str, capabilities: str | None) -> bool:
+        with self._write() as conn:
+            cursor = conn.execute(
+                "UPDATE agents SET last_heartbeat = ?, "
+                "capabilities = COALESCE(?, capabilities) WHERE name = ?",
+                (now, capabilities, name),
+            )
+        return cursor.rowcount == 1
+
+    async def set_agent_flags(
+        self,
+        name: str,
+        *,
+        cordoned: bool | None = None,
+        draining: bool | None = None,
+        drain_deadline: datetime | None = None,
+    ) -> AgentRecord:
+        return await self._run(self._set_agent_flags, name, cordoned, draining, drain_deadline)
+
+    def _set_agent_flags(
+        self,
+        name: str,
+        cordoned: bool | None,
+        draining: bool | None,
+        drain_deadline: datetime | None,
+    ) -> AgentRecord:
+        with self._write() as conn:
+            cursor = conn.execute(
+                "UPDATE agents SET cordoned = COALESCE(?, cordoned), "
+                "draining = COALESCE(?, draining), "
+                "drain_deadline = COALESCE(?, drain_deadline) WHERE name = ?",
+                (
+                    None if cordoned is None else int(cordoned),
+                    None if draining is None else int(draining),
+                    _ts(drain_deadline),
+                    name,
+                ),
+            )
+        if cursor.rowcount == 0:
+            raise NotFound(f"agent {name} not found")
+        return self._load_agent(name)

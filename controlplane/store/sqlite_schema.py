@@ -1,0 +1,85 @@
+"""The SQLite schema of the job store, versioned with ``PRAGMA user_version``."""
+
+from __future__ import annotations
+
+import sqlite3
+
+SCHEMA_VERSION = 1
+
+_SCHEMA_V1 = """
+CREATE TABLE jobs (
+    job_id           TEXT PRIMARY KEY,
+    spec             TEXT NOT NULL,      -- the validated v1 spec as JSON
+    fingerprint      TEXT NOT NULL,
+    state            TEXT NOT NULL,
+    priority         INTEGER NOT NULL,
+    attempt          INTEGER NOT NULL DEFAULT 0,
+    assigned_agent   TEXT,
+    queue_reason     TEXT NOT NULL DEFAULT '',
+    result           TEXT,               -- JobResult as JSON
+    error            TEXT,
+    submitted_at     TEXT NOT NULL,      -- ISO 8601, UTC, microseconds
+    updated_at       TEXT NOT NULL,
+    started_at       TEXT,
+    finished_at      TEXT,
+    last_seq         INTEGER NOT NULL DEFAULT 0,
+    phase            TEXT NOT NULL DEFAULT '',
+    progress_percent REAL NOT NULL DEFAULT 0,
+    cancel_requested INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX jobs_by_state ON jobs (state, submitted_at);
+CREATE INDEX jobs_by_submission ON jobs (submitted_at, job_id);
+
+CREATE TABLE job_transitions (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id     TEXT NOT NULL REFERENCES jobs (job_id),
+    from_state TEXT,
+    to_state   TEXT NOT NULL,
+    time       TEXT NOT NULL,
+    reason     TEXT NOT NULL,
+    attempt    INTEGER NOT NULL
+);
+CREATE INDEX job_transitions_by_job ON job_transitions (job_id, id);
+
+CREATE TABLE job_events (
+    job_id TEXT NOT NULL REFERENCES jobs (job_id),
+    seq    INTEGER NOT NULL,
+    event  TEXT NOT NULL,                -- ProgressEvent as JSON
+    PRIMARY KEY (job_id, seq)
+) WITHOUT ROWID;
+
+CREATE TABLE agents (
+    name                TEXT PRIMARY KEY,
+    address             TEXT NOT NULL,
+    capabilities        TEXT NOT NULL,   -- Capabilities as JSON
+    max_concurrent_jobs INTEGER NOT NULL,
+    cordoned            INTEGER NOT NULL DEFAULT 0,
+    draining            INTEGER NOT NULL DEFAULT 0,
+    drain_deadline      TEXT,
+    registered_at       TEXT NOT NULL,
+    last_heartbeat      TEXT NOT NULL,
+    version             TEXT NOT NULL DEFAULT ''
+);
+"""
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """Create the schema in a new database; refuse one written by a newer control plane."""
+    (version,) = conn.execute("PRAGMA user_version").fetchone()
+    if version > SCHEMA_VERSION:
+        raise RuntimeError(
+            f"database schema version {version} is newer than this control plane "
+            f"understands ({SCHEMA_VERSION})"
+        )
+    if version == SCHEMA_VERSION:
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for statement in _SCHEMA_V1.split(";"):
+            if statement.strip():
+                conn.execute(statement)
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
