@@ -7,7 +7,7 @@ pydantic models, dataclasses and :class:`~protocol.states.JobState`.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from google.protobuf import json_format
 from google.protobuf.struct_pb2 import Struct
@@ -21,8 +21,8 @@ from protocol.states import JobState
 # --- enums -----------------------------------------------------------------------------
 
 
-def state_to_proto(state: JobState) -> int:
-    return job_pb2.JobState.Value(f"JOB_STATE_{state.value}")
+def state_to_proto(state: JobState) -> job_pb2.JobState:
+    return cast(job_pb2.JobState, job_pb2.JobState.Value(f"JOB_STATE_{state.value}"))
 
 
 def state_from_proto(value: int) -> JobState:
