@@ -77,8 +77,12 @@ class Executor:
                 start_seq=last.seq + 1,
             )
             message = "the agent restarted while the job was running"
-            events.emit(job_pb2.JOB_STATE_FAILED, phase=last.phase, message=message,
-                        result=_error_result(last.phase, ErrorCode.INTERNAL, message))  # fmt: skip
+            events.emit(
+                job_pb2.JOB_STATE_FAILED,
+                phase=last.phase,
+                message=message,
+                result=_error_result(last.phase, ErrorCode.INTERNAL, message),
+            )
             log.warning("closed unfinished job after restart job_id=%s", last.job_id)
 
     def start(self, request: services_pb2.ExecuteJobRequest) -> Subscription:
@@ -119,8 +123,10 @@ class Executor:
         job.task.add_done_callback(lambda _task: self._finish(job))
         log.info(
             "job accepted job_id=%s operation=%s attempt=%d",
-            spec.job_id, spec.operation.value, request.attempt,
-        )  # fmt: skip
+            spec.job_id,
+            spec.operation.value,
+            request.attempt,
+        )
         return subscription
 
     async def cancel(self, job_id: str, reason: str = "") -> job_pb2.JobState | None:
@@ -227,19 +233,30 @@ class Executor:
             result=_error_result(phase, code, message),
         )
         name = job_pb2.JobState.Name(state).removeprefix("JOB_STATE_").lower()
-        log.info("job %s job_id=%s code=%s phase=%s message=%s",
-                 name, job.spec.job_id, code.value, phase, message)  # fmt: skip
+        log.info(
+            "job %s job_id=%s code=%s phase=%s message=%s",
+            name,
+            job.spec.job_id,
+            code.value,
+            phase,
+            message,
+        )
 
     def _finish(self, job: RunningJob) -> None:
         """Task done callback: guarantee a terminal event, then free the slot."""
         if not job.events.finished:
             # The task was cancelled before it ever ran, or died in an unexpected way.
             if job.cancel_reason is not None:
-                self._terminate(job, job_pb2.JOB_STATE_CANCELLED, ErrorCode.CANCELLED,
-                                job.cancel_reason)  # fmt: skip
+                self._terminate(
+                    job, job_pb2.JOB_STATE_CANCELLED, ErrorCode.CANCELLED, job.cancel_reason
+                )
             else:
-                self._terminate(job, job_pb2.JOB_STATE_FAILED, ErrorCode.INTERNAL,
-                                "the job ended without a result")  # fmt: skip
+                self._terminate(
+                    job,
+                    job_pb2.JOB_STATE_FAILED,
+                    ErrorCode.INTERNAL,
+                    "the job ended without a result",
+                )
         self._jobs.pop(job.spec.job_id, None)
         job.done.set()
 

@@ -31,20 +31,33 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--node-name", required=True)
     parser.add_argument("--state-dir", required=True, type=Path)
     parser.add_argument(
-        "--allow-input", action="append", default=[], type=Path, metavar="DIR",
+        "--allow-input",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="DIR",
         help="directory jobs may read images from (repeatable)",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--allow-output", action="append", default=[], type=Path, metavar="DIR",
+        "--allow-output",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="DIR",
         help="directory jobs may write to (repeatable)",
-    )  # fmt: skip
+    )
     parser.add_argument("--max-concurrent-jobs", type=_positive, default=2)
-    parser.add_argument("--insecure", action="store_true",
-                        help="plaintext gRPC (TLS is not implemented yet)")  # fmt: skip
-    parser.add_argument("--advertise-address", metavar="HOST:PORT",
-                        help="address the control plane dials (default: --listen)")  # fmt: skip
-    parser.add_argument("--log-level", default="info",
-                        choices=["debug", "info", "warning", "error"])  # fmt: skip
+    parser.add_argument(
+        "--insecure", action="store_true", help="plaintext gRPC (TLS is not implemented yet)"
+    )
+    parser.add_argument(
+        "--advertise-address",
+        metavar="HOST:PORT",
+        help="address the control plane dials (default: --listen)",
+    )
+    parser.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+    )
     return parser
 
 
@@ -80,8 +93,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     if not args.insecure:
         build_parser().error("TLS is not implemented yet: pass --insecure")
-    log.warning("gRPC is plaintext (--insecure): anyone who can reach %s can run jobs",
-                args.listen)  # fmt: skip
+    log.warning("gRPC is plaintext (--insecure): anyone who can reach %s can run jobs", args.listen)
     if not args.allow_input or not args.allow_output:
         log.warning("no --allow-input or --allow-output given: every job will be refused")
     asyncio.run(_run(config_from_args(args)))

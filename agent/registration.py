@@ -80,16 +80,21 @@ class Registrar:
             except grpc.aio.AioRpcError as exc:
                 log.warning(
                     "registration failed name=%s code=%s detail=%s retry_in=%.1fs",
-                    ident.name, exc.code().name, exc.details(), delay,
-                )  # fmt: skip
+                    ident.name,
+                    exc.code().name,
+                    exc.details(),
+                    delay,
+                )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, BACKOFF_MAX_SECONDS)
                 continue
             interval = response.heartbeat_interval_seconds or DEFAULT_HEARTBEAT_SECONDS
             log.info(
                 "registered with the control plane name=%s address=%s heartbeat_interval=%ds",
-                ident.name, ident.address, interval,
-            )  # fmt: skip
+                ident.name,
+                ident.address,
+                interval,
+            )
             return interval
 
     async def _heartbeat_until_lost(self, interval: int) -> None:
@@ -109,8 +114,12 @@ class Registrar:
                     log.warning("control plane does not know this agent; registering again")
                     return
                 failures += 1
-                log.warning("heartbeat failed code=%s detail=%s failures=%d",
-                            code.name, exc.details(), failures)  # fmt: skip
+                log.warning(
+                    "heartbeat failed code=%s detail=%s failures=%d",
+                    code.name,
+                    exc.details(),
+                    failures,
+                )
                 if failures >= FAILED_HEARTBEATS_BEFORE_REREGISTER:
                     return
                 continue

@@ -108,9 +108,12 @@ async def serve(config: AgentConfig, stop: asyncio.Event) -> None:
     await server.start()
     log.info(
         "agent started node=%s listen=%s address=%s max_concurrent_jobs=%d %s",
-        config.node_name, config.listen, config.address, config.max_concurrent_jobs,
+        config.node_name,
+        config.listen,
+        config.address,
+        config.max_concurrent_jobs,
         summarize(detected),
-    )  # fmt: skip
+    )
 
     channel = grpc.aio.insecure_channel(config.control_plane)
     registrar = Registrar(
@@ -129,8 +132,11 @@ async def serve(config: AgentConfig, stop: asyncio.Event) -> None:
     try:
         await stop.wait()
     finally:
-        log.info("agent stopping node=%s running_jobs=%s", config.node_name,
-                 ",".join(executor.running_job_ids()) or "none")  # fmt: skip
+        log.info(
+            "agent stopping node=%s running_jobs=%s",
+            config.node_name,
+            ",".join(executor.running_job_ids()) or "none",
+        )
         await health_servicer.enter_graceful_shutdown()
         await executor.shutdown()
         registration.cancel()

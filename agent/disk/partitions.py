@@ -61,13 +61,8 @@ async def _sfdisk(path: Path) -> dict[str, Any]:
 
 async def _head_copy(image: Path, fmt: str, virtual_size: int, tmp: Path) -> None:
     head = min(HEAD_BYTES, virtual_size)
-    await proc.run(
-        [
-            "qemu-img", "dd", "-f", fmt, "-O", "raw",
-            f"bs={head}", "count=1", f"if={image}", f"of={tmp}",
-        ],
-        timeout=TOOL_TIMEOUT,
-    )  # fmt: skip
+    argv = ["qemu-img", "dd", "-f", fmt, "-O", "raw", f"bs={head}", "count=1"]
+    await proc.run([*argv, f"if={image}", f"of={tmp}"], timeout=TOOL_TIMEOUT)
     os.truncate(tmp, virtual_size)
 
 

@@ -62,9 +62,14 @@ async def run_convert(ctx: JobContext) -> OpResult:
     timeout = ctx.spec.execution_policy.timeout_seconds + TOOL_TIMEOUT_MARGIN
     with atomic_output(target, ctx.job_id, ctx.state_dir) as output:
         await qemu_img.convert(
-            ctx.input_path, info.format, output.tmp, fmt,
-            compress=compress, progress=on_progress, timeout=timeout,
-        )  # fmt: skip
+            ctx.input_path,
+            info.format,
+            output.tmp,
+            fmt,
+            compress=compress,
+            progress=on_progress,
+            timeout=timeout,
+        )
         ctx.progress.report(
             "finalize", CONVERT_END, bytes_done=total, bytes_total=total, message="syncing"
         )

@@ -9,9 +9,18 @@ from agent.probes import PROBES, ProbeResult, run_probes
 from protocol.gen.h2k.v1 import agent_pb2
 
 CONTRACT_NAMES = {
-    "qemu_img", "qemu_storage_daemon", "nbd", "loop", "fuse", "mount",
-    "lvm", "device_mapper", "chroot", "selinux_tools", "kvm",
-}  # fmt: skip
+    "qemu_img",
+    "qemu_storage_daemon",
+    "nbd",
+    "loop",
+    "fuse",
+    "mount",
+    "lvm",
+    "device_mapper",
+    "chroot",
+    "selinux_tools",
+    "kvm",
+}
 
 
 def test_every_contract_probe_is_registered_and_answers() -> None:

@@ -101,7 +101,7 @@ def test_agent_registers_serves_jobs_and_replays_logs(dirs: AgentDirs) -> None:
     async def scenario() -> None:
         async with running_agent(dirs, registry) as channel:
             worker = services_pb2_grpc.WorkerStub(channel)
-            [registration] = registry.registrations
+            registration = registry.registrations[0]
             assert registration.name == "node-test" and registration.max_concurrent_jobs == 2
             assert {p.name for p in registration.capabilities.probes} >= {"qemu_img", "kvm"}
 
