@@ -257,9 +257,16 @@ class Dispatcher:
         return False
 
     async def _requeue(self, job_id: str, reason: str) -> None:
+        """Put an ASSIGNED job back in the queue; nothing ran, so its attempt is given back."""
+        job = await self._store.get_job(job_id)
         try:
             await self._store.transition(
-                job_id, JobState.QUEUED, reason, queue_reason=reason, assigned_agent=None
+                job_id,
+                JobState.QUEUED,
+                reason,
+                queue_reason=reason,
+                assigned_agent=None,
+                attempt=max(0, job.attempt - 1),
             )
         except IllegalTransition:
             return  # cancelled meanwhile

@@ -16,9 +16,9 @@ from protocol.states import JobState
 
 @dataclass(frozen=True)
 class Transition:
-    """One row of a job's state history; ``from_state`` is None for the first one."""
+    """One row of a job's state history (the job is inserted as CREATED without a row)."""
 
-    from_state: JobState | None
+    from_state: JobState
     to_state: JobState
     time: datetime
     reason: str
@@ -26,10 +26,11 @@ class Transition:
 
     def to_proto(self) -> job_pb2.StateTransition:
         msg = job_pb2.StateTransition(
-            to_state=state_to_proto(self.to_state), reason=self.reason, attempt=self.attempt
+            from_state=state_to_proto(self.from_state),
+            to_state=state_to_proto(self.to_state),
+            reason=self.reason,
+            attempt=self.attempt,
         )
-        if self.from_state is not None:
-            msg.from_state = state_to_proto(self.from_state)
         msg.time.FromDatetime(self.time)
         return msg
 

@@ -14,7 +14,7 @@ from grpc_reflection.v1alpha import reflection
 
 from controlplane.agent_registry import AgentRegistry
 from controlplane.dispatcher import Dispatcher, DispatchPolicy
-from controlplane.events import EventHub
+from controlplane.events import DEFAULT_BUFFER, EventHub
 from controlplane.job_service import JobService
 from controlplane.store import JobStore, store_for_url
 from protocol.gen.h2k.v1 import services_pb2, services_pb2_grpc
@@ -39,6 +39,8 @@ class ControlPlaneConfig:
     reattach_delays: Sequence[float] = field(default=(0.0, 0.5, 1.0, 2.0, 4.0))
     # How long in-flight RPCs (WatchJob streams above all) may finish on stop.
     grace_seconds: float = 5.0
+    # Live events buffered per watcher before it is marked lagged and re-reads the store.
+    watch_buffer: int = DEFAULT_BUFFER
 
 
 class ControlPlane:
@@ -50,7 +52,7 @@ class ControlPlane:
         self._server = grpc.aio.server()
         self._health = health_aio.HealthServicer()
         self._store: JobStore = store_for_url(config.db_url)
-        self._hub = EventHub()
+        self._hub = EventHub(config.watch_buffer)
         policy = DispatchPolicy(
             tick_seconds=config.tick_seconds,
             lease=timedelta(seconds=config.lease_seconds),

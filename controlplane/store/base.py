@@ -64,7 +64,7 @@ class JobStore(abc.ABC):
         """Store a validated spec as a QUEUED job, committed before returning.
 
         The job is inserted as CREATED and moved CREATED -> VALIDATED -> QUEUED, with a
-        history row for each step, in one transaction.
+        history row for each transition, in one transaction.
 
         Returns:
             The stored record and True, or the existing record and False when a job with the

@@ -136,15 +136,9 @@ class SqliteStore(JobStore):
                         _ts(now),
                     ),
                 )
-                self._add_history(
-                    spec.job_id,
-                    None,
-                    JobState.CREATED,
-                    now,
-                    "submitted by " + spec.audit.requested_by,
-                    0,
-                )
-                self._apply(spec.job_id, JobState.VALIDATED, "spec is valid", now, {})
+                # Created and validated in the same breath: the spec was validated on receipt.
+                submitted = f"spec valid; submitted by {spec.audit.requested_by}"
+                self._apply(spec.job_id, JobState.VALIDATED, submitted, now, {})
                 self._apply(spec.job_id, JobState.QUEUED, "waiting for an agent", now, {})
         if row is not None and row["fingerprint"] != fingerprint:
             raise AlreadyExists(f"job_id: job {spec.job_id} already exists with a different spec")
@@ -162,7 +156,7 @@ class SqliteStore(JobStore):
     def _record(self, row: sqlite3.Row) -> JobRecord:
         history = [
             Transition(
-                from_state=JobState(h["from_state"]) if h["from_state"] else None,
+                from_state=JobState(h["from_state"]),
                 to_state=JobState(h["to_state"]),
                 time=datetime.fromisoformat(h["time"]),
                 reason=h["reason"],
@@ -259,7 +253,7 @@ class SqliteStore(JobStore):
     def _add_history(
         self,
         job_id: str,
-        from_state: JobState | None,
+        from_state: JobState,
         to_state: JobState,
         now: datetime,
         reason: str,
@@ -270,7 +264,7 @@ class SqliteStore(JobStore):
             "VALUES (?, ?, ?, ?, ?, ?)",
             (
                 job_id,
-                from_state.value if from_state else None,
+                from_state.value,
                 to_state.value,
                 _ts(now),
                 reason,

@@ -33,7 +33,7 @@ CREATE INDEX jobs_by_submission ON jobs (submitted_at, job_id);
 CREATE TABLE job_transitions (
     id         INTEGER PRIMARY KEY AUTOINCREMENT,
     job_id     TEXT NOT NULL REFERENCES jobs (job_id),
-    from_state TEXT,
+    from_state TEXT NOT NULL,
     to_state   TEXT NOT NULL,
     time       TEXT NOT NULL,
     reason     TEXT NOT NULL,

@@ -26,7 +26,7 @@ async def opened(path):
         await store.close()
 
 
-def event(job_id: str, seq: int, state: int = job_pb2.JOB_STATE_PROGRESSING):
+def event(job_id: str, seq: int, state: job_pb2.JobState = job_pb2.JOB_STATE_PROGRESSING):
     return job_pb2.ProgressEvent(job_id=job_id, seq=seq, state=state, phase="convert")
 
 
@@ -44,12 +44,8 @@ async def test_a_created_job_is_committed_queued_with_its_history(tmp_path, buil
     assert created
     assert job.state is JobState.QUEUED
     assert row == ("QUEUED",)
-    assert history == [(None, "CREATED"), ("CREATED", "VALIDATED"), ("VALIDATED", "QUEUED")]
-    assert [t.to_state for t in job.history] == [
-        JobState.CREATED,
-        JobState.VALIDATED,
-        JobState.QUEUED,
-    ]
+    assert history == [("CREATED", "VALIDATED"), ("VALIDATED", "QUEUED")]
+    assert [t.to_state for t in job.history] == [JobState.VALIDATED, JobState.QUEUED]
 
 
 async def test_the_store_uses_wal_and_survives_a_reopen(tmp_path, build):
@@ -92,7 +88,7 @@ async def test_an_illegal_transition_is_refused_and_changes_nothing(tmp_path, bu
         job = await store.get_job("job-1")
     assert job.state is JobState.QUEUED
     assert job.last_seq == 0
-    assert len(job.history) == 3
+    assert len(job.history) == 2
 
 
 async def test_a_job_runs_to_completion_with_one_history_row_per_state_change(tmp_path, build):
@@ -114,7 +110,7 @@ async def test_a_job_runs_to_completion_with_one_history_row_per_state_change(tm
     assert done.result == {"outputs": [{"path": "/o/vm.qcow2"}]}
     assert done.progress_percent == 90.0
     assert done.attempt == 1
-    assert [t.to_state for t in done.history][3:] == [
+    assert [t.to_state for t in done.history][2:] == [
         JobState.ASSIGNED,
         JobState.RUNNING,
         JobState.PROGRESSING,
