@@ -74,7 +74,7 @@ def build_image(directory: Path, variant: str, size: int = 32 * MiB, stem: str =
 def compare(
     source: BuiltImage, output: Path, output_format: str
 ) -> subprocess.CompletedProcess[str]:
-    """``qemu-img compare`` of a source image and a converted output (virtual sizes are checked by the callers)."""
+    """``qemu-img compare`` of a source image and its output (callers check virtual sizes)."""
     return subprocess.run(
         [
             "qemu-img",
