@@ -8,7 +8,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-EXAMPLES = Path(__file__).resolve().parents[2].parent / "shared" / "examples"
+# The repository keeps a copy of the upstream example files (../shared/examples);
+# tests/unit/protocol/test_examples.py checks that the copy is unchanged.
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 def example(name: str) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from cli.main import app
 from protocol.gen.h2k.v1 import job_pb2
 from tests.unit.cli.h2k_cli_doubles import convert_events
 
-EXAMPLES = Path(__file__).parent / "examples"
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 EXAMPLE_FILES = sorted(EXAMPLES.glob("*.json"))
 
 
