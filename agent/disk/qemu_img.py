@@ -151,10 +151,12 @@ def convert_argv(src: Path, src_fmt: str, dst: Path, dst_fmt: str, compress: boo
     which is the one durability point we need, and this works on every file system (O_DIRECT
     does not, e.g. tmpfs).
     """
-    argv = ["qemu-img", "convert", "-p", "-m", str(CONVERT_COROUTINES)]
-    if not compress:
-        argv.append("-W")  # out-of-order writes; pointless with compression
-    else:
+    # -W (out-of-order writes) lets the coroutines finish in any order; measured in
+    # bench/convert.py it is ~1.5x faster for compressed qcow2 output (compression runs on
+    # several threads) and no slower otherwise. The result is the same image, only laid out
+    # less sequentially.
+    argv = ["qemu-img", "convert", "-p", "-m", str(CONVERT_COROUTINES), "-W"]
+    if compress:
         argv.append("-c")
     argv += ["-f", src_fmt, "-O", dst_fmt, "-o", "preallocation=off", str(src), str(dst)]
     return argv
