@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help setup proto proto-check lint test test-unit demo bench clean
+.PHONY: help setup proto proto-check lint test test-unit demo bench deploy-check clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -34,6 +34,9 @@ demo: setup  ## control plane + agent on loopback, convert a sample VMDK with li
 
 bench: setup  ## run the benchmarks by hand (see BENCHMARKS.md)
 	@$(PY) -m bench
+
+deploy-check: setup  ## validate deploy/ (schema, properties, alerts vs exported metrics), lint Dockerfiles
+	@$(VENV)/bin/pytest -q tests/deploy
 
 clean:  ## remove the venv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

@@ -20,6 +20,11 @@ class ErrorCode(StrEnum):
     TIMEOUT = "TIMEOUT"
     INTERNAL = "INTERNAL"
     NOT_IMPLEMENTED = "NOT_IMPLEMENTED"
+    # The attempt was interrupted: the agent restarted (or was lost), or it shut down.
+    AGENT_LOST = "AGENT_LOST"
+    AGENT_SHUTDOWN = "AGENT_SHUTDOWN"
+    CAPABILITY_MISSING = "CAPABILITY_MISSING"
+    GUEST_NOT_FOUND = "GUEST_NOT_FOUND"
 
 
 class JobFailure(Exception):
@@ -55,3 +60,19 @@ class ToolFailed(JobFailure):
 
 class OperationNotImplemented(JobFailure):
     code = ErrorCode.NOT_IMPLEMENTED
+
+
+class InvalidSpec(JobFailure):
+    code = ErrorCode.INVALID_SPEC
+
+
+class CapabilityMissing(JobFailure):
+    """The node lacks what the operation needs (the scheduler should not have sent it)."""
+
+    code = ErrorCode.CAPABILITY_MISSING
+
+
+class GuestNotFound(JobFailure):
+    """No partition of the disk holds a root file system the agent recognises."""
+
+    code = ErrorCode.GUEST_NOT_FOUND

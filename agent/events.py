@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -75,6 +76,17 @@ class EventLog:
                 os.fsync(handle.fileno())
         for subscription in list(self._subscribers.get(event.job_id, ())):
             subscription.deliver(event)
+
+    def begin_attempt(self, job_id: str) -> None:
+        """Start a fresh log for a new attempt; an earlier attempt's log is kept aside.
+
+        A retry continues the job's seq, and the interrupted attempt's log may hold events
+        the control plane never received (or a closing event written after a restart) with
+        the same numbers; replaying those to AttachJob would mix two attempts.
+        """
+        path = self.path(job_id)
+        if path.exists():
+            os.replace(path, path.with_name(f"{path.name}.{time.time_ns()}.old"))
 
     def subscribe(self, job_id: str) -> Subscription:
         """Receive every event of ``job_id`` appended from now on."""

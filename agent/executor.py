@@ -14,11 +14,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent.disk.atomic import remove_leftovers
+from agent.disk.leftovers import release_leftovers
 from agent.errors import ErrorCode, JobFailure
 from agent.events import EventLog, JobEvents, Subscription
+from agent.metrics import JobObserver, ObservedProgress
 from agent.ops import OPERATIONS, JobContext, OpResult
 from agent.paths import PathPolicy
 from agent.progress import ProgressReporter
+from agent.recovery import kill_orphans
 from protocol.conversion import dict_to_struct, spec_from_proto
 from protocol.errors import AlreadyExists, FailedPrecondition, ResourceExhausted
 from protocol.gen.h2k.v1 import job_pb2, services_pb2
@@ -34,8 +37,11 @@ class RunningJob:
     spec: JobSpec
     events: JobEvents
     progress: ProgressReporter
+    observer: JobObserver
     task: asyncio.Task[None] | None = None
     cancel_reason: str | None = None
+    # CANCELLED for a cancel asked for; AGENT_SHUTDOWN (a FAILED event) when the agent stops.
+    cancel_code: ErrorCode = ErrorCode.CANCELLED
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -50,12 +56,15 @@ class Executor:
         event_log: EventLog,
         state_dir: Path,
         max_concurrent_jobs: int,
+        timeout_scale: float = 1.0,
     ) -> None:
         self.node_name = node_name
         self.policy = policy
         self.event_log = event_log
         self.state_dir = state_dir
         self.max_concurrent_jobs = max_concurrent_jobs
+        # For tests only (--timeout-scale): multiplies every job's timeout_seconds.
+        self.timeout_scale = timeout_scale
         self._jobs: dict[str, RunningJob] = {}
         self._shutting_down = False
 
@@ -66,7 +75,13 @@ class Executor:
         return job_id in self._jobs
 
     def recover(self) -> None:
-        """After a restart: remove leftover temporary outputs, close unfinished job logs."""
+        """After a restart: release leftover attachments (mounts, loop devices, FUSE exports),
+        stop orphaned tools, remove leftover temporary outputs, and end every unfinished
+        job's log with a FAILED event (AGENT_LOST) saying where it stopped.
+        """
+        # First, while the exports are alive: unmount, detach, then stop each daemon cleanly.
+        release_leftovers(self.state_dir)
+        kill_orphans(self.state_dir)
         remove_leftovers(self.state_dir)
         for last in self.event_log.unfinished_jobs():
             events = JobEvents(
@@ -76,12 +91,16 @@ class Executor:
                 agent=self.node_name,
                 start_seq=last.seq + 1,
             )
-            message = "the agent restarted while the job was running"
+            message = (
+                f"agent {self.node_name} lost during {last.phase or 'start'} at "
+                f"{last.progress_percent:.0f}% (the agent restarted)"
+            )
             events.emit(
                 job_pb2.JOB_STATE_FAILED,
                 phase=last.phase,
+                progress_percent=last.progress_percent,
                 message=message,
-                result=_error_result(last.phase, ErrorCode.INTERNAL, message),
+                result=_error_result(last.phase, ErrorCode.AGENT_LOST, message),
             )
             log.warning("closed unfinished job after restart job_id=%s", last.job_id)
 
@@ -110,8 +129,11 @@ class Executor:
             agent=self.node_name,
             start_seq=request.start_seq,
         )
-        job = RunningJob(spec=spec, events=events, progress=ProgressReporter(events))
+        observer = JobObserver(spec, self.node_name, request.attempt)
+        progress = ObservedProgress(events, observer)
+        job = RunningJob(spec=spec, events=events, progress=progress, observer=observer)
         self._jobs[spec.job_id] = job
+        self.event_log.begin_attempt(spec.job_id)
         subscription = self.event_log.subscribe(spec.job_id)
         # RUNNING goes out before the task exists, so it is first whatever happens next.
         events.emit(
@@ -143,34 +165,49 @@ class Executor:
             await asyncio.wait_for(asyncio.shield(job.done.wait()), CANCEL_WAIT_SECONDS)
         return job.events.last_state
 
-    async def shutdown(self) -> None:
-        """Refuse new jobs, cancel the running ones, wait for their terminal events."""
+    async def shutdown(self, grace_seconds: float = 0.0) -> None:
+        """Refuse new jobs, let the running ones finish within ``grace_seconds``, then
+        cancel the rest (each ends FAILED with AGENT_SHUTDOWN, which the control plane
+        requeues) and wait for their terminal events.
+        """
         self._shutting_down = True
+        waits = [asyncio.create_task(job.done.wait()) for job in self._jobs.values()]
+        if waits and grace_seconds > 0:
+            log.info("waiting for running jobs jobs=%d grace=%.0fs", len(waits), grace_seconds)
+            await asyncio.wait(waits, timeout=grace_seconds)
+        for wait in waits:
+            wait.cancel()
         jobs = list(self._jobs.values())
         for job in jobs:
-            self._request_cancel(job, "the agent is shutting down")
+            where = f"{job.progress.phase} at {job.progress.percent:.0f}%"
+            reason = f"agent {self.node_name} shut down during {where}"
+            self._request_cancel(job, reason, ErrorCode.AGENT_SHUTDOWN)
         for job in jobs:
             await job.done.wait()
 
-    def _request_cancel(self, job: RunningJob, reason: str) -> None:
+    def _request_cancel(
+        self, job: RunningJob, reason: str, code: ErrorCode = ErrorCode.CANCELLED
+    ) -> None:
         # Cancel the task once: a second cancel would interrupt the process-group kill.
         if job.cancel_reason is None and job.task is not None:
             job.cancel_reason = reason
+            job.cancel_code = code
             log.info("cancelling job job_id=%s reason=%s", job.spec.job_id, reason)
             job.task.cancel()
 
     async def _run(self, job: RunningJob) -> None:
         spec = job.spec
         try:
-            async with asyncio.timeout(spec.execution_policy.timeout_seconds):
+            async with asyncio.timeout(spec.execution_policy.timeout_seconds * self.timeout_scale):
                 result = await self._run_operation(job)
         except asyncio.CancelledError:
-            reason = job.cancel_reason or "cancelled"
-            self._terminate(job, job_pb2.JOB_STATE_CANCELLED, ErrorCode.CANCELLED, reason)
+            self._end_cancelled(job)
             return
         except TimeoutError:
             limit = spec.execution_policy.timeout_seconds
             message = f"the job exceeded execution_policy.timeout_seconds ({limit} s)"
+            if self.timeout_scale != 1.0:
+                message += f" scaled by --timeout-scale {self.timeout_scale:g}"
             self._terminate(job, job_pb2.JOB_STATE_FAILED, ErrorCode.TIMEOUT, message)
             return
         except JobFailure as exc:
@@ -193,9 +230,13 @@ class Executor:
             policy=self.policy,
             progress=job.progress,
         )
-        return await OPERATIONS[spec.operation](ctx)
+        job.observer.observe_input(ctx.input_path)
+        with job.observer.activated():
+            return await OPERATIONS[spec.operation](ctx)
 
     def _complete(self, job: RunningJob, result: OpResult) -> None:
+        # Metrics first: whoever sees the terminal event finds them counted.
+        job.observer.end("completed")
         job.events.emit(
             job_pb2.JOB_STATE_COMPLETED,
             phase="done",
@@ -225,6 +266,8 @@ class Executor:
         if job.events.finished:
             return
         phase = phase or job.progress.phase
+        name = job_pb2.JobState.Name(state).removeprefix("JOB_STATE_").lower()
+        job.observer.end(name, code.value)
         job.events.emit(
             state,
             phase=phase,
@@ -232,7 +275,6 @@ class Executor:
             message=message,
             result=_error_result(phase, code, message),
         )
-        name = job_pb2.JobState.Name(state).removeprefix("JOB_STATE_").lower()
         log.info(
             "job %s job_id=%s code=%s phase=%s message=%s",
             name,
@@ -242,14 +284,20 @@ class Executor:
             message,
         )
 
+    def _end_cancelled(self, job: RunningJob) -> None:
+        """The terminal event of a cancelled task: CANCELLED, or FAILED on agent shutdown."""
+        reason = job.cancel_reason or "cancelled"
+        if job.cancel_code is ErrorCode.CANCELLED:
+            self._terminate(job, job_pb2.JOB_STATE_CANCELLED, ErrorCode.CANCELLED, reason)
+        else:
+            self._terminate(job, job_pb2.JOB_STATE_FAILED, job.cancel_code, reason)
+
     def _finish(self, job: RunningJob) -> None:
         """Task done callback: guarantee a terminal event, then free the slot."""
         if not job.events.finished:
             # The task was cancelled before it ever ran, or died in an unexpected way.
             if job.cancel_reason is not None:
-                self._terminate(
-                    job, job_pb2.JOB_STATE_CANCELLED, ErrorCode.CANCELLED, job.cancel_reason
-                )
+                self._end_cancelled(job)
             else:
                 self._terminate(
                     job,

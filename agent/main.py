@@ -11,6 +11,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from agent.server import AgentConfig, serve
+from protocol.logs import LOG_FORMATS, configure_logging
+from protocol.telemetry import setup_tracing, split_host_port
+from protocol.tls import TLSConfigError, add_tls_arguments, tls_files_from_args
 
 log = logging.getLogger("agent")
 
@@ -48,7 +51,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--max-concurrent-jobs", type=_positive, default=2)
     parser.add_argument(
-        "--insecure", action="store_true", help="plaintext gRPC (TLS is not implemented yet)"
+        "--shutdown-grace-seconds",
+        type=float,
+        default=25.0,
+        metavar="SECONDS",
+        help="on SIGTERM, how long running jobs may finish before they are cancelled and "
+        "requeued (keep it below Kubernetes' terminationGracePeriodSeconds)",
+    )
+    parser.add_argument(
+        "--timeout-scale",
+        type=float,
+        default=1.0,
+        metavar="FACTOR",
+        help="FOR TESTS ONLY: multiply every job's timeout_seconds (default 1)",
+    )
+    add_tls_arguments(parser)
+    parser.add_argument(
+        "--control-plane-identity",
+        default="h2k-controlplane",
+        metavar="SAN",
+        help="Worker calls are served only to a peer whose certificate has this SAN",
     )
     parser.add_argument(
         "--advertise-address",
@@ -57,6 +79,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+    )
+    parser.add_argument(
+        "--log-format", default="text", choices=LOG_FORMATS, help="text lines or JSON objects"
+    )
+    parser.add_argument(
+        "--metrics-listen",
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (default: none)",
+    )
+    parser.add_argument(
+        "--health-listen",
+        metavar="HOST:PORT",
+        help="also serve grpc.health.v1 alone, in plaintext, here (Kubernetes gRPC probes)",
     )
     return parser
 
@@ -72,6 +107,12 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
         max_concurrent_jobs=args.max_concurrent_jobs,
         insecure=args.insecure,
         advertise_address=args.advertise_address,
+        tls=tls_files_from_args(args),
+        control_plane_identity=args.control_plane_identity,
+        shutdown_grace_seconds=args.shutdown_grace_seconds,
+        timeout_scale=args.timeout_scale,
+        metrics_listen=args.metrics_listen,
+        health_listen=args.health_listen,
     )
 
 
@@ -85,18 +126,30 @@ async def _run(config: AgentConfig) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Parse the command line and run the agent until SIGTERM/SIGINT (then exit 0)."""
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s",
-        stream=sys.stderr,
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        config = config_from_args(args)
+    except TLSConfigError as exc:
+        parser.error(str(exc))
+    if args.metrics_listen is not None:
+        try:
+            split_host_port(args.metrics_listen)
+        except ValueError as exc:
+            parser.error(f"--metrics-listen: {exc}")
+    configure_logging(
+        args.log_level,
+        args.log_format,
+        "%(asctime)s level=%(levelname)s logger=%(name)s %(message)s",
     )
-    if not args.insecure:
-        build_parser().error("TLS is not implemented yet: pass --insecure")
-    log.warning("gRPC is plaintext (--insecure): anyone who can reach %s can run jobs", args.listen)
+    setup_tracing("h2k-agent", asyncio_client=True)
+    if config.tls is None:
+        log.warning(
+            "gRPC is plaintext (--insecure): anyone who can reach %s can run jobs", args.listen
+        )
     if not args.allow_input or not args.allow_output:
         log.warning("no --allow-input or --allow-output given: every job will be refused")
-    asyncio.run(_run(config_from_args(args)))
+    asyncio.run(_run(config))
     sys.exit(0)
 
 

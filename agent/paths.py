@@ -2,13 +2,24 @@
 
 Every path from a job spec is resolved with symlinks followed *before* it is compared with the
 allow-lists, so ``..`` segments and symlinks pointing out of an allowed directory are refused.
+
+A check on a path name is not enough when someone can change the directory between the check
+and the use (time of check / time of use). Files that matter are therefore *pinned*: opened
+with ``O_NOFOLLOW``, the open descriptor checked again (``fstat`` and the path the kernel
+reports in ``/proc/self/fd``), and handed to tools as ``/proc/<agent pid>/fd/<n>``. Opening
+that magic link reaches the inode the agent checked, whatever the name points at by then.
+Outputs are created with ``O_CREAT | O_EXCL | O_NOFOLLOW``, so nothing is written through a
+symlink planted at the output name.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import stat
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from agent.errors import InputNotFound, PathNotAllowed
@@ -108,3 +119,94 @@ def _file_kind(mode: int) -> str:
         (stat.S_ISSOCK, "a socket"),
     )
     return next((name for test, name in kinds if test(mode)), "a special file")
+
+
+@dataclass(frozen=True)
+class PinnedFile:
+    """An open, checked file: tools get :attr:`tool_path`, which cannot be swapped."""
+
+    path: Path  # the resolved path that was checked (for messages)
+    fd: int
+    st: os.stat_result
+
+    @property
+    def tool_path(self) -> Path:
+        """A path a child process opens to reach exactly this inode."""
+        return Path(f"/proc/{os.getpid()}/fd/{self.fd}")
+
+
+def _fd_path(fd: int) -> Path:
+    return Path(os.readlink(f"/proc/self/fd/{fd}"))
+
+
+def _open_nofollow(path: Path, flags: int, field: str, mode: int = 0o600) -> int:
+    try:
+        return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NOCTTY, mode)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise PathNotAllowed(
+                f"{field}: {path} became a symlink after it was checked; refused"
+            ) from None
+        if exc.errno == errno.EEXIST:
+            raise PathNotAllowed(f"{field}: {path} already exists; refused to write") from None
+        if exc.errno == errno.ENOENT:
+            raise InputNotFound(f"{field}: {path} does not exist") from None
+        raise PathNotAllowed(f"{field}: {path} cannot be opened: {exc.strerror}") from None
+
+
+def _verify_fd(fd: int, expected: Path, roots: Sequence[Path], field: str) -> None:
+    """The descriptor is a regular file at ``expected``, inside ``roots``, or PathNotAllowed."""
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        raise PathNotAllowed(
+            f"{field}: {expected} is not a regular file ({_file_kind(st.st_mode)})"
+        )
+    actual = _fd_path(fd)
+    if actual != expected or not _is_under(actual, roots):
+        raise PathNotAllowed(
+            f"{field}: {expected} was replaced after it was checked (now {actual}); refused"
+        )
+
+
+@contextlib.contextmanager
+def pinned_input(
+    policy: PathPolicy, path: str | Path, field: str = "image.path"
+) -> Iterator[PinnedFile]:
+    """Check an input path, open it without following a final symlink, and verify the fd.
+
+    Raises:
+        PathNotAllowed: outside the allow-list, not a regular file, or swapped after the check.
+        InputNotFound: it does not exist.
+    """
+    resolved = policy.check_input(path, field)
+    # O_NONBLOCK: a FIFO swapped in after the check must not hang the open.
+    fd = _open_nofollow(resolved, os.O_RDONLY | os.O_NONBLOCK, field)
+    try:
+        _verify_fd(fd, resolved, policy.allow_input, field)
+        yield PinnedFile(resolved, fd, os.fstat(fd))
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def pinned_output(
+    policy: PathPolicy, path: Path, field: str = "artifacts.output_path"
+) -> Iterator[PinnedFile]:
+    """Create a new, empty output file; never through a symlink, never over an existing file.
+
+    Raises:
+        PathNotAllowed: something exists at ``path``, or the directory escaped the allow-list.
+    """
+    directory = Path(os.path.realpath(path.parent))
+    if not _is_under(directory, policy.allow_output):
+        raise PathNotAllowed(
+            f"{field}: {path.parent} resolves to {directory}, outside the allowed output "
+            f"directories ({_describe(policy.allow_output)})"
+        )
+    target = directory / path.name
+    fd = _open_nofollow(target, os.O_RDWR | os.O_CREAT | os.O_EXCL, field)
+    try:
+        _verify_fd(fd, target, policy.allow_output, field)
+        yield PinnedFile(target, fd, os.fstat(fd))
+    finally:
+        os.close(fd)

@@ -24,6 +24,13 @@ BACKOFF_START_SECONDS = 0.5
 BACKOFF_MAX_SECONDS = 10.0
 DEFAULT_HEARTBEAT_SECONDS = 10
 FAILED_HEARTBEATS_BEFORE_REREGISTER = 3
+# For the channel to the control plane: grpc's reconnect backoff grows to 120 s by default,
+# so after a long control-plane outage the agent could miss its lease once it is back.
+CHANNEL_OPTIONS = [
+    ("grpc.initial_reconnect_backoff_ms", 250),
+    ("grpc.min_reconnect_backoff_ms", 250),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+]
 
 
 @dataclass(frozen=True)
@@ -52,11 +59,15 @@ class Registrar:
         self._running_job_ids = running_job_ids
         self._on_registered = on_registered
         self.registered = False
+        # Once the control plane told us how often to report, registration retries never
+        # wait longer than that: a restarted control plane must hear from us within its lease.
+        self._backoff_max = BACKOFF_MAX_SECONDS
 
     async def run(self) -> None:
         """Register, heartbeat, and register again whenever the control plane lost us."""
         while True:
             interval = await self._register_until_accepted()
+            self._backoff_max = min(BACKOFF_MAX_SECONDS, float(interval))
             self.registered = True
             if self._on_registered is not None:
                 await self._on_registered()
@@ -86,14 +97,16 @@ class Registrar:
                     delay,
                 )
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, BACKOFF_MAX_SECONDS)
+                delay = min(delay * 2, self._backoff_max)
                 continue
             interval = response.heartbeat_interval_seconds or DEFAULT_HEARTBEAT_SECONDS
             log.info(
-                "registered with the control plane name=%s address=%s heartbeat_interval=%ds",
+                "registered with the control plane name=%s address=%s heartbeat_interval=%ds "
+                "running_jobs=%s",
                 ident.name,
                 ident.address,
                 interval,
+                ",".join(request.running_job_ids) or "none",
             )
             return interval
 

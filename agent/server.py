@@ -14,18 +14,31 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]
 from grpc_reflection.v1alpha import reflection
 
+from agent.auth import ControlPlaneOnly
 from agent.capabilities import detect_capabilities, refresh_resources, summarize
 from agent.events import EventLog
 from agent.executor import Executor
+from agent.metrics import NodeCollector, register_node_collector, temp_dirs
 from agent.paths import PathPolicy
-from agent.registration import AgentIdentity, Registrar
+from agent.registration import CHANNEL_OPTIONS, AgentIdentity, Registrar
 from agent.service import WorkerService
 from protocol.gen.h2k.v1 import agent_pb2, services_pb2, services_pb2_grpc
+from protocol.telemetry import MetricsServer, server_interceptors, start_health_server
+from protocol.tls import (
+    SERVER_OPTIONS,
+    ReloadingChannel,
+    ReloadingTLS,
+    StubProxy,
+    TLSFiles,
+    server_credentials,
+)
 
 log = logging.getLogger(__name__)
 
 WORKER_SERVICE = services_pb2.DESCRIPTOR.services_by_name["Worker"].full_name
 STOP_GRACE_SECONDS = 5.0
+# Health service name that is SERVING whenever the process serves (Kubernetes liveness).
+LIVENESS_SERVICE = "liveness"
 
 
 @dataclass(frozen=True)
@@ -39,6 +52,16 @@ class AgentConfig:
     max_concurrent_jobs: int = 2
     insecure: bool = True
     advertise_address: str | None = None
+    # Mutual TLS both ways; Worker is served only to a peer with this SAN.
+    tls: TLSFiles | None = None
+    control_plane_identity: str = "h2k-controlplane"
+    # On SIGTERM running jobs may finish for this long; the rest are cancelled and requeued.
+    shutdown_grace_seconds: float = 25.0
+    timeout_scale: float = 1.0  # for tests only: scales every job's timeout_seconds
+    # Prometheus /metrics on HOST:PORT (None: no metrics endpoint).
+    metrics_listen: str | None = None
+    # A plaintext port serving only grpc.health.v1 (Kubernetes probes cannot do TLS).
+    health_listen: str | None = None
 
     @property
     def address(self) -> str:
@@ -84,6 +107,7 @@ async def serve(config: AgentConfig, stop: asyncio.Event) -> None:
         event_log=event_log,
         state_dir=config.state_dir,
         max_concurrent_jobs=config.max_concurrent_jobs,
+        timeout_scale=config.timeout_scale,
     )
     executor.recover()
     detected = await asyncio.to_thread(detect_capabilities, config.allow_output)
@@ -91,7 +115,14 @@ async def serve(config: AgentConfig, stop: asyncio.Event) -> None:
 
     health_servicer = health_aio.HealthServicer()
     await _set_health(health_servicer, health_pb2.HealthCheckResponse.NOT_SERVING)
-    server = grpc.aio.server()
+    if config.tls is None and not config.insecure:
+        raise SystemExit("no TLS material: give --tls-cert, --tls-key and --tls-ca, or --insecure")
+    tls = ReloadingTLS(config.tls) if config.tls is not None else None
+    # Tracing first: a refused call is traced too.
+    interceptors = server_interceptors()
+    if tls is not None:
+        interceptors.append(ControlPlaneOnly(config.control_plane_identity))
+    server = grpc.aio.server(interceptors=interceptors, options=SERVER_OPTIONS)
     services_pb2_grpc.add_WorkerServicer_to_server(
         WorkerService(executor, event_log, capabilities.current), server
     )
@@ -99,13 +130,26 @@ async def serve(config: AgentConfig, stop: asyncio.Event) -> None:
     reflection.enable_server_reflection(
         [WORKER_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME], server
     )
-    if not config.insecure:
-        raise SystemExit("TLS is not supported yet: start the agent with --insecure")
     try:
-        server.add_insecure_port(config.listen)
+        if tls is None:
+            server.add_insecure_port(config.listen)
+        else:
+            server.add_secure_port(config.listen, server_credentials(tls))
     except RuntimeError as exc:
         raise SystemExit(f"cannot listen on {config.listen}: {exc}") from exc
     await server.start()
+    # Liveness only says the process answers: readiness ("") waits for the control plane,
+    # and an agent must not be restarted (killing its jobs) because the control plane is away.
+    await health_servicer.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
+    metrics = MetricsServer(config.metrics_listen) if config.metrics_listen else None
+    health_server = None
+    if config.health_listen:
+        health_server = await start_health_server(config.health_listen, health_servicer)
+    unregister_metrics = register_node_collector(
+        NodeCollector(
+            config.node_name, lambda: detected, temp_dirs(config.state_dir, config.allow_output)
+        )
+    )
     log.info(
         "agent started node=%s listen=%s address=%s max_concurrent_jobs=%d %s",
         config.node_name,
@@ -115,9 +159,9 @@ async def serve(config: AgentConfig, stop: asyncio.Event) -> None:
         summarize(detected),
     )
 
-    channel = grpc.aio.insecure_channel(config.control_plane)
+    channel = ReloadingChannel(config.control_plane, tls, options=CHANNEL_OPTIONS)
     registrar = Registrar(
-        services_pb2_grpc.AgentRegistryStub(channel),
+        StubProxy(channel, services_pb2_grpc.AgentRegistryStub),  # type: ignore[arg-type]
         AgentIdentity(
             name=config.node_name,
             address=config.address,
@@ -138,12 +182,17 @@ async def serve(config: AgentConfig, stop: asyncio.Event) -> None:
             ",".join(executor.running_job_ids()) or "none",
         )
         await health_servicer.enter_graceful_shutdown()
-        await executor.shutdown()
+        await executor.shutdown(config.shutdown_grace_seconds)
         registration.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await registration
         await server.stop(STOP_GRACE_SECONDS)
-        await channel.close(None)
+        await channel.close()
+        unregister_metrics()
+        if metrics is not None:
+            metrics.stop()
+        if health_server is not None:
+            await health_server.stop(None)
         log.info("agent stopped node=%s", config.node_name)
 
 

@@ -28,6 +28,7 @@ from cli.render import (
 from cli.session import (
     EXIT_INVALID_INPUT,
     Settings,
+    TLSOptions,
     fail,
     reporting_errors,
     settings_of,
@@ -37,6 +38,7 @@ from client.views import event_to_dict, job_to_dict
 from protocol.errors import InvalidArgument
 from protocol.spec import JobSpec, parse_spec
 from protocol.states import JobState
+from protocol.telemetry import setup_tracing, tracer
 
 app = typer.Typer(
     name="h2kctl",
@@ -46,6 +48,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(agents_app, name="agents")
+_TRACER = tracer("h2kctl")
 
 JobIdArgument = Annotated[str, typer.Argument(help="Job id.")]
 AfterSeqOption = Annotated[
@@ -62,11 +65,26 @@ def main(
     insecure: Annotated[
         bool,
         typer.Option(
-            "--insecure",
-            envvar="H2K_INSECURE",
-            help="Plaintext gRPC (TLS is not built yet: plaintext is used either way for now).",
+            "--insecure", envvar="H2K_INSECURE", help="Plaintext gRPC, no authentication."
         ),
     ] = False,
+    tls_cert: Annotated[
+        Path | None,
+        typer.Option("--tls-cert", envvar="H2K_TLS_CERT", help="Client certificate (PEM)."),
+    ] = None,
+    tls_key: Annotated[
+        Path | None, typer.Option("--tls-key", envvar="H2K_TLS_KEY", help="Its key (PEM).")
+    ] = None,
+    tls_ca: Annotated[
+        Path | None,
+        typer.Option("--tls-ca", envvar="H2K_TLS_CA", help="CA bundle of the server (PEM)."),
+    ] = None,
+    token_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--token-file", envvar="H2K_TOKEN_FILE", help="Bearer token (service accounts)."
+        ),
+    ] = None,
     timeout: Annotated[
         float,
         typer.Option("--timeout", envvar="H2K_TIMEOUT", help="Seconds per request (watch: none)."),
@@ -74,7 +92,13 @@ def main(
 ) -> None:
     """Operate h2k: submit VM-disk migration jobs, follow them, manage agents."""
     show_client_logs()
-    ctx.obj = Settings(server=server, insecure=insecure, timeout=timeout)
+    setup_tracing("h2kctl", asyncio_client=False)
+    ctx.obj = Settings(
+        server=server,
+        insecure=insecure,
+        timeout=timeout,
+        tls=TLSOptions(ca=tls_ca, cert=tls_cert, key=tls_key, token_file=token_file),
+    )
 
 
 # --- submit -------------------------------------------------------------------------------
@@ -115,7 +139,13 @@ def submit(
     """Validate and submit a v1 job file; print the job id on stdout."""
     spec = load_spec(file)
     settings = settings_of(ctx)
-    with reporting_errors(settings), settings.connect() as client:
+    # The root of the job's trace: the control plane and the agent continue it.
+    span_attributes = {"h2k.job_id": spec.job_id, "h2k.operation": spec.operation.value}
+    with (
+        reporting_errors(settings),
+        settings.connect() as client,
+        _TRACER.start_as_current_span("h2kctl submit", attributes=span_attributes),
+    ):
         result = client.submit(spec)
         typer.echo(spec.job_id)
         if not result.created:
@@ -149,7 +179,8 @@ def get(
     """Show one job: state, timings, progress, history, outputs, error."""
     settings = settings_of(ctx)
     with reporting_errors(settings), settings.connect() as client:
-        view = job_to_dict(client.get(job_id))
+        job = client.get(job_id)
+    view = {**job_to_dict(job), "trace_id": job.trace_id}
     if output is DetailFormat.JSON:
         print_json(view)
     elif output is DetailFormat.YAML:

@@ -123,6 +123,7 @@ def job_summary(job: dict[str, Any]) -> Table:
         ("Attempt", str(job["attempt"])),
         ("Timings", _timings(job)),
         ("Progress", _progress_text(job)),
+        ("Trace", _dash(job.get("trace_id"))),
     ]
     if job["state"] == "QUEUED":
         rows.append(("Queue reason", _dash(job["queue_reason"])))

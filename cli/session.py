@@ -5,18 +5,44 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import grpc
 import typer
 
 from client import H2KClient
 from protocol.errors import H2KError
+from protocol.tls import TLSConfigError, client_credentials
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # a remote error, or a job that ended FAILED / CANCELLED
 EXIT_INVALID_INPUT = 2  # bad local input; nothing was sent
 EXIT_INTERRUPTED = 130
+
+
+@dataclass(frozen=True)
+class TLSOptions:
+    """--tls-ca, --tls-cert, --tls-key and --token-file (read only when connecting)."""
+
+    ca: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+    token_file: Path | None = None
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        """Channel credentials, or an Exit naming what is missing."""
+        if self.ca is None or (self.cert is None and self.token_file is None):
+            raise fail(
+                "error: no TLS material: give --tls-ca ($H2K_TLS_CA) and either --tls-cert and "
+                "--tls-key ($H2K_TLS_CERT, $H2K_TLS_KEY) or --token-file ($H2K_TOKEN_FILE); "
+                "or --insecure for plaintext",
+                EXIT_INVALID_INPUT,
+            )
+        try:
+            return client_credentials(self.ca, self.cert, self.key, self.token_file)
+        except TLSConfigError as exc:
+            raise fail(f"error: {exc}", EXIT_INVALID_INPUT) from None
 
 
 @dataclass(frozen=True)
@@ -26,9 +52,13 @@ class Settings:
     server: str
     insecure: bool
     timeout: float
+    tls: TLSOptions = field(default_factory=TLSOptions)
 
     def connect(self) -> H2KClient:
-        return H2KClient(self.server, insecure=self.insecure, timeout=self.timeout)
+        credentials = None if self.insecure else self.tls.credentials()
+        return H2KClient(
+            self.server, insecure=self.insecure, timeout=self.timeout, credentials=credentials
+        )
 
 
 class _StderrLogHandler(logging.Handler):

@@ -33,12 +33,16 @@ def open_channel(
 
     Returns:
         A channel; closing it is the caller's job.
+
+    Raises:
+        ValueError: neither credentials nor ``insecure``.
     """
     if credentials is not None:
         return grpc.secure_channel(server, credentials, options=CHANNEL_OPTIONS)
     if not insecure:
-        # TLS configuration (CA, client certificate) is not built yet. Until it is, a caller
-        # that did not ask for plaintext still gets plaintext, so scripts keep working; once
-        # TLS lands, this branch builds the credentials instead.
-        log.debug("event=plaintext_fallback server=%s reason=tls_not_configured", server)
+        # Never fall back to plaintext silently: the caller asked for TLS but gave nothing.
+        raise ValueError(
+            f"no TLS credentials for {server}: give credentials (see protocol.tls."
+            "client_credentials) or insecure=True for plaintext"
+        )
     return grpc.insecure_channel(server, options=CHANNEL_OPTIONS)

@@ -53,9 +53,10 @@ class H2KClient:
 
         Args:
             server: the control plane address.
-            insecure: use plaintext gRPC (TLS is not built yet; see client.channel).
+            insecure: use plaintext gRPC when no ``credentials`` are given.
             timeout: deadline in seconds of each unary call (watch streams have none).
-            credentials: channel credentials for TLS; overrides ``insecure``.
+            credentials: channel credentials for TLS (``protocol.tls.client_credentials``);
+                override ``insecure``.
             reconnect: how :meth:`watch` retries broken streams.
         """
         self.server = server

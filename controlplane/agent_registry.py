@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from controlplane.dispatcher import Dispatcher
@@ -75,6 +76,7 @@ class AgentRegistry(services_pb2_grpc.AgentRegistryServicer):
             ",".join(sorted(agent.available_capabilities())),
             agent.cordoned,
         )
+        await self._reconcile(agent.name, request.running_job_ids)
         self._dispatcher.wake()
         return services_pb2.RegisterAgentResponse(
             heartbeat_interval_seconds=self._heartbeat_interval,
@@ -90,11 +92,19 @@ class AgentRegistry(services_pb2_grpc.AgentRegistryServicer):
         if not known:
             log.info("heartbeat from unknown agent agent=%s: asking it to register", request.name)
         else:
+            await self._reconcile(request.name, request.running_job_ids)
             # A heartbeat can make a stale agent ready again.
             self._dispatcher.wake()
         return services_pb2.HeartbeatResponse(
             heartbeat_interval_seconds=self._heartbeat_interval, reregister=not known
         )
+
+    async def _reconcile(self, name: str, running_job_ids: Sequence[str]) -> None:
+        """Cancel the agent's orphans, follow its unfollowed jobs (never fails the RPC)."""
+        try:
+            await self._dispatcher.reconcile_agent(name, running_job_ids)
+        except Exception:
+            log.exception("reconciling agent failed agent=%s", name)
 
     @unary_rpc
     async def ListAgents(
@@ -110,7 +120,11 @@ class AgentRegistry(services_pb2_grpc.AgentRegistryServicer):
     async def CordonAgent(
         self, request: services_pb2.CordonAgentRequest, context: Context
     ) -> agent_pb2.AgentInfo:
-        agent = await self._store.set_agent_flags(request.name, cordoned=request.cordon)
+        # Uncordoning also ends a drain: the agent takes new work again.
+        draining = False if not request.cordon else None
+        agent = await self._store.set_agent_flags(
+            request.name, cordoned=request.cordon, draining=draining
+        )
         log.info("agent %s agent=%s", "cordoned" if request.cordon else "uncordoned", agent.name)
         if not request.cordon:
             self._dispatcher.wake()

@@ -1,27 +1,40 @@
 """The dispatcher: places queued jobs on agents and follows each job's event stream.
 
-One loop, woken on submit, agent registration, job completion and a periodic tick, runs the
-scheduler over the stored queue. Each assignment gets its own task that calls the agent's
-``Worker.ExecuteJob`` and relays the events; a broken stream is resumed with ``AttachJob``
-from the last stored seq, so neither an agent's hiccup nor a control-plane restart loses
-events.
+One loop, woken on submit, agent registration, job completion and a periodic tick, does three
+things each pass: it acts on agents that missed their lease, attempts past their deadline and
+drains past theirs (:mod:`controlplane.leases`), it queues again the retries whose backoff
+is over, and it runs the scheduler over the stored queue. Each assignment gets its own task
+that calls the agent's ``Worker.ExecuteJob`` and relays the events; a broken stream is resumed
+with ``AttachJob`` from the last stored seq, so neither an agent's hiccup nor a control-plane
+restart loses or repeats an event. A stream is followed until its attempt ends or the agent's
+lease runs out; an agent is never declared lost just because a stream broke.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 from collections.abc import Coroutine, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 import grpc
 
 from controlplane.events import EventHub
+from controlplane.leases import (
+    DEFAULT_TIMEOUT_MARGIN,
+    Action,
+    LeasePolicy,
+    Verdict,
+    review_active_jobs,
+)
+from controlplane.metrics import observe_scheduling
 from controlplane.models import AgentRecord, JobRecord, error_result
-from controlplane.progress import ProgressRecorder
+from controlplane.progress import EventGap, ProgressRecorder
+from controlplane.retry import AGENT_LOST, TIMEOUT, RetryPolicy, next_attempt_at
 from controlplane.scheduler import DEFAULT_LEASE, SchedulePlan, agent_view, schedule_queued_jobs
 from controlplane.store import ACTIVE_STATES, JobStore
 from controlplane.worker_client import WorkerClients
@@ -29,32 +42,105 @@ from protocol.conversion import spec_to_proto, utcnow
 from protocol.errors import NotFound
 from protocol.gen.h2k.v1 import services_pb2
 from protocol.states import IllegalTransition, JobState
+from protocol.telemetry import context_from_traceparent, tracer
 
 log = logging.getLogger(__name__)
+_TRACER = tracer(__name__)
 
-AGENT_LOST = "AGENT_LOST"
+__all__ = ["AGENT_LOST", "DispatchPolicy", "Dispatcher"]
+
+FOLLOWED_STATES = frozenset({JobState.RUNNING, JobState.PROGRESSING})
+# ExecuteJob answers that mean the agent did not take the job (anything else: it may have).
+REFUSALS = frozenset(
+    {
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.ALREADY_EXISTS,
+        grpc.StatusCode.PERMISSION_DENIED,
+        grpc.StatusCode.UNAUTHENTICATED,
+        grpc.StatusCode.UNIMPLEMENTED,
+    }
+)
 
 
 @dataclass(frozen=True)
 class DispatchPolicy:
-    """Timings of the dispatcher; a later retry/lease policy extends this."""
+    """Timings of the dispatcher, leases, deadlines and retries."""
 
     tick_seconds: float = 1.0
     lease: timedelta = DEFAULT_LEASE
-    # Pauses before each AttachJob attempt after a stream broke (the first is immediate).
+    # Pauses before each AttachJob attempt after a stream broke (the first is immediate);
+    # the last one repeats until the stream is back or the agent's lease runs out.
     reattach_delays: Sequence[float] = (0.0, 0.5, 1.0, 2.0, 4.0)
     # How long a job the agent did not accept stays out of scheduling.
     requeue_holdoff: timedelta = timedelta(seconds=2)
+    timeout_margin: timedelta = DEFAULT_TIMEOUT_MARGIN
+    timeout_scale: float = 1.0
+    retry_backoff: timedelta = timedelta(seconds=5)
+    # How often an unconfirmed cancel is sent again.
+    cancel_resend: timedelta = timedelta(seconds=5)
+
+    def leases(self) -> LeasePolicy:
+        return LeasePolicy(self.lease, self.timeout_margin, self.timeout_scale)
+
+
+def _queued_seconds(job: JobRecord, assigned_at: datetime) -> float:
+    """How long the job waited since it last entered the queue."""
+    queued = [t.time for t in job.history if t.to_state is JobState.QUEUED]
+    since = max(queued, default=job.submitted_at)
+    return max(0.0, (assigned_at - since).total_seconds())
+
+
+async def _end_call(call: Any) -> None:
+    """Cancel a stream we are done with and let its iterator finish.
+
+    A bare cancel() leaves the response iterator suspended, and the tracing interceptor ends
+    the call's span only when that iterator finishes: reading once more ends it.
+    """
+    call.cancel()
+    try:
+        async for _event in call:
+            pass
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise  # our own task is being cancelled, not just the call
+    except grpc.aio.AioRpcError:
+        pass
+
+
+def _span_attributes(job: JobRecord, agent: str) -> dict[str, str | int]:
+    return {
+        "h2k.job_id": job.job_id,
+        "h2k.operation": job.spec.operation.value,
+        "h2k.agent": agent,
+        "h2k.attempt": job.attempt,
+    }
 
 
 @dataclass
 class _Stream:
-    """What one job's stream task has seen."""
+    """What one job's stream task follows and has seen."""
 
     job_id: str
     agent: str
     address: str
+    attempt: int
     received: int = 0
+    cancel_sent: bool = False
+
+
+@dataclass
+class _Background:
+    """Fire-and-forget tasks (cancels to agents), kept referenced until they finish."""
+
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def spawn(self, body: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(body, name=name)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
 
 
 class Dispatcher:
@@ -71,11 +157,20 @@ class Dispatcher:
         self._hub = hub
         self._policy = policy or DispatchPolicy()
         self._clients = clients or WorkerClients()
-        self._recorder = ProgressRecorder(store, hub, on_terminal=lambda _job_id: self.wake())
+        self._recorder = ProgressRecorder(
+            store,
+            hub,
+            on_terminal=lambda _job_id: self.wake(),
+            retry=RetryPolicy(backoff_base=self._policy.retry_backoff),
+            on_retry=lambda _job_id: self.wake(),
+        )
         self._wakeup = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
         self._streams: dict[str, asyncio.Task[None]] = {}
         self._holdoff: dict[str, datetime] = {}
+        self._cancel_sent: dict[str, datetime] = {}
+        self._background = _Background()
+        self._started_at = utcnow()
 
     @property
     def recorder(self) -> ProgressRecorder:
@@ -87,6 +182,7 @@ class Dispatcher:
 
     async def start(self) -> None:
         """Re-attach to every job that was running, then start the scheduling loop."""
+        self._started_at = utcnow()
         page = await self._store.list_jobs(states=ACTIVE_STATES, limit=None)
         for job in page.jobs:
             await self._resume(job)
@@ -94,16 +190,17 @@ class Dispatcher:
 
     async def stop(self) -> None:
         """Stop scheduling and let go of every stream (agents keep running their jobs)."""
-        tasks = list(self._streams.values())
+        tasks = [*self._streams.values(), *self._background.tasks]
         if self._loop_task is not None:
             tasks.append(self._loop_task)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self._recorder.settle()
         await self._clients.close()
 
     def abandon(self, job_id: str) -> None:
-        """Stop following a job's stream (the control plane ended the job itself)."""
+        """Stop following a job's stream (the control plane ended the attempt itself)."""
         task = self._streams.pop(job_id, None)
         if task is not None:
             task.cancel()
@@ -113,10 +210,11 @@ class Dispatcher:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), self._policy.tick_seconds)
             self._wakeup.clear()
-            try:
-                await self.dispatch_once()
-            except Exception:
-                log.exception("dispatch pass failed")
+            for step in (self.supervise, self.release_retries, self.dispatch_once):
+                try:
+                    await step()
+                except Exception:
+                    log.exception("dispatch step failed step=%s", step.__name__)
 
     # --- placement ----------------------------------------------------------------------
 
@@ -155,23 +253,42 @@ class Dispatcher:
             # Cancelled between the scheduling read and now.
             log.info("assignment skipped job_id=%s reason=%s", job.job_id, exc)
             return
-        log.info(
-            "job assigned job_id=%s agent=%s attempt=%d", job.job_id, agent.name, record.attempt
-        )
-        stream = _Stream(job.job_id, agent.name, agent.address)
-        self._spawn(stream, self._execute(record, stream))
+        waited = _queued_seconds(job, record.updated_at)
+        observe_scheduling(waited)
+        # The submit's span ended long ago, in another task: continue its trace explicitly.
+        with _TRACER.start_as_current_span(
+            "controlplane.schedule",
+            context=context_from_traceparent(record.trace_context),
+            attributes={**_span_attributes(record, agent.name), "h2k.queued_seconds": waited},
+        ):
+            log.info(
+                "job assigned job_id=%s agent=%s attempt=%d",
+                job.job_id,
+                agent.name,
+                record.attempt,
+            )
+            stream = _Stream(job.job_id, agent.name, agent.address, record.attempt)
+            # The task copies the current context: its spans are children of this one.
+            self._spawn(stream, self._dispatch(record, stream))
+
+    async def _dispatch(self, job: JobRecord, stream: _Stream) -> None:
+        """Run the job on its agent inside the dispatch span (the ExecuteJob call's parent)."""
+        with _TRACER.start_as_current_span(
+            "controlplane.dispatch", attributes=_span_attributes(job, stream.agent)
+        ):
+            await self._execute(job, stream)
 
     async def _resume(self, job: JobRecord) -> None:
         """Follow a job that was active when the control plane stopped."""
         try:
             agent = await self._store.get_agent(job.assigned_agent or "")
         except NotFound:
-            await self._give_up(job.job_id, job.assigned_agent or "?", "is not registered")
+            # The supervisor ends it: an unregistered agent counts as lost.
             return
         log.info(
             "re-attaching job_id=%s agent=%s after_seq=%d", job.job_id, agent.name, job.last_seq
         )
-        stream = _Stream(job.job_id, agent.name, agent.address)
+        stream = _Stream(job.job_id, agent.name, agent.address, job.attempt)
         self._spawn(stream, self._reattach(stream))
 
     def _spawn(self, stream: _Stream, body: Coroutine[Any, Any, None]) -> None:
@@ -194,36 +311,52 @@ class Dispatcher:
     # --- following a job ----------------------------------------------------------------
 
     async def _execute(self, job: JobRecord, stream: _Stream) -> None:
-        """Start the job on its agent and relay its events until it is terminal."""
+        """Start the job on its agent and relay its events until the attempt ends."""
+        if (await self._store.get_job(job.job_id)).cancel_requested:
+            await self._requeue(stream, "cancelled before it started")
+            return
         request = services_pb2.ExecuteJobRequest(
             spec=spec_to_proto(job.spec), attempt=job.attempt, start_seq=job.last_seq + 1
         )
-        failure = "ended its stream without a terminal event"
+        failure, refused = "ended its stream without a terminal event", False
         try:
             call = self._clients.stub(stream.address).ExecuteJob(request)
             if await self._relay(call, stream):
                 return
         except grpc.aio.AioRpcError as exc:
-            failure = f"{exc.code().name}: {exc.details()}"
-        if stream.received == 0:
+            failure, refused = f"{exc.code().name}: {exc.details()}", exc.code() in REFUSALS
+            if exc.code() is grpc.StatusCode.ALREADY_EXISTS:
+                # An earlier attempt still runs there (the agent was thought lost): end it.
+                self._send_cancel(stream, "a newer attempt of this job was dispatched")
+        if stream.received == 0 and refused:
             # Nothing ran: the job goes back to the queue without using up a retry.
-            await self._requeue(
-                stream.job_id, f"agent {stream.agent} did not accept the job ({failure})"
-            )
+            await self._requeue(stream, f"agent {stream.agent} did not accept the job ({failure})")
             return
+        # Otherwise the agent may have started the job before the stream broke: ask it.
         log.warning(
             "job stream broke job_id=%s agent=%s error=%s", stream.job_id, stream.agent, failure
         )
         await self._reattach(stream)
 
     async def _reattach(self, stream: _Stream) -> None:
-        """Resume a job's stream with AttachJob, with backoff; give up when the agent is gone."""
-        why = "stayed unreachable"
-        for delay in self._policy.reattach_delays:
+        """Resume a job's stream with AttachJob until its attempt ends.
+
+        Retries with backoff for as long as the job is this stream's attempt; the supervisor
+        ends the attempt (and this task) when the agent's lease runs out.
+        """
+        delays = list(self._policy.reattach_delays) or [1.0]
+        for tries in itertools.count():
+            delay = delays[min(tries, len(delays) - 1)]
             if delay:
                 await asyncio.sleep(delay)  # backoff between attempts, not synchronisation
             job = await self._store.get_job(stream.job_id)
-            if job.state.is_terminal:
+            if not self._still_following(job, stream):
+                return
+            if job.state is JobState.ASSIGNED and tries >= len(delays):
+                # Never heard of it starting: requeue (should it run there after all, the
+                # agent reports it with its heartbeats and is told to cancel it).
+                reason = f"agent {stream.agent} unreachable before the job started"
+                await self._requeue(stream, reason)
                 return
             request = services_pb2.AttachJobRequest(job_id=job.job_id, after_seq=job.last_seq)
             try:
@@ -239,78 +372,203 @@ class Dispatcher:
                     exc.details(),
                 )
                 if exc.code() is grpc.StatusCode.NOT_FOUND:
-                    why = "does not know the job"
-                    break
-        await self._give_up(stream.job_id, stream.agent, why)
+                    await self._unknown_on_agent(stream, job)
+                    return
+
+    def _still_following(self, job: JobRecord, stream: _Stream) -> bool:
+        return (
+            job.state in ACTIVE_STATES
+            and job.attempt == stream.attempt
+            and job.assigned_agent == stream.agent
+        )
+
+    async def _unknown_on_agent(self, stream: _Stream, job: JobRecord) -> None:
+        """The agent does not know the job: it never started, or the agent lost its log."""
+        if job.state is JobState.ASSIGNED:
+            await self._requeue(stream, f"agent {stream.agent} never started the job")
+            return
+        where = f"{job.phase or 'start'} at {job.progress_percent:.0f}%"
+        await self._recorder.end_attempt(
+            job.job_id,
+            stream.attempt,
+            code=AGENT_LOST,
+            message=f"agent {stream.agent} lost during {where} (it no longer knows the job)",
+            agent=stream.agent,
+        )
 
     async def _relay(self, call: Any, stream: _Stream) -> bool:
-        """Record every event of a stream; True once the job is terminal."""
-        async for event in call:
-            if event.job_id != stream.job_id:
-                log.warning("foreign event dropped job_id=%s got=%s", stream.job_id, event.job_id)
-                continue
-            stream.received += 1
-            job = await self._recorder.record(event)
-            if job.state.is_terminal:
-                call.cancel()
-                return True
+        """Record every event of a stream; True once this attempt is over."""
+        try:
+            async for event in call:
+                if event.job_id != stream.job_id:
+                    log.warning("foreign event job_id=%s got=%s", stream.job_id, event.job_id)
+                    continue
+                stream.received += 1
+                job = await self._recorder.record(event)
+                if not self._still_following(job, stream):
+                    await _end_call(call)
+                    return True
+                if job.cancel_requested and not stream.cancel_sent:
+                    self._send_cancel(stream, "cancel requested")
+        except EventGap as gap:
+            # Nothing past the gap was stored; AttachJob from last_seq fills it in.
+            log.warning("event gap job_id=%s detail=%s", stream.job_id, gap)
+            await _end_call(call)
         return False
 
-    async def _requeue(self, job_id: str, reason: str) -> None:
-        """Put an ASSIGNED job back in the queue; nothing ran, so its attempt is given back."""
-        job = await self._store.get_job(job_id)
-        try:
+    async def _requeue(self, stream: _Stream, reason: str) -> None:
+        """Put an ASSIGNED job back in the queue; nothing ran, so its attempt is given back.
+
+        A job whose cancel was asked for ends CANCELLED instead.
+        """
+        async with self._recorder.locked(stream.job_id):
+            job = await self._store.get_job(stream.job_id)
+            if job.state is not JobState.ASSIGNED or job.attempt != stream.attempt:
+                return
+            if job.cancel_requested:
+                await self._end_cancelled(job, f"cancelled before it started ({reason})")
+                return
             await self._store.transition(
-                job_id,
+                job.job_id,
                 JobState.QUEUED,
                 reason,
                 queue_reason=reason,
                 assigned_agent=None,
                 attempt=max(0, job.attempt - 1),
             )
-        except IllegalTransition:
-            return  # cancelled meanwhile
-        self._holdoff[job_id] = utcnow() + self._policy.requeue_holdoff
-        log.warning("job requeued job_id=%s reason=%r", job_id, reason)
+        self._holdoff[job.job_id] = utcnow() + self._policy.requeue_holdoff
+        log.warning("job requeued job_id=%s reason=%r", job.job_id, reason)
         self.wake()
 
-    async def _give_up(self, job_id: str, agent: str, why: str) -> None:
-        """End a job whose agent cannot be reached (the later retry policy hooks in here)."""
-        job = await self._store.get_job(job_id)
-        if job.state.is_terminal:
-            return
-        if job.state is JobState.ASSIGNED:
-            await self._requeue(job_id, f"agent {agent} {why} before the job started")
-            return
-        now = utcnow()
-        if job.cancel_requested:
-            state, code = JobState.CANCELLED, "CANCELLED"
-            reason = "agent unreachable; cancelled without confirmation"
-        else:
-            state, code = JobState.FAILED, AGENT_LOST
-            reason = (
-                f"agent {agent} lost during {job.phase or 'start'} at {job.progress_percent:.0f}%"
-            )
-        try:
-            job = await self._store.transition(
-                job_id,
-                state,
-                reason,
-                result=error_result(job.phase, code, reason),
-                error=reason,
-                finished_at=now,
-            )
-        except IllegalTransition:
-            return
-        log.warning("job given up job_id=%s agent=%s why=%r", job_id, agent, why)
+    async def _end_cancelled(self, job: JobRecord, reason: str) -> None:
+        job = await self._store.transition(
+            job.job_id,
+            JobState.CANCELLED,
+            reason,
+            result=error_result(job.phase, "CANCELLED", reason),
+            error=reason,
+            finished_at=utcnow(),
+        )
         self._recorder.announce_terminal(job)
+
+    # --- leases, deadlines, drains and retries ------------------------------------------
+
+    async def supervise(self) -> list[Verdict]:
+        """Act on lost agents, attempts past their deadline, drains and pending cancels."""
+        active = (await self._store.list_jobs(states=ACTIVE_STATES, limit=None)).jobs
+        if not active:
+            self._cancel_sent.clear()
+            return []
+        agents = await self._store.list_agents()
+        now = utcnow()
+        verdicts = review_active_jobs(active, agents, now, self._policy.leases(), self._started_at)
+        addresses = {a.name: a.address for a in agents}
+        for verdict in verdicts:
+            stream = _Stream(
+                verdict.job_id, verdict.agent, addresses.get(verdict.agent, ""), verdict.attempt
+            )
+            if verdict.action is Action.AGENT_LOST:
+                await self._end_on_our_own(stream, AGENT_LOST, verdict.message)
+            elif verdict.action is Action.TIMEOUT:
+                self._send_cancel(stream, verdict.message)
+                await self._end_on_our_own(stream, TIMEOUT, verdict.message)
+            elif self._cancel_due(verdict.job_id, now):
+                self._send_cancel(stream, verdict.message)
+        return verdicts
+
+    async def _end_on_our_own(self, stream: _Stream, code: str, message: str) -> None:
+        log.warning(
+            "ending attempt job_id=%s agent=%s code=%s reason=%r",
+            stream.job_id,
+            stream.agent,
+            code,
+            message,
+        )
+        self.abandon(stream.job_id)
+        job = await self._store.get_job(stream.job_id)
+        if job.state is JobState.ASSIGNED:
+            await self._requeue(stream, message)
+            return
+        await self._recorder.end_attempt(
+            stream.job_id, stream.attempt, code=code, message=message, agent=stream.agent
+        )
+
+    def _cancel_due(self, job_id: str, now: datetime) -> bool:
+        last = self._cancel_sent.get(job_id)
+        if last is not None and now - last < self._policy.cancel_resend:
+            return False
+        self._cancel_sent[job_id] = now
+        return True
+
+    async def release_retries(self) -> int:
+        """Queue again every RETRYING job whose backoff is over; returns how many."""
+        retrying = (await self._store.list_jobs(states=[JobState.RETRYING], limit=None)).jobs
+        now = utcnow()
+        released = 0
+        for job in retrying:
+            due = next_attempt_at(job, self._recorder.retry_policy)
+            if due is None or due > now:
+                continue
+            reason = f"waiting for an agent (attempt {job.attempt + 1} next)"
+            try:
+                await self._store.transition(
+                    job.job_id, JobState.QUEUED, "back in the queue", queue_reason=reason
+                )
+            except IllegalTransition:
+                continue  # cancelled meanwhile
+            log.info("job queued again job_id=%s after_attempt=%d", job.job_id, job.attempt)
+            released += 1
+        if released:
+            self.wake()
+        return released
+
+    # --- agents coming and going --------------------------------------------------------
+
+    async def reconcile_agent(self, name: str, reported_job_ids: Sequence[str]) -> None:
+        """Match the jobs an agent says it runs with the jobs assigned to it.
+
+        Jobs it runs that are not (any more) assigned to it are cancelled there; running
+        jobs assigned to it that nobody follows are re-attached.
+        """
+        assigned = (await self._store.running_jobs_by_agent()).get(name, [])
+        try:
+            address = (await self._store.get_agent(name)).address
+        except NotFound:
+            return
+        for job_id in reported_job_ids:
+            if job_id not in assigned:
+                log.warning("orphan job on agent job_id=%s agent=%s", job_id, name)
+                stream = _Stream(job_id, name, address, 0)
+                self._send_cancel(stream, f"the job is not assigned to agent {name} any more")
+        for job_id in assigned:
+            if job_id in self._streams:
+                continue
+            job = await self._store.get_job(job_id)
+            if job.state in FOLLOWED_STATES:
+                log.info("following unfollowed job job_id=%s agent=%s", job_id, name)
+                stream = _Stream(job_id, name, address, job.attempt)
+                self._spawn(stream, self._reattach(stream))
 
     # --- cancellation -------------------------------------------------------------------
 
-    async def cancel_on_agent(self, job: JobRecord, reason: str) -> bool:
-        """Ask the job's agent to cancel it; False when the agent cannot confirm.
+    def _send_cancel(self, stream: _Stream, reason: str) -> None:
+        """Ask the agent to cancel the job, in the background (the answer comes as events)."""
+        if not stream.address:
+            return
+        stream.cancel_sent = True
 
-        On True the CANCELLED state arrives later, as the agent's terminal event.
+        async def send() -> None:
+            with contextlib.suppress(grpc.aio.AioRpcError):
+                await self._clients.cancel(stream.address, stream.job_id, reason)
+                log.info("cancel sent job_id=%s agent=%s", stream.job_id, stream.agent)
+
+        self._background.spawn(send(), name=f"h2k-cancel-{stream.job_id}")
+
+    async def cancel_on_agent(self, job: JobRecord, reason: str) -> bool:
+        """Ask the job's agent to cancel it; False when the agent could not be asked.
+
+        Either way the CANCELLED state arrives later: as the agent's terminal event once it
+        cleaned up, or when its lease runs out. An unconfirmed cancel is sent again.
         """
         try:
             agent = await self._store.get_agent(job.assigned_agent or "")
@@ -325,4 +583,5 @@ class Dispatcher:
                 exc.code().name,
             )
             return False
+        self._cancel_sent[job.job_id] = utcnow()
         return response.found

@@ -73,6 +73,8 @@ class EventHub:
         self._buffer = buffer
         self._subscribers: dict[str, set[Subscription]] = {}
         self._terminal_listeners: list[Callable[[str], None]] = []
+        # Set when the control plane stops: watchers end their streams so clients reconnect.
+        self.closed = False
 
     @contextmanager
     def subscribe(self, job_id: str) -> Iterator[Subscription]:
@@ -95,6 +97,13 @@ class EventHub:
         """Hand a stored event to every watcher of its job, without waiting for any."""
         for subscription in tuple(self._subscribers.get(event.job_id, ())):
             subscription._push(event)
+
+    def close(self) -> None:
+        """Wake every watcher for good (the control plane is stopping)."""
+        self.closed = True
+        for subscriptions in tuple(self._subscribers.values()):
+            for subscription in tuple(subscriptions):
+                subscription._mark_terminal()
 
     def add_terminal_listener(self, listener: Callable[[str], None]) -> None:
         """Call ``listener(job_id)`` whenever a job becomes terminal."""

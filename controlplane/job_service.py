@@ -3,27 +3,33 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator
 
+from opentelemetry import trace
+
+from controlplane.auth import attribute_submission, check_may_cancel, current_principal
 from controlplane.dispatcher import Dispatcher
 from controlplane.events import EventHub, Subscription
+from controlplane.metrics import JOBS_SUBMITTED, observe_submit
 from controlplane.models import JobRecord, error_result
 from controlplane.rpc import Context, stream_rpc, unary_rpc
 from controlplane.store import ACTIVE_STATES, JobStore
 from controlplane.submission import validate_submission
 from protocol.conversion import state_from_proto, utcnow
-from protocol.errors import FailedPrecondition, InvalidArgument
+from protocol.errors import FailedPrecondition, InvalidArgument, Unavailable
 from protocol.gen.h2k.v1 import job_pb2, services_pb2, services_pb2_grpc
 from protocol.states import IllegalTransition, JobState
+from protocol.telemetry import current_traceparent, tracer
 
 log = logging.getLogger(__name__)
+_TRACER = tracer(__name__)
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 REPLAY_BATCH = 500
 # A watcher re-reads the job from the store at least this often, whatever the hub says.
 WATCH_RECHECK_SECONDS = 30.0
-UNREACHABLE_CANCEL = "agent unreachable; cancelled without confirmation"
 
 
 class JobService(services_pb2_grpc.JobServiceServicer):
@@ -38,11 +44,26 @@ class JobService(services_pb2_grpc.JobServiceServicer):
     async def SubmitJob(
         self, request: services_pb2.SubmitJobRequest, context: Context
     ) -> services_pb2.SubmitJobResponse:
-        spec = validate_submission(request.spec)
+        started = time.monotonic()
+        try:
+            with _TRACER.start_as_current_span("controlplane.submit"):
+                return await self._submit(request)
+        finally:
+            observe_submit(started)
+
+    async def _submit(
+        self, request: services_pb2.SubmitJobRequest
+    ) -> services_pb2.SubmitJobResponse:
+        spec = attribute_submission(validate_submission(request.spec), current_principal())
+        span = trace.get_current_span()
+        span.set_attribute("h2k.job_id", spec.job_id)
+        span.set_attribute("h2k.operation", spec.operation.value)
         now = utcnow()
         if spec.created_at is None:
             spec = spec.model_copy(update={"created_at": now})
-        job, created = await self._store.create_job(spec, now)
+        # The dispatch happens later, in another task: it continues this span's trace.
+        job, created = await self._store.create_job(spec, now, current_traceparent())
+        span.set_attribute("h2k.created", created)
         log.info(
             "job submitted job_id=%s operation=%s priority=%d created=%s",
             job.job_id,
@@ -51,6 +72,7 @@ class JobService(services_pb2_grpc.JobServiceServicer):
             created,
         )
         if created:
+            JOBS_SUBMITTED.inc()
             self._dispatcher.wake()
         return services_pb2.SubmitJobResponse(job=job.to_proto(), created=created)
 
@@ -78,6 +100,7 @@ class JobService(services_pb2_grpc.JobServiceServicer):
         self, request: services_pb2.CancelJobRequest, context: Context
     ) -> job_pb2.Job:
         job = await self._store.get_job(request.job_id)
+        check_may_cancel(job.spec, current_principal())
         reason = request.reason or "cancelled on request"
         if job.state.is_terminal:
             raise FailedPrecondition(f"job {job.job_id} is already {job.state.value}")
@@ -90,11 +113,13 @@ class JobService(services_pb2_grpc.JobServiceServicer):
     async def _cancel_on_agent(self, job: JobRecord, reason: str) -> JobRecord:
         if not job.cancel_requested:
             job = await self._store.update_job(job.job_id, cancel_requested=True)
+        # CANCELLED is recorded when the agent confirms (its terminal event) or is lost; an
+        # agent that cannot be asked now is asked again until one of the two happens.
         if await self._dispatcher.cancel_on_agent(job, reason):
             log.info("cancel sent job_id=%s agent=%s", job.job_id, job.assigned_agent)
-            return job
-        self._dispatcher.abandon(job.job_id)
-        return await self._end_cancelled(job, UNREACHABLE_CANCEL)
+        else:
+            log.warning("cancel pending job_id=%s agent=%s", job.job_id, job.assigned_agent)
+        return job
 
     async def _end_cancelled(self, job: JobRecord, reason: str) -> JobRecord:
         """Record CANCELLED without the agent (nothing runs, or the agent is gone)."""
@@ -122,6 +147,8 @@ class JobService(services_pb2_grpc.JobServiceServicer):
         with self._hub.subscribe(request.job_id) as subscription:
             job = await self._store.get_job(request.job_id)
             while True:
+                if self._hub.closed:
+                    raise Unavailable("the control plane is stopping: reconnect to watch on")
                 # Buffer again before reading the store, so nothing falls between the two.
                 subscription.clear_lag()
                 async for event in self._replay(request.job_id, last):

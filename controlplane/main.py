@@ -5,11 +5,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 from collections.abc import Sequence
+from pathlib import Path
 
+from controlplane.auth import DEFAULT_MAX_STREAMS_PER_CLIENT, RoleBook
+from controlplane.events import DEFAULT_BUFFER
 from controlplane.server import ControlPlane, ControlPlaneConfig
 from controlplane.store import store_for_url
+from protocol.logs import LOG_FORMATS, configure_logging
+from protocol.telemetry import setup_tracing, split_host_port
+from protocol.tls import TLSConfigError, add_tls_arguments, tls_files_from_args
 
 log = logging.getLogger("controlplane")
 
@@ -23,17 +30,96 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--db", required=True, help="job store URL, e.g. sqlite:///var/lib/h2k/h2k.db"
     )
+    add_tls_arguments(parser)
     parser.add_argument(
-        "--insecure", action="store_true", help="serve plaintext gRPC (no TLS; required for now)"
+        "--roles-file",
+        type=Path,
+        default=os.environ.get("H2K_ROLES_FILE") or None,
+        metavar="FILE",
+        help="YAML: identities -> roles, service-account tokens (see controlplane/auth.py); "
+        "$H2K_ROLES_FILE",
+    )
+    parser.add_argument(
+        "--token-listen",
+        metavar="HOST:PORT",
+        help="also serve TLS without client certificates here, for bearer-token accounts",
+    )
+    parser.add_argument(
+        "--max-streams-per-client",
+        type=int,
+        default=DEFAULT_MAX_STREAMS_PER_CLIENT,
+        metavar="N",
+        help="open WatchJob streams one client may hold (more: RESOURCE_EXHAUSTED)",
     )
     parser.add_argument("--heartbeat-interval", type=int, default=5, metavar="SECONDS")
     parser.add_argument("--lease-seconds", type=int, default=15, metavar="SECONDS")
     parser.add_argument(
+        "--retry-backoff-seconds",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="pause before a job's first retry; it doubles with each further retry",
+    )
+    parser.add_argument(
+        "--timeout-margin-seconds",
+        type=float,
+        default=120.0,
+        metavar="SECONDS",
+        help="a job running this long past its timeout_seconds is failed by the control plane",
+    )
+    parser.add_argument(
+        "--timeout-scale",
+        type=float,
+        default=1.0,
+        metavar="FACTOR",
+        help="FOR TESTS ONLY: multiply every job's timeout_seconds (default 1)",
+    )
+    parser.add_argument(
+        "--watch-buffer",
+        type=int,
+        default=DEFAULT_BUFFER,
+        metavar="EVENTS",
+        help="live events buffered per watcher; a slower watcher re-reads from the store",
+    )
+    parser.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"]
     )
+    parser.add_argument(
+        "--log-format", default="text", choices=LOG_FORMATS, help="text lines or JSON objects"
+    )
+    parser.add_argument(
+        "--metrics-listen",
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (default: none)",
+    )
+    parser.add_argument(
+        "--health-listen",
+        metavar="HOST:PORT",
+        help="also serve grpc.health.v1 alone, in plaintext, here (Kubernetes gRPC probes)",
+    )
     args = parser.parse_args(argv)
-    if not args.insecure:
-        parser.error("TLS is not implemented yet: pass --insecure to serve plaintext gRPC")
+    if args.metrics_listen is not None:
+        try:
+            split_host_port(args.metrics_listen)
+        except ValueError as exc:
+            parser.error(f"--metrics-listen: {exc}")
+    try:
+        args.tls = tls_files_from_args(args)
+    except TLSConfigError as exc:
+        parser.error(str(exc))
+    args.roles = RoleBook()
+    if args.tls is not None:
+        if args.roles_file is None:
+            parser.error(
+                "no --roles-file (or $H2K_ROLES_FILE): with TLS every call needs a role; "
+                "or pass --insecure"
+            )
+        try:
+            args.roles = RoleBook.load(args.roles_file)
+        except (OSError, ValueError) as exc:
+            parser.error(f"--roles-file: {exc}")
+    if args.max_streams_per_client < 1:
+        parser.error("--max-streams-per-client must be at least 1")
     if args.heartbeat_interval < 1 or args.lease_seconds <= args.heartbeat_interval:
         parser.error("--lease-seconds must be longer than --heartbeat-interval (both >= 1)")
     try:
@@ -59,16 +145,30 @@ async def serve(config: ControlPlaneConfig) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point; returns the exit status."""
     args = parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    configure_logging(
+        args.log_level, args.log_format, "%(asctime)s %(levelname)s %(name)s %(message)s"
     )
-    log.warning("serving plaintext gRPC (--insecure): use only on a trusted network")
+    setup_tracing("h2k-controlplane", asyncio_client=True)
+    if args.tls is None:
+        log.warning(
+            "serving plaintext gRPC without authentication (--insecure): every caller is an "
+            "admin; use only on a trusted network"
+        )
     config = ControlPlaneConfig(
         listen=args.listen,
         db_url=args.db,
         heartbeat_interval_seconds=args.heartbeat_interval,
         lease_seconds=args.lease_seconds,
+        retry_backoff_seconds=args.retry_backoff_seconds,
+        timeout_margin_seconds=args.timeout_margin_seconds,
+        timeout_scale=args.timeout_scale,
+        watch_buffer=args.watch_buffer,
+        tls=args.tls,
+        roles=args.roles,
+        max_streams_per_client=args.max_streams_per_client,
+        token_listen=args.token_listen if args.tls is not None else None,
+        metrics_listen=args.metrics_listen,
+        health_listen=args.health_listen,
     )
     asyncio.run(serve(config))
     return 0

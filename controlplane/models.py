@@ -12,6 +12,7 @@ from protocol.conversion import spec_to_proto, state_to_proto
 from protocol.gen.h2k.v1 import agent_pb2, job_pb2
 from protocol.spec import JobSpec
 from protocol.states import JobState
+from protocol.telemetry import trace_id_of
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,8 @@ class JobRecord:
     progress_percent: float = 0.0
     cancel_requested: bool = False
     history: list[Transition] = field(default_factory=list)
+    # W3C traceparent of the submit's span: the dispatch, later, continues that trace.
+    trace_context: str = ""
 
     @property
     def priority(self) -> int:
@@ -76,6 +79,7 @@ class JobRecord:
             phase=self.phase,
             progress_percent=self.progress_percent,
             cancel_requested=self.cancel_requested,
+            trace_id=trace_id_of(self.trace_context),
         )
         if self.result is not None:
             json_format.ParseDict(self.result, msg.result, ignore_unknown_fields=True)

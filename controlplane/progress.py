@@ -1,40 +1,162 @@
-"""Recording what an agent reports: store the event, move the job's state, fan it out."""
+"""Recording what an agent reports: store the event, move the job's state, fan it out.
+
+Events of one job are applied one at a time (a lock per job) and each is applied in full even
+when the task relaying it is cancelled, so a job's stored events are always seq 1..N without a
+gap or a duplicate, and ``last_seq`` is the last applied one. An attempt that ends without
+completing goes through :mod:`controlplane.retry`: the job is retried, requeued, cancelled or
+failed. When the control plane itself ends an attempt (agent lost, deadline passed) it records
+an event of its own, so watchers see why.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Callable
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from controlplane.events import EventHub
 from controlplane.models import JobRecord, result_to_dict
+from controlplane.retry import CANCELLED, Decision, Outcome, RetryPolicy, decide
 from controlplane.store import JobStore
-from protocol.conversion import event_state, timestamp_from_proto, utcnow
+from protocol.conversion import event_state, timestamp_from_proto, timestamp_to_proto, utcnow
+from protocol.errors import NotFound
 from protocol.gen.h2k.v1 import job_pb2
 from protocol.states import IllegalTransition, JobState, is_allowed
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+REPORTED_BY_CONTROL_PLANE = "control-plane"
+
+
+class EventGap(Exception):
+    """An event arrived whose seq is beyond the next expected one; resume from the store."""
+
+    def __init__(self, job_id: str, expected: int, got: int) -> None:
+        super().__init__(f"job {job_id}: expected seq {expected}, got {got}")
+        self.job_id = job_id
+        self.expected = expected
+        self.got = got
+
+
+@dataclass
+class _JobLock:
+    """A job's lock and how many tasks hold or wait for it (dropped when none does)."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0
 
 
 class ProgressRecorder:
     """Applies agents' progress events to the store, then publishes them to watchers."""
 
     def __init__(
-        self, store: JobStore, hub: EventHub, on_terminal: Callable[[str], None] | None = None
+        self,
+        store: JobStore,
+        hub: EventHub,
+        on_terminal: Callable[[str], None] | None = None,
+        retry: RetryPolicy | None = None,
+        on_retry: Callable[[str], None] | None = None,
     ) -> None:
         self._store = store
         self._hub = hub
         self._on_terminal = on_terminal
+        self._on_retry = on_retry
+        self._retry = retry or RetryPolicy()
+        self._locks: dict[str, _JobLock] = {}
+        self._inflight: set[asyncio.Future[Any]] = set()
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        return self._retry
+
+    @asynccontextmanager
+    async def locked(self, job_id: str) -> AsyncIterator[None]:
+        """Hold the job's lock: no event of it is applied meanwhile."""
+        entry = self._locks.setdefault(job_id, _JobLock())
+        entry.users += 1
+        try:
+            async with entry.lock:
+                yield
+        finally:
+            entry.users -= 1
+            if entry.users == 0:
+                del self._locks[job_id]
 
     async def record(self, event: job_pb2.ProgressEvent) -> JobRecord:
         """Store one event and apply it; returns the job as it is afterwards.
 
         Events at or below the job's last_seq were applied already and are skipped (an
-        AttachJob replay repeats them). Events for a job that is already terminal are dropped.
+        AttachJob replay repeats them), as are events of another attempt or agent and events
+        for a job that is already terminal. The work is shielded: cancelling the caller does
+        not leave an event half applied.
+
+        Raises:
+            EventGap: the event's seq is beyond last_seq + 1 (nothing is stored).
         """
+        return await self._shielded(self._record_locked(event))
+
+    async def _record_locked(self, event: job_pb2.ProgressEvent) -> JobRecord:
+        async with self.locked(event.job_id):
+            return await self._apply(event)
+
+    async def end_attempt(
+        self, job_id: str, attempt: int, *, code: str, message: str, agent: str
+    ) -> JobRecord | None:
+        """End a RUNNING or PROGRESSING attempt on the control plane's own authority.
+
+        Records a FAILED event for the attempt (seq last_seq + 1) and applies it like an
+        agent's. Returns None when the job moved on meanwhile (another attempt, terminal).
+        """
+        return await self._shielded(self._end_attempt(job_id, attempt, code, message, agent))
+
+    async def _shielded(self, work: Coroutine[Any, Any, T]) -> T:
+        task = asyncio.ensure_future(work)
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
+        return await asyncio.shield(task)
+
+    async def settle(self) -> None:
+        """Wait for every event being applied (on stop, before the store closes)."""
+        await asyncio.gather(*self._inflight, return_exceptions=True)
+
+    async def _end_attempt(
+        self, job_id: str, attempt: int, code: str, message: str, agent: str
+    ) -> JobRecord | None:
+        async with self.locked(job_id):
+            job = await self._store.get_job(job_id)
+            if job.attempt != attempt or job.state not in (
+                JobState.RUNNING,
+                JobState.PROGRESSING,
+            ):
+                return None
+            error = job_pb2.JobError(phase=job.phase, code=code, message=message)
+            event = job_pb2.ProgressEvent(
+                job_id=job_id,
+                seq=job.last_seq + 1,
+                time=timestamp_to_proto(utcnow()),
+                phase=job.phase,
+                progress_percent=job.progress_percent,
+                message=message,
+                details={"reported_by": REPORTED_BY_CONTROL_PLANE},
+                state=job_pb2.JOB_STATE_FAILED,
+                result=job_pb2.JobResult(error=error),
+                attempt=attempt,
+                agent=agent,
+            )
+            log.warning("attempt ended job_id=%s attempt=%d code=%s", job_id, attempt, code)
+            return await self._apply(event)
+
+    async def _apply(self, event: job_pb2.ProgressEvent) -> JobRecord:
         job = await self._store.get_job(event.job_id)
-        if job.state.is_terminal or event.seq <= job.last_seq:
+        if job.state.is_terminal or event.seq <= job.last_seq or _foreign(job, event):
             return job
+        if event.seq != job.last_seq + 1:
+            raise EventGap(job.job_id, job.last_seq + 1, event.seq)
         # A duplicate insert is harmless: the state may still need applying after a crash
         # between storing the event and moving the job.
         await self._store.append_event(event)
@@ -42,6 +164,8 @@ class ProgressRecorder:
         self._hub.publish(event)
         if job.state.is_terminal:
             self.announce_terminal(job)
+        elif job.state is JobState.RETRYING and self._on_retry is not None:
+            self._on_retry(job.job_id)
         return job
 
     def announce_terminal(self, job: JobRecord) -> None:
@@ -67,11 +191,16 @@ class ProgressRecorder:
         }
         if target is None or (target is job.state and target is not JobState.PROGRESSING):
             return await self._store.update_job(job.job_id, **updates)
+        reason = _reason(event, target)
         if target.is_terminal:
             result = result_to_dict(event.result) if event.HasField("result") else None
             updates.update(result=result, error=event.result.error.message or None)
-            updates["finished_at"] = when
-        reason = _reason(event, target)
+            if target is not JobState.COMPLETED:
+                decision = await self._decide(job, event)
+                target, reason = decision.state, decision.reason
+                updates.update(_decision_updates(decision, event))
+            if target.is_terminal:
+                updates["finished_at"] = when
         if job.state is JobState.ASSIGNED and target is not JobState.RUNNING:
             # The agent's first event is RUNNING; if a replay skipped it, pass through RUNNING
             # so the history stays a legal path.
@@ -86,6 +215,51 @@ class ProgressRecorder:
         except IllegalTransition as exc:
             log.warning("event state ignored job_id=%s seq=%d error=%s", job.job_id, event.seq, exc)
             return await self._store.update_job(job.job_id, **updates)
+
+    async def _decide(self, job: JobRecord, event: job_pb2.ProgressEvent) -> Decision:
+        """Retry, requeue, cancel or fail an attempt that ended without completing."""
+        error = event.result.error
+        code = error.code or ("CANCELLED" if event.state == job_pb2.JOB_STATE_CANCELLED else "")
+        failure = error.message or _reason(event, JobState.FAILED)
+        evicted = code == CANCELLED and await self._evicted(job)
+        decision = decide(job, code, failure, self._retry, evicted=evicted)
+        log.info(
+            "attempt ended job_id=%s attempt=%d code=%s outcome=%s reason=%r",
+            job.job_id,
+            job.attempt,
+            code,
+            decision.outcome,
+            decision.reason,
+        )
+        return decision
+
+    async def _evicted(self, job: JobRecord) -> bool:
+        """Whether the job was cancelled because its agent is draining past its deadline."""
+        if job.cancel_requested or not job.assigned_agent:
+            return False
+        try:
+            agent = await self._store.get_agent(job.assigned_agent)
+        except NotFound:
+            return False
+        deadline = agent.drain_deadline
+        return agent.draining and deadline is not None and deadline <= utcnow()
+
+
+def _foreign(job: JobRecord, event: job_pb2.ProgressEvent) -> bool:
+    """An event of an earlier attempt, or from an agent the job is no longer assigned to."""
+    if event.attempt and job.attempt and event.attempt != job.attempt:
+        return True
+    return bool(event.agent and job.assigned_agent and event.agent != job.assigned_agent)
+
+
+def _decision_updates(decision: Decision, event: job_pb2.ProgressEvent) -> dict[str, Any]:
+    """Field changes that go with an attempt's outcome besides the agent's result."""
+    if decision.outcome is Outcome.CANCEL and event.result.error.code != CANCELLED:
+        error = {"phase": event.phase, "code": CANCELLED, "message": decision.reason}
+        return {"result": {"error": error}, "error": decision.reason}
+    if decision.outcome in (Outcome.RETRY, Outcome.REQUEUE):
+        return {"queue_reason": decision.reason}
+    return {}
 
 
 def _reason(event: job_pb2.ProgressEvent, target: JobState) -> str:

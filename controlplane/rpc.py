@@ -22,6 +22,7 @@ S = TypeVar("S")
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
 Context = grpc.aio.ServicerContext[Any, Any]
+MAX_STATUS_MESSAGE = 4096
 
 
 async def _abort(context: Context, exc: Exception, method: str) -> NoReturn:
@@ -34,6 +35,9 @@ async def _abort(context: Context, exc: Exception, method: str) -> NoReturn:
         code, message = grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}"
     if code is not grpc.StatusCode.INTERNAL:
         log.info("rpc refused method=%s code=%s message=%r", method, code.name, message)
+    if len(message) > MAX_STATUS_MESSAGE:
+        # Status messages travel in a trailer; clients drop trailers above 8 KiB.
+        message = message[: MAX_STATUS_MESSAGE - 20] + " ... (message cut)"
     await context.abort(code, message)
     raise AssertionError("context.abort returned")  # abort always raises
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -13,11 +14,16 @@ from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined
 from grpc_reflection.v1alpha import reflection
 
 from controlplane.agent_registry import AgentRegistry
+from controlplane.auth import DEFAULT_MAX_STREAMS_PER_CLIENT, AuthInterceptor, RoleBook
 from controlplane.dispatcher import Dispatcher, DispatchPolicy
 from controlplane.events import DEFAULT_BUFFER, EventHub
 from controlplane.job_service import JobService
+from controlplane.metrics import RpcMetricsInterceptor, register_store_collector
 from controlplane.store import JobStore, store_for_url
+from controlplane.worker_client import WorkerClients
 from protocol.gen.h2k.v1 import services_pb2, services_pb2_grpc
+from protocol.telemetry import MetricsServer, server_interceptors, start_health_server
+from protocol.tls import SERVER_OPTIONS, ReloadingTLS, TLSFiles, server_credentials
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +47,22 @@ class ControlPlaneConfig:
     grace_seconds: float = 5.0
     # Live events buffered per watcher before it is marked lagged and re-reads the store.
     watch_buffer: int = DEFAULT_BUFFER
+    # Mutual TLS for clients and for the channels to agents; None serves plaintext, and every
+    # caller is then an anonymous admin (--insecure).
+    tls: TLSFiles | None = None
+    roles: RoleBook = field(default_factory=RoleBook)
+    max_streams_per_client: int = DEFAULT_MAX_STREAMS_PER_CLIENT
+    # A second TLS port that asks for no client certificate: service accounts with bearer
+    # tokens (grpc cannot make the client certificate optional on one port).
+    token_listen: str | None = None
+    # Reliability (see controlplane/leases.py and controlplane/retry.py).
+    timeout_margin_seconds: float = 120.0
+    timeout_scale: float = 1.0  # for tests only: scales every job's timeout_seconds
+    retry_backoff_seconds: float = 5.0
+    # Prometheus /metrics on HOST:PORT (None: no metrics endpoint).
+    metrics_listen: str | None = None
+    # A plaintext port serving only grpc.health.v1 (Kubernetes probes cannot do TLS).
+    health_listen: str | None = None
 
 
 class ControlPlane:
@@ -49,7 +71,17 @@ class ControlPlane:
     def __init__(self, config: ControlPlaneConfig) -> None:
         self.config = config
         self.port = 0
-        self._server = grpc.aio.server()
+        self.token_port = 0
+        self._tls = ReloadingTLS(config.tls) if config.tls is not None else None
+        auth = AuthInterceptor(
+            config.roles if self._tls is not None else None, config.max_streams_per_client
+        )
+        # Tracing outermost (its span covers everything), then metrics (refusals count too).
+        interceptors = [*server_interceptors(), RpcMetricsInterceptor(), auth]
+        self._server = grpc.aio.server(interceptors=interceptors, options=SERVER_OPTIONS)
+        self._metrics: MetricsServer | None = None
+        self._health_server: grpc.aio.Server | None = None
+        self._unregister_metrics: Callable[[], None] | None = None
         self._health = health_aio.HealthServicer()
         self._store: JobStore = store_for_url(config.db_url)
         self._hub = EventHub(config.watch_buffer)
@@ -57,8 +89,11 @@ class ControlPlane:
             tick_seconds=config.tick_seconds,
             lease=timedelta(seconds=config.lease_seconds),
             reattach_delays=config.reattach_delays,
+            timeout_margin=timedelta(seconds=config.timeout_margin_seconds),
+            timeout_scale=config.timeout_scale,
+            retry_backoff=timedelta(seconds=config.retry_backoff_seconds),
         )
-        self.dispatcher = Dispatcher(self._store, self._hub, policy)
+        self.dispatcher = Dispatcher(self._store, self._hub, policy, WorkerClients(self._tls))
         self._add_services()
 
     @property
@@ -87,24 +122,53 @@ class ControlPlane:
             The port bound (useful when listening on port 0).
         """
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
-        self.port = self._server.add_insecure_port(self.config.listen)
+        if self.config.metrics_listen is not None:
+            self._metrics = MetricsServer(self.config.metrics_listen)
+        if self._tls is None:
+            self.port = self._server.add_insecure_port(self.config.listen)
+        else:
+            self.port = self._server.add_secure_port(
+                self.config.listen, server_credentials(self._tls)
+            )
+            if self.config.token_listen is not None:
+                self.token_port = self._server.add_secure_port(
+                    self.config.token_listen,
+                    server_credentials(self._tls, require_client_certificate=False),
+                )
         await self._server.start()
+        if self.config.health_listen is not None:
+            self._health_server = await start_health_server(self.config.health_listen, self._health)
         await self._store.open()
+        self._unregister_metrics = register_store_collector(
+            self._store,
+            asyncio.get_running_loop(),
+            timedelta(seconds=self.config.lease_seconds),
+        )
         await self.dispatcher.start()
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         log.info(
-            "control plane serving listen=%s port=%d db=%s",
+            "control plane serving listen=%s port=%d db=%s tls=%s",
             self.config.listen,
             self.port,
             self.config.db_url,
+            self._tls is not None,
         )
         return self.port
 
     async def stop(self) -> None:
         """Refuse new RPCs, give streams the grace period, then release everything."""
         await self._health.enter_graceful_shutdown()
+        # Watch streams end now (UNAVAILABLE: clients reconnect, to another replica if any);
+        # unary calls in flight get the grace period.
+        self._hub.close()
         await self._server.stop(self.config.grace_seconds)
+        if self._health_server is not None:
+            await self._health_server.stop(None)
         await self.dispatcher.stop()
+        if self._unregister_metrics is not None:
+            self._unregister_metrics()
+        if self._metrics is not None:
+            self._metrics.stop()
         await self._store.close()
         log.info("control plane stopped listen=%s", self.config.listen)
 

@@ -4,29 +4,37 @@ from __future__ import annotations
 
 import logging
 
-import grpc
-
 from protocol.gen.h2k.v1 import services_pb2, services_pb2_grpc
+from protocol.tls import ReloadingChannel, ReloadingTLS
 
 log = logging.getLogger(__name__)
 
 CANCEL_TIMEOUT_SECONDS = 5.0
+# grpc's reconnect backoff grows to 120 s by default: a restarted agent would then stay
+# unreachable (and its jobs un-followed) long after it is back. Retry connecting every 1 s.
+RECONNECT_OPTIONS = [
+    ("grpc.initial_reconnect_backoff_ms", 250),
+    ("grpc.min_reconnect_backoff_ms", 250),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+]
 
 
 class WorkerClients:
-    """Caches one insecure grpc.aio channel per agent address."""
+    """Caches one grpc.aio channel per agent address: mutual TLS with ``tls`` (our certificate
+    is what the agents check), plaintext without; reopened when the TLS files rotate."""
 
-    def __init__(self) -> None:
-        self._channels: dict[str, grpc.aio.Channel] = {}
+    def __init__(self, tls: ReloadingTLS | None = None) -> None:
+        self._tls = tls
+        self._channels: dict[str, ReloadingChannel] = {}
 
     def stub(self, address: str) -> services_pb2_grpc.WorkerStub:
         """A Worker stub on the (cached) channel to ``address``."""
         channel = self._channels.get(address)
         if channel is None:
-            channel = grpc.aio.insecure_channel(address)
+            channel = ReloadingChannel(address, self._tls, options=RECONNECT_OPTIONS)
             self._channels[address] = channel
-            log.info("worker channel opened address=%s", address)
-        return services_pb2_grpc.WorkerStub(channel)
+            log.info("worker channel opened address=%s tls=%s", address, self._tls is not None)
+        return services_pb2_grpc.WorkerStub(channel.get())
 
     async def cancel(
         self, address: str, job_id: str, reason: str
@@ -46,4 +54,4 @@ class WorkerClients:
         """Close every channel."""
         channels, self._channels = list(self._channels.values()), {}
         for channel in channels:
-            await channel.close(None)
+            await channel.close()

@@ -133,8 +133,18 @@ def spec_to_proto(spec: JobSpec) -> job_pb2.JobSpec:
 
 
 def spec_document_from_proto(msg: job_pb2.JobSpec) -> dict[str, Any]:
-    """The v1 JSON document a protobuf spec stands for (only the fields that were set)."""
-    doc = json_format.MessageToDict(msg, preserving_proto_field_name=True)
+    """The v1 JSON document a protobuf spec stands for (only the fields that were set).
+
+    Raises:
+        InvalidArgument: a well-known type holds a value JSON cannot express (a Timestamp
+            outside years 1-9999 or with nanos outside 0-999999999).
+    """
+    try:
+        doc = json_format.MessageToDict(msg, preserving_proto_field_name=True)
+    except json_format.SerializeToJsonError as exc:
+        # "Failed to serialize created_at field: Timestamp is not valid: ..." -> field: rule
+        field, _, rule = str(exc).removeprefix("Failed to serialize ").partition(" field: ")
+        raise InvalidArgument(f"{field}: {rule.rstrip('.')}") from None
     doc.pop("operation", None)
     operation = operation_from_proto(msg.operation)
     if operation is not None:

@@ -18,6 +18,12 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from protocol.errors import InvalidArgument
 
 MAX_STRING = 4096
+# Bounds on every list and map a client controls, so one request cannot cost unbounded memory.
+MAX_LIST_ITEMS = 64
+MAX_MAP_ENTRIES = 64
+MAX_KEY_LENGTH = 256
+MAX_PARAMETERS_BYTES = 64 * 1024
+MAX_PARAMETERS_DEPTH = 8
 JOB_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 CHECKSUM_PATTERN = re.compile(r"^sha256:[0-9a-f]{64}$")
 
@@ -111,8 +117,27 @@ def _non_empty(value: str) -> str:
     return value
 
 
+def _bounded_parameters(value: dict[str, Any]) -> dict[str, Any]:
+    if _depth(value) > MAX_PARAMETERS_DEPTH:
+        raise ValueError(f"must be nested at most {MAX_PARAMETERS_DEPTH} levels deep")
+    size = len(json.dumps(value, separators=(",", ":"), default=str))
+    if size > MAX_PARAMETERS_BYTES:
+        raise ValueError(f"must be at most {MAX_PARAMETERS_BYTES} bytes as JSON, not {size}")
+    return value
+
+
+def _depth(value: Any) -> int:
+    if isinstance(value, dict):
+        return 1 + max((_depth(v) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((_depth(v) for v in value), default=0)
+    return 0
+
+
 AbsolutePath = Annotated[str, AfterValidator(_absolute_path)]
 NonEmpty = Annotated[str, AfterValidator(_non_empty)]
+TagKey = Annotated[str, Field(max_length=MAX_KEY_LENGTH)]
+TagValue = Annotated[str, Field(max_length=MAX_STRING)]
 
 
 class _Strict(BaseModel):
@@ -152,7 +177,7 @@ class Artifacts(_Strict):
 class Audit(_Strict):
     requested_by: NonEmpty
     ticket: str | None = Field(default=None, max_length=MAX_STRING)
-    tags: dict[str, str] = Field(default_factory=dict)
+    tags: dict[TagKey, TagValue] = Field(default_factory=dict, max_length=MAX_MAP_ENTRIES)
 
 
 class ConvertParameters(BaseModel):
@@ -182,12 +207,14 @@ class JobSpec(_Strict):
     job_id: Annotated[str, AfterValidator(_job_id)]
     operation: Operation
     image: Image
-    requested_actions: list[NonEmpty] = Field(default_factory=list)
+    requested_actions: list[NonEmpty] = Field(default_factory=list, max_length=MAX_LIST_ITEMS)
     capability_requirements: CapabilityRequirements = Field(default_factory=CapabilityRequirements)
     execution_policy: ExecutionPolicy = Field(default_factory=ExecutionPolicy)
     artifacts: Artifacts
     audit: Audit
-    parameters: dict[str, Any] = Field(default_factory=dict)
+    parameters: Annotated[dict[str, Any], AfterValidator(_bounded_parameters)] = Field(
+        default_factory=dict, max_length=MAX_MAP_ENTRIES
+    )
     created_at: datetime | None = None
 
     def convert_parameters(self) -> ConvertParameters:

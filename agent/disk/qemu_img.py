@@ -79,12 +79,13 @@ def parse_progress(line: str) -> float | None:
     return min(100.0, max(0.0, float(match.group(1))))
 
 
-async def info(path: Path, fmt: str | None) -> ImageInfo:
+async def info(path: Path, fmt: str | None, shown: Path | None = None) -> ImageInfo:
     """``qemu-img info`` under a 1 GiB memory and 30 s CPU limit.
 
     Args:
-        path: a path already checked by the path policy.
+        path: a path already checked by the path policy (or its pinned ``/proc`` path).
         fmt: the qemu driver the job named, or None to probe.
+        shown: the path to name in messages (default: ``path``).
 
     Raises:
         UnsafeImage: the probed format is raw (the job must name raw explicitly) or is not
@@ -95,6 +96,7 @@ async def info(path: Path, fmt: str | None) -> ImageInfo:
     if fmt is not None:
         argv += ["-f", fmt]
     argv.append(str(path))
+    path = shown or path
     try:
         result = await proc.run(
             argv,
@@ -108,7 +110,7 @@ async def info(path: Path, fmt: str | None) -> ImageInfo:
         raise ToolFailed(f"qemu-img info {path}: {exc}") from exc
     except ValueError as exc:
         raise ToolFailed(f"qemu-img info {path}: output is not JSON: {exc}") from exc
-    image = ImageInfo.from_json(doc, path)
+    image = ImageInfo.from_json(doc, Path(argv[-1]))
     if fmt is None:
         if image.format == "raw":
             raise UnsafeImage(

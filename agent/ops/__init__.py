@@ -1,4 +1,4 @@
-"""Operations by v1 name. Offline-repair operations are not built yet and fail cleanly."""
+"""Operations by v1 name; any name without an implementation fails cleanly."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from agent.errors import OperationNotImplemented
 from agent.ops.base import JobContext, Operation, OpResult, Output
 from agent.ops.convert import run_convert
 from agent.ops.inspect import run_inspect
+from agent.ops.repair import run_repair
 from protocol.spec import Operation as OperationName
 
 
@@ -19,6 +20,12 @@ def _not_implemented(name: str) -> Operation:
 OPERATIONS: dict[OperationName, Operation] = {
     OperationName.INSPECT: run_inspect,
     OperationName.CONVERT: run_convert,
+    OperationName.OFFLINE_FIX: run_repair,
+    OperationName.BOOT_REPAIR: run_repair,
+    OperationName.FS_REPAIR: run_repair,
+    OperationName.INITRAMFS_REGENERATE: run_repair,
+    OperationName.SELINUX_PREP: run_repair,
+    OperationName.LVM_REPAIR: run_repair,
 }
 for _name in OperationName:
     OPERATIONS.setdefault(_name, _not_implemented(_name.value))

@@ -12,14 +12,18 @@ from pathlib import Path
 
 from agent.disk import qemu_img
 from agent.disk.atomic import atomic_output
+from agent.disk.image_safety import check_free_space
 from agent.errors import OutputExists
 from agent.ops.base import JobContext, OpResult, Output
-from agent.ops.image import inspect_input
+from agent.ops.image import CheckedInput, checked_input
+from agent.paths import pinned_output
+from protocol.telemetry import tracer
 
 CONVERT_START = 2.0
 CONVERT_END = 98.0
 # The job's own timeout (enforced by the executor) is what should fire; this is a backstop.
 TOOL_TIMEOUT_MARGIN = 120.0
+_TRACER = tracer(__name__)
 
 
 def output_path(ctx: JobContext, output_format: str) -> Path:
@@ -43,12 +47,26 @@ async def run_convert(ctx: JobContext) -> OpResult:
     fmt = params.output_format.value
     compress = params.effective_compress
     ctx.progress.report("inspect", 0, message=f"reading metadata of {ctx.input_path}")
-    info = await inspect_input(ctx)
-    target = output_path(ctx, fmt)
-    _check_target(ctx, target)
-    total = info.virtual_size
+    async with checked_input(ctx) as source:
+        target = output_path(ctx, fmt)
+        _check_target(ctx, target)
+        check_free_space(source.info.virtual_size, ctx.output_dir, ctx.input_path)
+        await _convert(ctx, source, target, fmt, compress)
+    total = source.info.virtual_size
+    return _result(target, fmt, total, compress, time.monotonic() - started)
+
+
+async def _convert(
+    ctx: JobContext, source: CheckedInput, target: Path, fmt: str, compress: bool
+) -> None:
+    """qemu-img convert into a new temporary file, then publish it.
+
+    qemu-img writes through the pinned temporary file (``/proc/<pid>/fd/<n>``), so a symlink
+    planted at the temporary name cannot redirect the write.
+    """
+    total = source.info.virtual_size
     ctx.progress.report(
-        "convert", CONVERT_START, bytes_total=total, message=f"{info.format} -> {fmt}"
+        "convert", CONVERT_START, bytes_total=total, message=f"{source.info.format} -> {fmt}"
     )
 
     def on_progress(percent: float) -> None:
@@ -60,21 +78,33 @@ async def run_convert(ctx: JobContext) -> OpResult:
         )
 
     timeout = ctx.spec.execution_policy.timeout_seconds + TOOL_TIMEOUT_MARGIN
-    with atomic_output(target, ctx.job_id, ctx.state_dir) as output:
-        await qemu_img.convert(
-            ctx.input_path,
-            info.format,
-            output.tmp,
-            fmt,
-            compress=compress,
-            progress=on_progress,
-            timeout=timeout,
-        )
+    with (
+        atomic_output(target, ctx.job_id, ctx.state_dir) as output,
+        pinned_output(ctx.policy, output.tmp) as tmp,
+    ):
+        with _TRACER.start_as_current_span(
+            "qemu-img convert",
+            attributes={
+                "h2k.job_id": ctx.job_id,
+                "h2k.source_format": source.info.format,
+                "h2k.target_format": fmt,
+                "h2k.virtual_size_bytes": total,
+                "h2k.compress": compress,
+            },
+        ):
+            await qemu_img.convert(
+                source.tool_path,
+                source.info.format,
+                tmp.tool_path,
+                fmt,
+                compress=compress,
+                progress=on_progress,
+                timeout=timeout,
+            )
         ctx.progress.report(
             "finalize", CONVERT_END, bytes_done=total, bytes_total=total, message="syncing"
         )
         output.commit()
-    return _result(target, fmt, total, compress, time.monotonic() - started)
 
 
 def _result(target: Path, fmt: str, virtual_size: int, compress: bool, took: float) -> OpResult:

@@ -7,14 +7,16 @@ the result's details.
 from __future__ import annotations
 
 import json
+import os
 import time
 from typing import Any
 
-from agent.disk.atomic import write_bytes_atomically
+from agent.disk.atomic import atomic_output
 from agent.disk.partitions import read_partition_table
 from agent.disk.qemu_img import ImageInfo
 from agent.ops.base import JobContext, OpResult, Output
-from agent.ops.image import inspect_input
+from agent.ops.image import checked_input
+from agent.paths import pinned_output
 
 
 def inspection_document(ctx: JobContext, info: ImageInfo) -> dict[str, Any]:
@@ -36,20 +38,29 @@ async def run_inspect(ctx: JobContext) -> OpResult:
     """Inspect the input image; see the module docstring."""
     started = time.monotonic()
     ctx.progress.report("inspect", 5, message=f"reading metadata of {ctx.input_path}")
-    info = await inspect_input(ctx)
-    document = inspection_document(ctx, info)
-    ctx.progress.report("partitions", 50, message="reading the partition table")
-    table = await read_partition_table(
-        ctx.input_path, info.format, info.virtual_size, ctx.scratch_dir
-    )
-    document["partition_table"] = table.table
+    async with checked_input(ctx) as source:
+        info = source.info
+        document = inspection_document(ctx, info)
+        ctx.progress.report("partitions", 50, message="reading the partition table")
+        table = await read_partition_table(
+            source.tool_path, info.format, info.virtual_size, ctx.scratch_dir
+        )
+    # sfdisk saw the pinned /proc path; name the image the job gave.
+    document["partition_table"] = table.table and {**table.table, "device": str(ctx.input_path)}
     if table.table is None:
         document["partition_table_error"] = table.reason
     ctx.progress.report("finalize", 90, message="writing the inspection report")
     target = ctx.output_dir / f"{ctx.job_id}_inspection.json"
     ctx.policy.check_output_file(target, ctx.input_path)
     data = json.dumps(document, indent=2, sort_keys=True).encode() + b"\n"
-    write_bytes_atomically(target, data, ctx.job_id, ctx.state_dir)
+    # Created new (O_EXCL, O_NOFOLLOW): a symlink planted at the temporary name is refused.
+    with (
+        atomic_output(target, ctx.job_id, ctx.state_dir) as output,
+        pinned_output(ctx.policy, output.tmp) as tmp,
+    ):
+        with os.fdopen(os.dup(tmp.fd), "wb") as file:
+            file.write(data)
+        output.commit()
     return OpResult(
         outputs=[Output(kind="inspection", path=target, size_bytes=len(data), format="json")],
         metrics={"duration_seconds": round(time.monotonic() - started, 3)},

@@ -60,8 +60,13 @@ class JobStore(abc.ABC):
     # --- jobs ---------------------------------------------------------------------------
 
     @abc.abstractmethod
-    async def create_job(self, spec: JobSpec, now: datetime) -> tuple[JobRecord, bool]:
+    async def create_job(
+        self, spec: JobSpec, now: datetime, trace_context: str = ""
+    ) -> tuple[JobRecord, bool]:
         """Store a validated spec as a QUEUED job, committed before returning.
+
+        ``trace_context`` (a W3C traceparent) is kept with a new job so its dispatch joins
+        the submit's trace; an existing job keeps its own.
 
         The job is inserted as CREATED and moved CREATED -> VALIDATED -> QUEUED, with a
         history row for each transition, in one transaction.
@@ -132,6 +137,16 @@ class JobStore(abc.ABC):
     async def count_running_jobs(self) -> dict[str, int]:
         """How many slots each agent has in use."""
         return {name: len(ids) for name, ids in (await self.running_jobs_by_agent()).items()}
+
+    async def count_jobs_by_state(self) -> dict[JobState, int]:
+        """How many jobs are in each state (every state present, for metrics).
+
+        This reads every job; implementations count in the database instead.
+        """
+        counts = dict.fromkeys(JobState, 0)
+        for job in (await self.list_jobs(limit=None)).jobs:
+            counts[job.state] += 1
+        return counts
 
     # --- events -------------------------------------------------------------------------
 

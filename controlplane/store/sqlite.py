@@ -8,6 +8,7 @@ transaction before the awaiting coroutine resumes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import sqlite3
@@ -108,15 +109,23 @@ class SqliteStore(JobStore):
 
     def _close(self) -> None:
         if self._conn is not None:
+            # Every commit is already durable (WAL, synchronous=FULL); folding the WAL into
+            # the database file leaves a tidy single file behind.
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             self._conn.close()
             self._conn = None
 
     # --- jobs ---------------------------------------------------------------------------
 
-    async def create_job(self, spec: JobSpec, now: datetime) -> tuple[JobRecord, bool]:
-        return await self._run(self._create_job, spec, now)
+    async def create_job(
+        self, spec: JobSpec, now: datetime, trace_context: str = ""
+    ) -> tuple[JobRecord, bool]:
+        return await self._run(self._create_job, spec, now, trace_context)
 
-    def _create_job(self, spec: JobSpec, now: datetime) -> tuple[JobRecord, bool]:
+    def _create_job(
+        self, spec: JobSpec, now: datetime, trace_context: str
+    ) -> tuple[JobRecord, bool]:
         fingerprint = spec.fingerprint()
         with self._write() as conn:
             row = conn.execute(
@@ -125,7 +134,7 @@ class SqliteStore(JobStore):
             if row is None:
                 conn.execute(
                     "INSERT INTO jobs (job_id, spec, fingerprint, state, priority, "
-                    "submitted_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    "submitted_at, updated_at, trace_context) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         spec.job_id,
                         spec.model_dump_json(),
@@ -134,6 +143,7 @@ class SqliteStore(JobStore):
                         spec.execution_policy.priority,
                         _ts(now),
                         _ts(now),
+                        trace_context,
                     ),
                 )
                 # Created and validated in the same breath: the spec was validated on receipt.
@@ -185,6 +195,7 @@ class SqliteStore(JobStore):
             progress_percent=row["progress_percent"],
             cancel_requested=bool(row["cancel_requested"]),
             history=history,
+            trace_context=row["trace_context"],
         )
 
     async def list_jobs(
@@ -294,6 +305,15 @@ class SqliteStore(JobStore):
         for row in rows:
             running.setdefault(row["assigned_agent"], []).append(row["job_id"])
         return running
+
+    async def count_jobs_by_state(self) -> dict[JobState, int]:
+        return await self._run(self._count_jobs_by_state)
+
+    def _count_jobs_by_state(self) -> dict[JobState, int]:
+        counts = dict.fromkeys(JobState, 0)
+        for row in self._db.execute("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state"):
+            counts[JobState(row["state"])] = row["n"]
+        return counts
 
     # --- events -------------------------------------------------------------------------
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA_V1 = """
 CREATE TABLE jobs (
@@ -62,9 +62,16 @@ CREATE TABLE agents (
 );
 """
 
+# Version 2: the W3C traceparent of the submit, so a job's dispatch joins its trace.
+_SCHEMA_V2 = """
+ALTER TABLE jobs ADD COLUMN trace_context TEXT NOT NULL DEFAULT ''
+"""
+
+_MIGRATIONS = {1: _SCHEMA_V1, 2: _SCHEMA_V2}
+
 
 def migrate(conn: sqlite3.Connection) -> None:
-    """Create the schema in a new database; refuse one written by a newer control plane."""
+    """Create or upgrade the schema step by step; refuse one written by a newer control plane."""
     (version,) = conn.execute("PRAGMA user_version").fetchone()
     if version > SCHEMA_VERSION:
         raise RuntimeError(
@@ -75,9 +82,10 @@ def migrate(conn: sqlite3.Connection) -> None:
         return
     conn.execute("BEGIN IMMEDIATE")
     try:
-        for statement in _SCHEMA_V1.split(";"):
-            if statement.strip():
-                conn.execute(statement)
+        for step in range(version + 1, SCHEMA_VERSION + 1):
+            for statement in _MIGRATIONS[step].split(";"):
+                if statement.strip():
+                    conn.execute(statement)
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
     except BaseException:
         conn.execute("ROLLBACK")

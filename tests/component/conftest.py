@@ -132,7 +132,7 @@ def start_control_plane(tmp_path: Path) -> Callable[..., Any]:
 
     @asynccontextmanager
     async def start(
-        db: Path | None = None, watch_buffer: int = 256
+        db: Path | None = None, watch_buffer: int = 256, **settings: Any
     ) -> AsyncIterator[RunningControlPlane]:
         config = ControlPlaneConfig(
             listen="127.0.0.1:0",
@@ -141,6 +141,7 @@ def start_control_plane(tmp_path: Path) -> Callable[..., Any]:
             reattach_delays=(0.0, 0.1, 0.2),
             grace_seconds=0.5,
             watch_buffer=watch_buffer,
+            **settings,
         )
         control_plane = ControlPlane(config)
         port = await control_plane.start()

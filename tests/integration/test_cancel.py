@@ -22,11 +22,17 @@ def _slow_source(path: Path) -> None:
 
 
 def _qemu_img_writing_to(directory: Path) -> list[int]:
+    # The agent hands qemu-img pinned /proc/<pid>/fd/<n> paths: look at its open files.
     found = []
     for proc in psutil.process_iter(["name", "cmdline"]):
         cmd = proc.info.get("cmdline") or []
-        if cmd and "qemu-img" in os.path.basename(cmd[0]) and any(str(directory) in a for a in cmd):
-            found.append(proc.pid)
+        if not cmd or "qemu-img" not in os.path.basename(cmd[0]):
+            continue
+        try:
+            if any(str(directory) in f.path for f in proc.open_files()):
+                found.append(proc.pid)
+        except psutil.Error:
+            continue
     return found
 
 

@@ -22,6 +22,8 @@ from typing import Any, TypeVar
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from tests.support.pki import ClusterPKI
+
 BIN = Path(sys.executable).parent
 T = TypeVar("T")
 
@@ -49,8 +51,12 @@ def wait_for(
     raise TimeoutError(f"timed out after {timeout}s waiting for {what or predicate}: {last_error}")
 
 
-def is_serving(address: str) -> bool:
-    with grpc.insecure_channel(address) as channel:
+def is_serving(address: str, credentials: grpc.ChannelCredentials | None = None) -> bool:
+    if credentials is None:
+        opened = grpc.insecure_channel(address)
+    else:
+        opened = grpc.secure_channel(address, credentials)
+    with opened as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         reply = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1.0)
         return reply.status == health_pb2.HealthCheckResponse.SERVING
@@ -89,6 +95,15 @@ class Process:
                 self.popen.wait(5)
         return self.popen.returncode
 
+    def kill(self) -> int | None:
+        """SIGKILL the process itself (a crash: no cleanup; its tools' own groups live on)."""
+        if self.popen is None:
+            return None
+        if self.popen.poll() is None:
+            self.popen.kill()
+            self.popen.wait(10)
+        return self.popen.returncode
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
@@ -104,6 +119,11 @@ class Cluster:
     controlplane: Process | None = None
     agents: dict[str, Process] = field(default_factory=dict)
     agent_addresses: dict[str, str] = field(default_factory=dict)
+    # Mutual TLS with these certificates; None runs everything with --insecure.
+    pki: ClusterPKI | None = None
+    # The extra arguments each process was started with, for restarts.
+    controlplane_args: tuple[str, ...] = ()
+    agent_args: dict[str, tuple[tuple[str, ...], int]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.input_dir = self.workdir / "input"
@@ -113,6 +133,7 @@ class Cluster:
         self.address = f"127.0.0.1:{free_port()}"
 
     def start_controlplane(self, *extra: str) -> Process:
+        self.controlplane_args = extra
         db = self.workdir / "cp" / "h2k.db"
         proc = Process(
             "controlplane",
@@ -122,7 +143,7 @@ class Cluster:
                 self.address,
                 "--db",
                 f"sqlite:///{db}",
-                "--insecure",
+                *self._security_args(),
                 "--heartbeat-interval",
                 "1",
                 "--lease-seconds",
@@ -133,10 +154,15 @@ class Cluster:
         )
         proc.start()
         self.controlplane = proc
-        wait_for(lambda: is_serving(self.address), what="control plane health", timeout=30)
+        wait_for(
+            lambda: is_serving(self.address, self._credentials()),
+            what="control plane health",
+            timeout=30,
+        )
         return proc
 
     def start_agent(self, name: str = "node-1", *extra: str, max_jobs: int = 2) -> Process:
+        self.agent_args[name] = (extra, max_jobs)
         address = self.agent_addresses.get(name) or f"127.0.0.1:{free_port()}"
         self.agent_addresses[name] = address
         proc = Process(
@@ -157,16 +183,29 @@ class Cluster:
                 str(self.output_dir),
                 "--max-concurrent-jobs",
                 str(max_jobs),
-                "--insecure",
+                *self._security_args(name),
                 *extra,
             ],
             self.workdir / f"{name}.log",
         )
         proc.start()
         self.agents[name] = proc
-        wait_for(lambda: is_serving(address), what=f"agent {name} health", timeout=60)
+        wait_for(
+            lambda: is_serving(address, self._credentials(name)),
+            what=f"agent {name} health",
+            timeout=60,
+        )
         wait_for(lambda: name in self.ready_agents(), what=f"agent {name} registered")
         return proc
+
+    def restart_controlplane(self) -> Process:
+        """Start the control plane again on the same address and database."""
+        return self.start_controlplane(*self.controlplane_args)
+
+    def restart_agent(self, name: str) -> Process:
+        """Start an agent again with the same name, address, state directory and flags."""
+        extra, max_jobs = self.agent_args[name]
+        return self.start_agent(name, *extra, max_jobs=max_jobs)
 
     def ready_agents(self) -> set[str]:
         agents = json.loads(self.h2kctl("agents", "-o", "json", check=True).stdout)
@@ -176,7 +215,7 @@ class Cluster:
         self, *args: str, check: bool = False, input: str | None = None, timeout: float = 120
     ) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
-            [str(BIN / "h2kctl"), "--server", self.address, "--insecure", *args],
+            [str(BIN / "h2kctl"), "--server", self.address, *self._client_args(), *args],
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -192,7 +231,25 @@ class Cluster:
     def client(self) -> Any:
         from client import H2KClient
 
+        if self.pki is not None:
+            return H2KClient(self.address, insecure=False, credentials=self.pki.credentials())
         return H2KClient(self.address, insecure=True)
+
+    def _security_args(self, agent: str | None = None) -> list[str]:
+        if self.pki is None:
+            return ["--insecure"]
+        if agent is None:
+            args = self.pki.args(self.pki.controlplane)
+            return [*args, "--roles-file", str(self.pki.roles_file)]
+        return self.pki.args(self.pki.client(agent))
+
+    def _client_args(self) -> list[str]:
+        return ["--insecure"] if self.pki is None else self.pki.args(self.pki.admin)
+
+    def _credentials(self, agent: str | None = None) -> grpc.ChannelCredentials | None:
+        if self.pki is None:
+            return None
+        return self.pki.credentials(self.pki.client(agent) if agent else self.pki.admin)
 
     def write_job(self, doc: dict[str, Any]) -> Path:
         path = self.workdir / "jobs" / f"{doc['job_id']}.json"

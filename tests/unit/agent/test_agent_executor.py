@@ -144,14 +144,13 @@ def test_inspect_writes_the_report_with_partitions(dirs: AgentDirs) -> None:
     assert not list((dirs.state / "tmp").iterdir()), "scratch copy removed"
 
 
-def test_offline_fix_is_not_implemented(dirs: AgentDirs) -> None:
+def test_offline_fix_checks_its_parameters_before_touching_the_disk(dirs: AgentDirs) -> None:
+    # The repair itself needs root, loop and FUSE: tests/privileged runs it for real.
     source = make_disk(dirs.input / "vm.vmdk", size="8M", writes=())
-    spec = job_spec(dirs, source, operation="offline_fix")
+    spec = job_spec(dirs, source, operation="offline_fix", parameters={"dry_run": "yes"})
     events = asyncio.run(run_job(new_executor(dirs), spec))
-    assert _error(events[-1]) == (
-        "NOT_IMPLEMENTED",
-        "offline_fix is not implemented on this agent yet",
-    )
+    assert _error(events[-1]) == ("INVALID_SPEC", "parameters.dry_run: must be true or false")
+    assert list(dirs.output.iterdir()) == []
 
 
 def test_cancel_of_running_convert_leaves_no_temporary_file(dirs: AgentDirs) -> None:
@@ -205,4 +204,6 @@ def test_admission_errors(dirs: AgentDirs) -> None:
 
     asyncio.run(scenario())
     last = EventLog(dirs.state).last_event("a")
-    assert last is not None and last.state in (S.JOB_STATE_CANCELLED, S.JOB_STATE_COMPLETED)
+    # Without a grace period a job still running is ended AGENT_SHUTDOWN (to be requeued).
+    assert last is not None
+    assert last.state == S.JOB_STATE_COMPLETED or _error(last)[0] == "AGENT_SHUTDOWN"

@@ -10,6 +10,7 @@ import pytest
 
 from controlplane.models import AgentRecord
 from controlplane.store import open_store
+from controlplane.store.sqlite_schema import SCHEMA_VERSION
 from protocol.errors import AlreadyExists, NotFound
 from protocol.gen.h2k.v1 import agent_pb2, job_pb2
 from protocol.states import IllegalTransition, JobState
@@ -56,7 +57,7 @@ async def test_the_store_uses_wal_and_survives_a_reopen(tmp_path, build):
         job = await store.get_job("job-1")
     with sqlite3.connect(db) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-        assert conn.execute("PRAGMA user_version").fetchone() == (1,)
+        assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
     assert job.spec == build.job_spec("job-1")
     assert job.submitted_at == NOW
 

@@ -201,7 +201,7 @@ class JobResult(_message.Message):
     def __init__(self, outputs: _Optional[_Iterable[_Union[JobOutput, _Mapping]]] = ..., metrics: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., details: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., error: _Optional[_Union[JobError, _Mapping]] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("spec", "state", "history", "assigned_agent", "attempt", "result", "submitted_at", "updated_at", "started_at", "finished_at", "queue_reason", "last_seq", "phase", "progress_percent", "cancel_requested")
+    __slots__ = ("spec", "state", "history", "assigned_agent", "attempt", "result", "submitted_at", "updated_at", "started_at", "finished_at", "queue_reason", "last_seq", "phase", "progress_percent", "cancel_requested", "trace_id")
     SPEC_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     HISTORY_FIELD_NUMBER: _ClassVar[int]
@@ -217,6 +217,7 @@ class Job(_message.Message):
     PHASE_FIELD_NUMBER: _ClassVar[int]
     PROGRESS_PERCENT_FIELD_NUMBER: _ClassVar[int]
     CANCEL_REQUESTED_FIELD_NUMBER: _ClassVar[int]
+    TRACE_ID_FIELD_NUMBER: _ClassVar[int]
     spec: JobSpec
     state: JobState
     history: _containers.RepeatedCompositeFieldContainer[StateTransition]
@@ -232,7 +233,8 @@ class Job(_message.Message):
     phase: str
     progress_percent: float
     cancel_requested: bool
-    def __init__(self, spec: _Optional[_Union[JobSpec, _Mapping]] = ..., state: _Optional[_Union[JobState, str]] = ..., history: _Optional[_Iterable[_Union[StateTransition, _Mapping]]] = ..., assigned_agent: _Optional[str] = ..., attempt: _Optional[int] = ..., result: _Optional[_Union[JobResult, _Mapping]] = ..., submitted_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., queue_reason: _Optional[str] = ..., last_seq: _Optional[int] = ..., phase: _Optional[str] = ..., progress_percent: _Optional[float] = ..., cancel_requested: _Optional[bool] = ...) -> None: ...
+    trace_id: str
+    def __init__(self, spec: _Optional[_Union[JobSpec, _Mapping]] = ..., state: _Optional[_Union[JobState, str]] = ..., history: _Optional[_Iterable[_Union[StateTransition, _Mapping]]] = ..., assigned_agent: _Optional[str] = ..., attempt: _Optional[int] = ..., result: _Optional[_Union[JobResult, _Mapping]] = ..., submitted_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., queue_reason: _Optional[str] = ..., last_seq: _Optional[int] = ..., phase: _Optional[str] = ..., progress_percent: _Optional[float] = ..., cancel_requested: _Optional[bool] = ..., trace_id: _Optional[str] = ...) -> None: ...
 
 class ProgressEvent(_message.Message):
     __slots__ = ("job_id", "seq", "time", "phase", "progress_percent", "bytes_done", "bytes_total", "message", "details", "state", "result", "attempt", "agent")

@@ -1,0 +1,247 @@
+"""Checks on an untrusted image made by reading its header in Python, before qemu-img runs.
+
+``qemu-img info`` already opens every file an image references (a qcow2 backing file, a qcow2
+external data file, the extents of a VMDK descriptor): checking its output afterwards is too
+late. So the agent reads the header itself first:
+
+- the format: named by the job, or sniffed from magic bytes here (qemu-img never probes, and a
+  file that sniffs as nothing known is refused: raw is never guessed);
+- qcow2: refused with a backing file or an external data file;
+- VMDK: refused with a parent (``parentFileNameHint``) or an extent outside the image's
+  directory; the extents inside it are pinned (see :mod:`agent.paths`) and qemu-img reads a
+  copy of the descriptor whose extent names are the pinned ``/proc/<pid>/fd/<n>`` paths.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import struct
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from agent.errors import UnsafeImage
+from agent.paths import PathPolicy, PinnedFile, pinned_input
+
+SECTOR = 512
+QCOW2_MAGIC = b"QFI\xfb"
+QCOW2_EXT_DATA_FILE = 0x44415441
+QCOW2_INCOMPAT_DATA_FILE = 1 << 2
+VMDK_SPARSE_MAGIC = b"KDMV"
+VMDK_TEXT_MAGIC = b"# Disk DescriptorFile"
+MAX_DESCRIPTOR_BYTES = 1024 * 1024
+MAX_HEADER_EXTENSIONS = 64
+# qemu reads a sparse VMDK's descriptor here for parentFileNameHint, whatever the header says.
+QEMU_SPARSE_DESCRIPTOR = (0x200, 20 * SECTOR)
+# Any line qemu could take for an extent: access mode first, the file name in double quotes.
+_EXTENT = re.compile(r'^\s*(RW|RDONLY|NOACCESS)\b[^"]*"([^"\r\n]*)"')
+
+
+def _read_at(fd: int, offset: int, size: int) -> bytes:
+    return os.pread(fd, size, offset)
+
+
+def sniff_format(fd: int, size: int) -> str | None:
+    """The qemu driver an image's magic bytes say, or None when nothing known matches."""
+    head = _read_at(fd, 0, 1024)
+    if head.startswith(QCOW2_MAGIC):
+        return "qcow2"
+    if head.startswith(VMDK_SPARSE_MAGIC) or head.startswith(VMDK_TEXT_MAGIC):
+        return "vmdk"
+    if head.startswith(b"vhdxfile"):
+        return "vhdx"
+    if head[64:68] == b"\x7f\x10\xda\xbe":
+        return "vdi"
+    if head.startswith(b"conectix"):
+        return "vpc"
+    if size >= SECTOR and _read_at(fd, size - SECTOR, 8) == b"conectix":
+        return "vpc"
+    if head.startswith(b"QED\x00"):
+        return "qed"  # not supported; named so the refusal says what it is
+    return None
+
+
+def check_qcow2(fd: int, shown: Path) -> None:
+    """Refuse a qcow2 with a backing file or an external data file (header read directly).
+
+    Raises:
+        UnsafeImage: naming what the header references.
+    """
+    header = _read_at(fd, 0, 112)
+    if len(header) < 72 or not header.startswith(QCOW2_MAGIC):
+        raise UnsafeImage(f"image.path: {shown} is not a qcow2 image (bad header)")
+    version, backing_offset, backing_size = struct.unpack_from(">IQI", header, 4)
+    if backing_offset:
+        name = _read_at(fd, backing_offset, min(backing_size, 1023)).decode(errors="replace")
+        raise UnsafeImage(
+            f"image.path: {shown} has a backing file ({name}); images with backing files "
+            "are refused"
+        )
+    if version < 3:
+        return
+    incompatible, _compat, _autoclear, _refcount_order, header_length = struct.unpack_from(
+        ">QQQII", header, 72
+    )
+    _check_qcow2_extensions(fd, shown, header_length)  # names the data file, when it can
+    if incompatible & QCOW2_INCOMPAT_DATA_FILE:
+        raise UnsafeImage(f"image.path: {shown} has an external data file; refused")
+
+
+def _check_qcow2_extensions(fd: int, shown: Path, offset: int) -> None:
+    for _ in range(MAX_HEADER_EXTENSIONS):
+        kind_length = _read_at(fd, offset, 8)
+        if len(kind_length) < 8:
+            return
+        kind, length = struct.unpack(">II", kind_length)
+        if kind == 0:
+            return
+        if kind == QCOW2_EXT_DATA_FILE:
+            name = _read_at(fd, offset + 8, min(length, 1023)).decode(errors="replace")
+            raise UnsafeImage(f"image.path: {shown} has an external data file ({name}); refused")
+        offset += 8 + (length + 7) // 8 * 8
+
+
+def vmdk_descriptor(fd: int, size: int, shown: Path) -> str:
+    """Every descriptor text of a VMDK qemu might read: the whole text file, or for a sparse
+    file both the one its header points at and the fixed window qemu reads parents from.
+
+    Raises:
+        UnsafeImage: a text descriptor larger than 1 MiB.
+    """
+    head = _read_at(fd, 0, 64)
+    if not head.startswith(VMDK_SPARSE_MAGIC):
+        if size > MAX_DESCRIPTOR_BYTES:
+            raise UnsafeImage(f"image.path: {shown}: VMDK descriptor larger than 1 MiB; refused")
+        return _read_at(fd, 0, size).decode("utf-8", errors="replace")
+    offset, length = struct.unpack_from("<QQ", head, 28)
+    parts = [_read_at(fd, *QEMU_SPARSE_DESCRIPTOR)]
+    if offset:
+        parts.append(_read_at(fd, offset * SECTOR, min(length * SECTOR, MAX_DESCRIPTOR_BYTES)))
+    return "\n".join(p.replace(b"\x00", b"\n").decode("utf-8", errors="replace") for p in parts)
+
+
+@dataclass(frozen=True)
+class Extent:
+    line: int
+    name: str
+
+
+def vmdk_extents(descriptor: str, shown: Path) -> list[Extent]:
+    """The extent lines of a descriptor.
+
+    Raises:
+        UnsafeImage: the descriptor names a parent image (a delta disk).
+    """
+    # qemu looks for the parent with a plain substring search, anywhere in the text.
+    if "parentfilenamehint" in descriptor.lower():
+        raise UnsafeImage(f"image.path: {shown} is a delta VMDK with a parent; refused")
+    extents = []
+    for number, line in enumerate(descriptor.splitlines()):
+        match = _EXTENT.match(line)
+        if match:
+            extents.append(Extent(number, match.group(2)))
+    return extents
+
+
+def _extent_path(directory: Path, extent: Extent, shown: Path) -> Path:
+    name = extent.name
+    protocol = name.split("/", 1)[0]
+    if ":" in protocol:
+        raise UnsafeImage(f"image.path: {shown} has an extent with a protocol ({name}); refused")
+    resolved = Path(os.path.realpath(directory / name))
+    if not resolved.is_relative_to(directory):
+        raise UnsafeImage(
+            f"image.path: {shown} has an extent outside its directory ({name} resolves to "
+            f"{resolved}); refused"
+        )
+    return resolved
+
+
+@dataclass(frozen=True)
+class SafeInput:
+    """What qemu-img is given for a checked image: the driver and a path it cannot escape."""
+
+    format: str
+    tool_path: Path
+
+
+@contextlib.contextmanager
+def safe_input(
+    policy: PathPolicy, pinned: PinnedFile, fmt: str | None, scratch_dir: Path
+) -> Iterator[SafeInput]:
+    """Check an image before any tool opens it; yield what to hand qemu-img.
+
+    Args:
+        policy: the agent's path policy (extents must pass it too).
+        pinned: the input, already opened and verified.
+        fmt: the qemu driver the job named, or None to sniff it here.
+        scratch_dir: agent-private space for a rewritten VMDK descriptor.
+
+    Raises:
+        UnsafeImage: unknown or unsupported format, backing file, external data file,
+            parent or an extent outside the image's directory.
+    """
+    shown = pinned.path
+    size = pinned.st.st_size
+    if fmt is None:
+        fmt = sniff_format(pinned.fd, size)
+        if fmt is None:
+            raise UnsafeImage(
+                f"image.format: {shown} was probed as raw (no known image header); name the "
+                'format in the job (format: "raw") if it really is a raw image'
+            )
+    if fmt == "qcow2":
+        check_qcow2(pinned.fd, shown)
+    if fmt != "vmdk":
+        yield SafeInput(fmt, pinned.tool_path)
+        return
+    descriptor = vmdk_descriptor(pinned.fd, size, shown)
+    extents = vmdk_extents(descriptor, shown)
+    if _read_at(pinned.fd, 0, 4) == VMDK_SPARSE_MAGIC:
+        # qemu reads a sparse VMDK's data from the file itself and never opens the extent
+        # lines of its embedded descriptor (VMware writes its own paths there).
+        yield SafeInput(fmt, pinned.tool_path)
+        return
+    with contextlib.ExitStack() as stack:
+        lines = descriptor.splitlines()
+        for extent in extents:
+            path = _extent_path(shown.parent, extent, shown)
+            extent_file = stack.enter_context(pinned_input(policy, path, "image.path extent"))
+            lines[extent.line] = lines[extent.line].replace(
+                f'"{extent.name}"', f'"{extent_file.tool_path}"', 1
+            )
+        copy = _write_private(scratch_dir, "\n".join(lines) + "\n")
+        stack.callback(_unlink, copy)
+        yield SafeInput(fmt, copy)
+
+
+def _write_private(directory: Path, text: str) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"descriptor-{uuid.uuid4().hex}.vmdk"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    return path
+
+
+def _unlink(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+
+
+def check_free_space(virtual_size: int, output_dir: Path, shown: Path) -> None:
+    """Refuse to start a conversion whose output could not fit.
+
+    Raises:
+        UnsafeImage: the virtual size exceeds the free space of the output directory.
+    """
+    free = shutil.disk_usage(output_dir).free
+    if virtual_size > free:
+        raise UnsafeImage(
+            f"image.path: {shown} has a virtual size of {virtual_size} bytes, more than the "
+            f"{free} bytes free in {output_dir}; refused before writing anything"
+        )

@@ -1,0 +1,196 @@
+"""The offline repair operations: offline_fix, boot_repair, fs_repair, initramfs_regenerate,
+selinux_prep and lvm_repair.
+
+The source image is never modified: it is converted to the output first (as convert does,
+under a temporary name) and the output is repaired, then published. ``parameters.in_place``
+repairs a qcow2 or raw input itself; ``parameters.dry_run`` attaches the source read-only and
+only reports what would change. The report goes to ``<output_path>/<job_id>_report.json`` and
+into the result's details.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from pathlib import Path
+
+from agent.disk import qemu_img
+from agent.disk.atomic import atomic_output
+from agent.disk.attach import attached_image
+from agent.disk.journal import AttachmentJournal
+from agent.errors import CapabilityMissing, InvalidSpec, OperationNotImplemented, ToolFailed
+from agent.ops.base import JobContext, OpResult, Output
+from agent.ops.convert import _check_target, output_path
+from agent.ops.image import inspect_input
+from agent.probes import run_probe
+from agent.repair.actions import RepairPlan, plan_repair
+from agent.repair.phases import PhaseClock
+from agent.repair.report import ImageDescription, build_report, write_report
+from agent.repair.runner import NodeAbilities, RepairOutcome, phases_for, repair_disk
+from protocol.spec import Operation as Op
+
+log = logging.getLogger(__name__)
+
+TOOL_TIMEOUT_MARGIN = 120.0
+IN_PLACE_FORMATS = ("qcow2", "raw")
+
+
+async def _require_lvm() -> None:
+    probes = [await asyncio.to_thread(run_probe, name) for name in ("device_mapper", "lvm")]
+    missing = [p for p in probes if not p.available]
+    if missing:
+        why = "; ".join(f"{p.name} {p.detail}" for p in missing)
+        raise CapabilityMissing(
+            f"lvm_repair needs device-mapper and lvm on this node: {why}", phase="validate"
+        )
+    raise OperationNotImplemented(
+        "lvm_repair: activating the guest's volume groups is not implemented yet",
+        phase="validate",
+    )
+
+
+def _workdir(ctx: JobContext) -> Path:
+    workdir = ctx.scratch_dir / f"repair-{ctx.job_id}"
+    workdir.mkdir(parents=True, exist_ok=True)
+    return workdir
+
+
+def _remove_workdir(workdir: Path) -> None:
+    # rmdir only, never a recursive delete: if anything were still mounted below, a recursive
+    # delete would destroy the guest's files.
+    for path in (workdir / "root", workdir):
+        with contextlib.suppress(OSError):
+            path.rmdir()
+
+
+async def _abilities(ctx: JobContext) -> NodeAbilities:
+    chroot = await asyncio.to_thread(run_probe, "chroot")
+    return NodeAbilities(
+        can_chroot=chroot.available,
+        use_selinux_tools=ctx.spec.capability_requirements.needs_selinux_tools,
+    )
+
+
+async def _repair(
+    ctx: JobContext,
+    plan: RepairPlan,
+    clock: PhaseClock,
+    image: Path,
+    fmt: str,
+    writable: bool,
+) -> tuple[RepairOutcome, str]:
+    workdir = _workdir(ctx)
+    journal = AttachmentJournal(ctx.state_dir, ctx.job_id)
+    abilities = await _abilities(ctx)
+    timeout = ctx.spec.execution_policy.timeout_seconds + TOOL_TIMEOUT_MARGIN
+    clock.enter("attach", f"attaching {image.name} ({fmt})")
+    try:
+        async with attached_image(
+            image, fmt, workdir, journal, writable=writable, timeout=timeout
+        ) as disk:
+            outcome = await repair_disk(
+                disk, plan, workdir, journal, clock, abilities, ctx.spec.parameters
+            )
+            method = disk.method
+    finally:
+        _remove_workdir(workdir)
+    return outcome, method
+
+
+async def _convert(
+    ctx: JobContext, info: qemu_img.ImageInfo, tmp: Path, fmt: str, clock: PhaseClock
+) -> None:
+    total = info.virtual_size
+    clock.enter("convert", f"{info.format} -> {fmt}")
+
+    def on_progress(percent: float) -> None:
+        done = int(total * percent / 100)
+        clock.within("convert", percent / 100, bytes_done=done, bytes_total=total)
+
+    await qemu_img.convert(
+        ctx.input_path,
+        info.format,
+        tmp,
+        fmt,
+        compress=ctx.spec.convert_parameters().effective_compress,
+        progress=on_progress,
+        timeout=ctx.spec.execution_policy.timeout_seconds + TOOL_TIMEOUT_MARGIN,
+    )
+
+
+def _check_in_place(info: qemu_img.ImageInfo) -> None:
+    if info.format not in IN_PLACE_FORMATS:
+        raise InvalidSpec(
+            f"parameters.in_place: only qcow2 or raw images can be repaired in place; "
+            f"this image is {info.format}",
+            phase="validate",
+        )
+
+
+def _finish(
+    ctx: JobContext,
+    plan: RepairPlan,
+    described: ImageDescription,
+    outcome: RepairOutcome,
+    clock: PhaseClock,
+    started: float,
+) -> OpResult:
+    """Write the report; fail the job (after writing it) when an action failed.
+
+    Returns:
+        The report as the only output (the caller adds the image once it is published).
+    """
+    clock.enter("finalize", "writing the report")
+    phase_seconds = clock.finish()
+    report = build_report(ctx.job_id, plan, described, outcome, phase_seconds)
+    target = ctx.output_dir / f"{ctx.job_id}_report.json"
+    ctx.policy.check_output_file(target, ctx.input_path)
+    size = write_report(report, target, ctx.job_id, ctx.state_dir)
+    if outcome.failed:
+        names = ", ".join(f"{o.action} ({o.reason})" for o in outcome.failed)
+        raise ToolFailed(f"repair actions failed: {names}; see {target}", phase="finalize")
+    metrics = {
+        "duration_seconds": round(time.monotonic() - started, 3),
+        "phase_seconds": phase_seconds,
+        "files_changed": len(outcome.changes.changes) if outcome.changes else 0,
+        "actions": {o.action: o.status for o in outcome.outcomes},
+    }
+    report_output = Output(kind="report", path=target, size_bytes=size, format="json")
+    return OpResult(outputs=[report_output], metrics=metrics, details=report)
+
+
+async def run_repair(ctx: JobContext) -> OpResult:
+    """Run one of the repair operations; see the module docstring."""
+    started = time.monotonic()
+    plan = plan_repair(ctx.spec)
+    if plan.operation is Op.LVM_REPAIR:
+        await _require_lvm()
+    converting = not (plan.dry_run or plan.in_place)
+    phases = ["inspect", *(["convert"] if converting else []), *phases_for(plan), "finalize"]
+    clock = PhaseClock(ctx.progress, phases)
+    clock.enter("inspect", f"reading metadata of {ctx.input_path}")
+    info = await inspect_input(ctx)
+    if not converting:
+        if plan.in_place:
+            _check_in_place(info)
+        outcome, method = await _repair(
+            ctx, plan, clock, ctx.input_path, info.format, writable=plan.in_place
+        )
+        repaired = ctx.input_path if plan.in_place else None
+        described = ImageDescription(
+            ctx.input_path, info.format, repaired, info.format if repaired else None, method
+        )
+        return _finish(ctx, plan, described, outcome, clock, started)
+    fmt = ctx.spec.convert_parameters().output_format.value
+    target = output_path(ctx, fmt)
+    _check_target(ctx, target)
+    with atomic_output(target, ctx.job_id, ctx.state_dir) as output:
+        await _convert(ctx, info, output.tmp, fmt, clock)
+        outcome, method = await _repair(ctx, plan, clock, output.tmp, fmt, writable=True)
+        described = ImageDescription(ctx.input_path, info.format, target, fmt, method)
+        result = _finish(ctx, plan, described, outcome, clock, started)
+        output.commit()
+    image = Output(kind="image", path=target, size_bytes=target.stat().st_size, format=fmt)
+    return OpResult([image, *result.outputs], result.metrics, result.details)

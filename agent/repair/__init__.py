@@ -1,0 +1,1 @@
+"""Offline guest repair: detection, fixes, fsck, reports."""

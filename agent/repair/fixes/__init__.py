@@ -1,0 +1,1 @@
+"""The repair actions that edit guest files, one module each."""

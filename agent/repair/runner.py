@@ -1,0 +1,176 @@
+"""Run a repair plan on an attached disk: fsck, mount, each fix, initramfs; collect outcomes."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agent.disk.attach import AttachedDisk
+from agent.disk.journal import AttachmentJournal
+from agent.repair import actions as A
+from agent.repair.changes import ChangeSet
+from agent.repair.fixes.base import (
+    APPLIED,
+    FAILED,
+    SKIPPED,
+    WOULD_APPLY,
+    FixContext,
+    Outcome,
+)
+from agent.repair.fixes.boot_root import fix_grub_root_uuid
+from agent.repair.fixes.fstab_uuid import fix_fstab_uuid
+from agent.repair.fixes.initramfs import fix_virtio_initramfs
+from agent.repair.fixes.network import fix_network_cleanup
+from agent.repair.fixes.selinux import fix_selinux_relabel
+from agent.repair.fixes.vmware_tools import fix_remove_vmware_tools
+from agent.repair.fsck import FsckResult, check_filesystem
+from agent.repair.guestfs import GuestPathError
+from agent.repair.mounting import mount_guest
+from agent.repair.phases import PhaseClock
+
+FILE_FIXES = {
+    A.FSTAB_UUID: fix_fstab_uuid,
+    A.GRUB_ROOT_UUID: fix_grub_root_uuid,
+    A.NETWORK_CLEANUP: fix_network_cleanup,
+    A.REMOVE_VMWARE_TOOLS: fix_remove_vmware_tools,
+}
+
+
+@dataclass(frozen=True)
+class NodeAbilities:
+    can_chroot: bool
+    use_selinux_tools: bool
+
+
+@dataclass
+class RepairOutcome:
+    """Everything the report needs from one run."""
+
+    fsck: list[FsckResult] = field(default_factory=list)
+    outcomes: list[Outcome] = field(default_factory=list)
+    guest: dict[str, Any] | None = None
+    changes: ChangeSet | None = None
+
+    @property
+    def failed(self) -> list[Outcome]:
+        return [o for o in self.outcomes if o.status == FAILED]
+
+
+def phases_for(plan: A.RepairPlan) -> list[str]:
+    """The phases a plan goes through after the image is attached, in order."""
+    phases = ["attach", "detect"]
+    if A.FS_CHECK in plan.actions:
+        phases.append("fsck")
+    phases.append("mount")
+    phases += [a for a in plan.actions if a in FILE_FIXES]
+    if A.VIRTIO_INITRAMFS in plan.actions:
+        phases.append("initramfs")
+    if A.SELINUX_RELABEL in plan.actions:
+        phases.append(A.SELINUX_RELABEL)
+    return [*phases, "detach"]
+
+
+async def _check_filesystems(
+    disk: AttachedDisk, plan: A.RepairPlan, clock: PhaseClock, result: RepairOutcome
+) -> None:
+    started = time.monotonic()
+    checkable = [p for p in disk.partitions if p.fstype]
+    for index, partition in enumerate(checkable):
+        clock.within(
+            "fsck", index / max(1, len(checkable)), f"checking partition {partition.number}"
+        )
+        result.fsck.append(await check_filesystem(partition, repair=not plan.dry_run))
+    bad = [r for r in result.fsck if r.result in ("failed", "errors_left")]
+    found = [r for r in result.fsck if r.result in ("repaired", "errors_found")]
+    checked = [r for r in result.fsck if r.result != SKIPPED]
+    if bad:
+        status, reason = FAILED, "; ".join(f"partition {r.partition}: {r.detail}" for r in bad)
+    elif found:
+        status = WOULD_APPLY if plan.dry_run else APPLIED
+        verb = "found errors on" if plan.dry_run else "repaired"
+        reason = f"{verb} partition(s) {', '.join(str(r.partition) for r in found)}"
+    elif checked:
+        how = "read-only " if plan.dry_run else ""
+        status, reason = APPLIED, f"{how}checked {len(checked)} file system(s): all clean"
+    else:
+        status, reason = SKIPPED, "no file system this agent can check"
+    outcome = Outcome(A.FS_CHECK, status, reason, seconds=time.monotonic() - started)
+    result.outcomes.append(outcome)
+
+
+async def _run_fixes(
+    ctx: FixContext,
+    plan: A.RepairPlan,
+    clock: PhaseClock,
+    journal: AttachmentJournal,
+    abilities: NodeAbilities,
+    result: RepairOutcome,
+) -> None:
+    for action in plan.actions:
+        started = time.monotonic()
+        try:
+            outcome = await _run_fix(action, ctx, plan, clock, journal, abilities)
+        except (OSError, GuestPathError) as exc:
+            # A hostile or damaged guest (a directory where a file should be, a symlink loop)
+            # fails this action, not the whole job.
+            outcome = Outcome(action, FAILED, f"{type(exc).__name__}: {exc}")
+        if outcome is None:
+            continue
+        outcome.seconds = time.monotonic() - started
+        result.outcomes.append(outcome)
+
+
+async def _run_fix(
+    action: str,
+    ctx: FixContext,
+    plan: A.RepairPlan,
+    clock: PhaseClock,
+    journal: AttachmentJournal,
+    abilities: NodeAbilities,
+) -> Outcome | None:
+    """Run one action (not fs_check, which runs before mounting); None for fs_check."""
+    if action in FILE_FIXES:
+        clock.enter(action)
+        return FILE_FIXES[action](ctx)
+    if action == A.VIRTIO_INITRAMFS:
+        clock.enter("initramfs", "virtio drivers into the initramfs")
+        if not plan.virtio_drivers:
+            return Outcome(action, SKIPPED, "parameters.virtio_drivers is false")
+        return await fix_virtio_initramfs(
+            ctx, journal, can_chroot=abilities.can_chroot, regenerate=plan.regenerate_initramfs
+        )
+    if action == A.SELINUX_RELABEL:
+        clock.enter(action)
+        return await fix_selinux_relabel(ctx, abilities.use_selinux_tools)
+    return None
+
+
+async def repair_disk(
+    disk: AttachedDisk,
+    plan: A.RepairPlan,
+    workdir: Path,
+    journal: AttachmentJournal,
+    clock: PhaseClock,
+    abilities: NodeAbilities,
+    parameters: dict[str, Any],
+) -> RepairOutcome:
+    """Run the plan's actions on an attached disk; everything mounted is unmounted on return."""
+    result = RepairOutcome()
+    names = ", ".join(f"{p.number}:{p.fstype or '-'}" for p in disk.partitions)
+    clock.enter("detect", f"partitions {names}")
+    if A.FS_CHECK in plan.actions:
+        clock.enter("fsck", "checking file systems")
+        await _check_filesystems(disk, plan, clock, result)
+    clock.enter("mount", "looking for the root file system")
+    async with contextlib.AsyncExitStack() as stack:
+        guest = await mount_guest(stack, disk, workdir, journal, read_only=plan.dry_run)
+        result.guest = guest.guest.describe(disk.partitions)
+        changes = ChangeSet(guest.root, dry_run=plan.dry_run)
+        result.changes = changes
+        ctx = FixContext(guest.root, guest.guest, guest.devices, changes, parameters)
+        await _run_fixes(ctx, plan, clock, journal, abilities, result)
+        clock.enter("detach", "unmounting and detaching")
+    return result
