@@ -8,6 +8,11 @@ that calls the agent's ``Worker.ExecuteJob`` and relays the events; a broken str
 with ``AttachJob`` from the last stored seq, so neither an agent's hiccup nor a control-plane
 restart loses or repeats an event. A stream is followed until its attempt ends or the agent's
 lease runs out; an agent is never declared lost just because a stream broke.
+
+With several replicas on one PostgreSQL store (:mod:`controlplane.ownership`) one replica
+schedules, each job's stream is followed by the replica holding its lease, and a replica
+takes over the streams whose owner died. While the store cannot be reached the loop waits;
+agents' leases then count from when it is back (like after a restart).
 """
 
 from __future__ import annotations
@@ -33,13 +38,14 @@ from controlplane.leases import (
 )
 from controlplane.metrics import observe_scheduling
 from controlplane.models import AgentRecord, JobRecord, error_result
+from controlplane.ownership import DEFAULT_STREAM_LEASE, StreamOwnership
 from controlplane.progress import EventGap, ProgressRecorder
 from controlplane.retry import AGENT_LOST, TIMEOUT, RetryPolicy, next_attempt_at
 from controlplane.scheduler import DEFAULT_LEASE, SchedulePlan, agent_view, schedule_queued_jobs
 from controlplane.store import ACTIVE_STATES, JobStore
 from controlplane.worker_client import WorkerClients
 from protocol.conversion import spec_to_proto, utcnow
-from protocol.errors import NotFound
+from protocol.errors import NotFound, Unavailable
 from protocol.gen.h2k.v1 import services_pb2
 from protocol.states import IllegalTransition, JobState
 from protocol.telemetry import context_from_traceparent, tracer
@@ -80,6 +86,9 @@ class DispatchPolicy:
     retry_backoff: timedelta = timedelta(seconds=5)
     # How often an unconfirmed cancel is sent again.
     cancel_resend: timedelta = timedelta(seconds=5)
+    # Several replicas: how long a stream (or the scheduler role) stays with a replica
+    # that stopped renewing it (database time).
+    stream_lease: timedelta = DEFAULT_STREAM_LEASE
 
     def leases(self) -> LeasePolicy:
         return LeasePolicy(self.lease, self.timeout_margin, self.timeout_scale)
@@ -171,10 +180,16 @@ class Dispatcher:
         self._cancel_sent: dict[str, datetime] = {}
         self._background = _Background()
         self._started_at = utcnow()
+        self._ownership = StreamOwnership(store, self._policy.stream_lease)
+        self._store_down = False
 
     @property
     def recorder(self) -> ProgressRecorder:
         return self._recorder
+
+    @property
+    def ownership(self) -> StreamOwnership:
+        return self._ownership
 
     def wake(self) -> None:
         """Ask for a scheduling pass soon (after a submit, registration or completion)."""
@@ -185,7 +200,9 @@ class Dispatcher:
         self._started_at = utcnow()
         page = await self._store.list_jobs(states=ACTIVE_STATES, limit=None)
         for job in page.jobs:
-            await self._resume(job)
+            # Another live replica may follow it: only what this replica can claim.
+            if await self._ownership.claim(job.job_id):
+                await self._resume(job)
         self._loop_task = asyncio.create_task(self._run(), name="h2k-dispatcher")
 
     async def stop(self) -> None:
@@ -197,6 +214,8 @@ class Dispatcher:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await self._recorder.settle()
+        with contextlib.suppress(Unavailable):
+            await self._ownership.release()
         await self._clients.close()
 
     def abandon(self, job_id: str) -> None:
@@ -210,16 +229,29 @@ class Dispatcher:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), self._policy.tick_seconds)
             self._wakeup.clear()
-            for step in (self.supervise, self.release_retries, self.dispatch_once):
+            steps = (self.keep_streams, self.supervise, self.release_retries, self.dispatch_once)
+            for step in steps:
                 try:
                     await step()
+                except Unavailable as exc:
+                    if not self._store_down:
+                        log.warning("store unavailable: dispatcher waits error=%s", exc.message)
+                    self._store_down = True
+                    break
                 except Exception:
                     log.exception("dispatch step failed step=%s", step.__name__)
+                if self._store_down:
+                    # Heartbeats could not be stored meanwhile: count leases from now.
+                    log.info("store reachable again: dispatcher resumes")
+                    self._store_down = False
+                    self._started_at = utcnow()
 
     # --- placement ----------------------------------------------------------------------
 
     async def dispatch_once(self) -> SchedulePlan:
         """One scheduling pass: store queue reasons and start every assignment."""
+        if not await self._ownership.lead_scheduler():
+            return SchedulePlan()  # another replica schedules
         queued = (await self._store.list_jobs(states=[JobState.QUEUED], limit=None)).jobs
         if not queued:
             return SchedulePlan()
@@ -231,15 +263,22 @@ class Dispatcher:
         candidates = [j for j in queued if j.job_id not in self._holdoff]
         plan = schedule_queued_jobs(candidates, views, now, self._policy.lease)
         by_id = {j.job_id: j for j in queued}
-        for job_id, reason in plan.waiting.items():
-            if by_id[job_id].queue_reason != reason:
-                await self._store.set_queue_reason(job_id, reason)
-                log.info("job waits job_id=%s reason=%r", job_id, reason)
-        for job_id, agent_name in plan.assignments:
-            await self._assign(by_id[job_id], agents[agent_name])
+        changed = {j: r for j, r in plan.waiting.items() if by_id[j].queue_reason != r}
+        for job_id, reason in changed.items():
+            log.info("job waits job_id=%s reason=%r", job_id, reason)
+        # Concurrently, in plan order: the store commits the writes together (group commit)
+        # instead of one fsync after another.
+        await asyncio.gather(*(self._store.set_queue_reason(j, r) for j, r in changed.items()))
+        await asyncio.gather(
+            *(self._assign(by_id[j], agents[name]) for j, name in plan.assignments)
+        )
         return plan
 
     async def _assign(self, job: JobRecord, agent: AgentRecord) -> None:
+        # The stream lease first: from the moment the job is ASSIGNED nobody else takes it.
+        if not await self._ownership.claim(job.job_id):
+            log.info("assignment skipped job_id=%s reason=another replica holds it", job.job_id)
+            return
         try:
             record = await self._store.transition(
                 job.job_id,
@@ -297,6 +336,9 @@ class Dispatcher:
                 await body
             except asyncio.CancelledError:
                 raise
+            except Unavailable as exc:
+                # Followed again once the store is back (keep_streams, or the next heartbeat).
+                log.warning("following job paused job_id=%s error=%s", stream.job_id, exc.message)
             except Exception:
                 log.exception("following job failed job_id=%s", stream.job_id)
 
@@ -400,6 +442,11 @@ class Dispatcher:
         """Record every event of a stream; True once this attempt is over."""
         try:
             async for event in call:
+                if not self._ownership.holds(stream.job_id):
+                    # Our lease ran out (store unreachable): another replica may follow now.
+                    log.warning("stream lease lost job_id=%s: letting go", stream.job_id)
+                    await _end_call(call)
+                    return True
                 if event.job_id != stream.job_id:
                     log.warning("foreign event job_id=%s got=%s", stream.job_id, event.job_id)
                     continue
@@ -456,6 +503,8 @@ class Dispatcher:
     async def supervise(self) -> list[Verdict]:
         """Act on lost agents, attempts past their deadline, drains and pending cancels."""
         active = (await self._store.list_jobs(states=ACTIVE_STATES, limit=None)).jobs
+        # Each replica looks after the jobs whose streams it holds.
+        active = [j for j in active if self._ownership.holds(j.job_id)]
         if not active:
             self._cancel_sent.clear()
             return []
@@ -502,6 +551,8 @@ class Dispatcher:
 
     async def release_retries(self) -> int:
         """Queue again every RETRYING job whose backoff is over; returns how many."""
+        if not await self._ownership.lead_scheduler():
+            return 0
         retrying = (await self._store.list_jobs(states=[JobState.RETRYING], limit=None)).jobs
         now = utcnow()
         released = 0
@@ -544,10 +595,34 @@ class Dispatcher:
             if job_id in self._streams:
                 continue
             job = await self._store.get_job(job_id)
-            if job.state in FOLLOWED_STATES:
+            if job.state in FOLLOWED_STATES and await self._ownership.claim(job_id):
                 log.info("following unfollowed job job_id=%s agent=%s", job_id, name)
                 stream = _Stream(job_id, name, address, job.attempt)
                 self._spawn(stream, self._reattach(stream))
+
+    # --- several replicas ---------------------------------------------------------------
+
+    async def keep_streams(self) -> None:
+        """Renew this replica's stream leases, let go of lost ones, take over orphans.
+
+        A job we hold but no longer follow (its task ended while the store was unreachable)
+        is followed again; a job whose owner died is claimed and re-attached from the last
+        stored seq. A no-op with a single-replica store.
+        """
+        if not self._ownership.replicated:
+            return
+        held = await self._ownership.renew()
+        for job_id in list(self._streams):
+            if job_id not in held:
+                self.abandon(job_id)
+        for job_id in await self._ownership.unowned():
+            if await self._ownership.claim(job_id):
+                log.info("taking over stream job_id=%s owner=%s", job_id, self._ownership.owner)
+                held.add(job_id)
+        for job_id in sorted(held - set(self._streams)):
+            job = await self._store.get_job(job_id)
+            if job.state in ACTIVE_STATES:
+                await self._resume(job)
 
     # --- cancellation -------------------------------------------------------------------
 

@@ -3,6 +3,10 @@
 Publishing never blocks: each subscriber has a bounded buffer, and a subscriber that falls
 behind is marked lagged and its buffer dropped; it re-reads the missed events from the store
 by seq. The store stays the source of truth; the hub only says "something new happened".
+
+With several replicas, events stored by another replica arrive as a bare "job X changed"
+(:meth:`EventHub.remote_change`): its watchers re-read the store. While such news cannot be
+heard, watchers poll the store by seq every :data:`FALLBACK_POLL_SECONDS`.
 """
 
 from __future__ import annotations
@@ -18,6 +22,10 @@ from protocol.gen.h2k.v1 import job_pb2
 log = logging.getLogger(__name__)
 
 DEFAULT_BUFFER = 256
+# A watcher re-reads the job from the store at least this often, whatever the hub says.
+RECHECK_SECONDS = 30.0
+# ... and this often while changes made by other replicas cannot be heard.
+FALLBACK_POLL_SECONDS = 1.0
 
 
 class Subscription:
@@ -41,6 +49,12 @@ class Subscription:
             log.info("watcher lagged job_id=%s buffer=%d", self.job_id, self._buffer)
         else:
             self._events.append(event)
+        self._wake.set()
+
+    def _mark_stale(self) -> None:
+        """The store has news the buffer lacks: the watcher re-reads it by seq."""
+        self._events.clear()
+        self.lagged = True
         self._wake.set()
 
     def _mark_terminal(self) -> None:
@@ -75,6 +89,8 @@ class EventHub:
         self._terminal_listeners: list[Callable[[str], None]] = []
         # Set when the control plane stops: watchers end their streams so clients reconnect.
         self.closed = False
+        # How long a watcher follows the hub alone before it re-reads the store.
+        self.recheck_seconds = RECHECK_SECONDS
 
     @contextmanager
     def subscribe(self, job_id: str) -> Iterator[Subscription]:
@@ -97,6 +113,24 @@ class EventHub:
         """Hand a stored event to every watcher of its job, without waiting for any."""
         for subscription in tuple(self._subscribers.get(event.job_id, ())):
             subscription._push(event)
+
+    def remote_change(self, job_id: str | None) -> None:
+        """Another replica changed ``job_id`` (None: maybe any job): its watchers re-read."""
+        if job_id is None:
+            targets = [s for subs in self._subscribers.values() for s in subs]
+        else:
+            targets = list(self._subscribers.get(job_id, ()))
+        for subscription in targets:
+            subscription._mark_stale()
+
+    def set_remote_changes_heard(self, heard: bool) -> None:
+        """Whether other replicas' changes reach :meth:`remote_change`; if not, poll."""
+        recheck = RECHECK_SECONDS if heard else FALLBACK_POLL_SECONDS
+        if recheck != self.recheck_seconds:
+            self.recheck_seconds = recheck
+            log.info("watchers poll the store every %gs", recheck)
+            if not heard:
+                self.remote_change(None)  # wake them so the shorter wait applies now
 
     def close(self) -> None:
         """Wake every watcher for good (the control plane is stopping)."""

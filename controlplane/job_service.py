@@ -28,8 +28,6 @@ _TRACER = tracer(__name__)
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 REPLAY_BATCH = 500
-# A watcher re-reads the job from the store at least this often, whatever the hub says.
-WATCH_RECHECK_SECONDS = 30.0
 
 
 class JobService(services_pb2_grpc.JobServiceServicer):
@@ -156,7 +154,7 @@ class JobService(services_pb2_grpc.JobServiceServicer):
                     yield event
                 if job.state.is_terminal:
                     return
-                async for event in _follow(subscription, last):
+                async for event in _follow(subscription, last, self._hub.recheck_seconds):
                     last = event.seq
                     yield event
                 job = await self._store.get_job(request.job_id)
@@ -183,10 +181,12 @@ class JobService(services_pb2_grpc.JobServiceServicer):
         return services_pb2.ListJobEventsResponse(events=events)
 
 
-async def _follow(subscription: Subscription, last: int) -> AsyncIterator[job_pb2.ProgressEvent]:
+async def _follow(
+    subscription: Subscription, last: int, recheck_seconds: float
+) -> AsyncIterator[job_pb2.ProgressEvent]:
     """Live events in seq order; returns when the store must be read again."""
     while not (subscription.lagged or subscription.terminal):
-        events = await subscription.wait(WATCH_RECHECK_SECONDS)
+        events = await subscription.wait(recheck_seconds)
         if not events:
             return
         for event in events:

@@ -28,7 +28,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--listen", default="127.0.0.1:50051", help="host:port to serve on")
     parser.add_argument(
-        "--db", required=True, help="job store URL, e.g. sqlite:///var/lib/h2k/h2k.db"
+        "--db",
+        # From the environment, a password stays out of the command line (a Secret in k8s).
+        required=not os.environ.get("H2K_DB"),
+        default=os.environ.get("H2K_DB") or None,
+        help="job store URL: sqlite:///var/lib/h2k/h2k.db (one control plane) or "
+        "postgresql://user:password@host/db (several replicas); $H2K_DB",
+    )
+    parser.add_argument(
+        "--stream-lease-seconds",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="with PostgreSQL: a replica that stops renewing its job streams (it died) has "
+        "them taken over by another after this long",
     )
     add_tls_arguments(parser)
     parser.add_argument(
@@ -169,6 +182,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         token_listen=args.token_listen if args.tls is not None else None,
         metrics_listen=args.metrics_listen,
         health_listen=args.health_listen,
+        stream_lease_seconds=args.stream_lease_seconds,
     )
     asyncio.run(serve(config))
     return 0

@@ -71,8 +71,18 @@ def schedule_queued_jobs(
     """
     plan = SchedulePlan()
     load = {agent.name: agent.running_jobs for agent in agents}
+    # Jobs with the same needs fit the same agents: judge each kind of job once per pass.
+    judged: dict[tuple[object, ...], tuple[list[AgentView], str | None]] = {}
     for job in sorted(queued, key=lambda j: (j.priority, j.submitted_at, j.job_id)):
-        fitting, reason = _fitting_agents(job, agents, now, lease)
+        reqs = job.spec.capability_requirements
+        kind = (
+            tuple(capability_needs(job.spec)),
+            reqs.min_memory_gb,
+            reqs.min_disk_space_gb,
+        )
+        if kind not in judged:
+            judged[kind] = _fitting_agents(job, agents, now, lease)
+        fitting, reason = judged[kind]
         free = [a for a in fitting if load[a.name] < a.max_concurrent_jobs]
         if not free:
             plan.waiting[job.job_id] = reason or _busy_reason(fitting, load)

@@ -63,6 +63,9 @@ class ControlPlaneConfig:
     metrics_listen: str | None = None
     # A plaintext port serving only grpc.health.v1 (Kubernetes probes cannot do TLS).
     health_listen: str | None = None
+    # Several replicas on PostgreSQL: how soon another replica takes over the streams (and
+    # the scheduler role) of one that stopped renewing them.
+    stream_lease_seconds: float = 10.0
 
 
 class ControlPlane:
@@ -92,6 +95,7 @@ class ControlPlane:
             timeout_margin=timedelta(seconds=config.timeout_margin_seconds),
             timeout_scale=config.timeout_scale,
             retry_backoff=timedelta(seconds=config.retry_backoff_seconds),
+            stream_lease=timedelta(seconds=config.stream_lease_seconds),
         )
         self.dispatcher = Dispatcher(self._store, self._hub, policy, WorkerClients(self._tls))
         self._add_services()
@@ -139,6 +143,8 @@ class ControlPlane:
         if self.config.health_listen is not None:
             self._health_server = await start_health_server(self.config.health_listen, self._health)
         await self._store.open()
+        # Events other replicas store reach this replica's watchers (PostgreSQL only).
+        self._store.start_change_feed(self._hub.remote_change, self._hub.set_remote_changes_heard)
         self._unregister_metrics = register_store_collector(
             self._store,
             asyncio.get_running_loop(),

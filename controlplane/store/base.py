@@ -1,4 +1,4 @@
-"""The job store interface: every implementation (SQLite now, PostgreSQL later) provides it.
+"""The job store interface: every implementation (SQLite, PostgreSQL) provides it.
 
 Implementations refuse state transitions that :func:`protocol.states.check_transition`
 rejects, commit every write before returning, and never block the event loop.
@@ -7,9 +7,9 @@ rejects, commit every write before returning, and never block the event loop.
 from __future__ import annotations
 
 import abc
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from controlplane.models import AgentRecord, JobRecord
@@ -48,6 +48,10 @@ class JobPage:
 
 class JobStore(abc.ABC):
     """Durable jobs, their transitions and events, and registered agents."""
+
+    # Whether several control planes may share this store. When False (SQLite) the lease
+    # methods below are trivially true: the one control plane owns everything.
+    replicated = False
 
     @abc.abstractmethod
     async def open(self) -> None:
@@ -198,3 +202,37 @@ class JobStore(abc.ABC):
         Raises:
             NotFound: no such agent.
         """
+
+    # --- several replicas (leases in database time; see controlplane/ownership.py) -------
+
+    def start_change_feed(
+        self, on_change: Callable[[str | None], None], on_live: Callable[[bool], None]
+    ) -> None:
+        """Hear of jobs changed by other replicas: ``on_change(job_id)``, or None for "any
+        job may have changed"; ``on_live`` reports whether changes are being heard.
+
+        A store only one control plane uses has nothing to report.
+        """
+        return None
+
+    async def claim_stream(self, job_id: str, owner: str, lease: timedelta) -> bool:
+        """Take or renew the lease on following a job's agent stream; False when another
+        owner holds it and it has not run out (a job that is not active is free to take)."""
+        return True
+
+    async def renew_streams(self, owner: str, lease: timedelta) -> list[str]:
+        """Extend every stream lease ``owner`` holds; returns their job ids."""
+        return []
+
+    async def unowned_active_jobs(self) -> list[str]:
+        """Active jobs whose stream nobody holds a valid lease on."""
+        return []
+
+    async def release_streams(self, owner: str) -> None:
+        """Give up every lease ``owner`` holds (on a graceful stop: others take over now)."""
+        return None
+
+    async def claim_role(self, role: str, owner: str, lease: timedelta) -> bool:
+        """Take or renew the lease on a singleton role (the scheduler); False when another
+        owner holds it and it has not run out."""
+        return True

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import sqlite3
+from collections import deque
 from collections.abc import Callable, Collection, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -43,6 +45,27 @@ def _dt(value: str | None) -> datetime | None:
     return None if value is None else datetime.fromisoformat(value)
 
 
+# A write waiting for the next group commit: the work (inside the transaction), what turns
+# its result into the caller's answer (after the commit), and the caller's future.
+_PendingWrite = tuple[Callable[[], Any], Callable[[Any], Any], "asyncio.Future[Any]"]
+
+
+def _settle(future: asyncio.Future[Any], outcome: Any) -> None:
+    """Hand a batched call's outcome to its caller (unless the caller gave up)."""
+    if future.done():
+        return
+    if isinstance(outcome, BaseException):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)
+
+
+@functools.lru_cache(maxsize=1024)
+def _parse_spec(body: str) -> JobSpec:
+    """A stored spec, parsed once while it is in use (specs are frozen, so sharing is safe)."""
+    return JobSpec.model_validate_json(body)
+
+
 def _column_value(name: str, value: Any) -> Any:
     """A record field as the column stores it."""
     if name == "result":
@@ -61,6 +84,7 @@ class SqliteStore(JobStore):
         self.path = path
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="h2k-sqlite")
         self._conn: sqlite3.Connection | None = None
+        self._writes: deque[_PendingWrite] = deque()
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
@@ -71,6 +95,49 @@ class SqliteStore(JobStore):
         if self._conn is None:
             raise RuntimeError("the store is not open")
         return self._conn
+
+    async def _batched(self, work: Callable[[], Any], after: Callable[[Any], T]) -> T:
+        """Run ``work`` in a write transaction shared with the writes waiting meanwhile.
+
+        Group commit: writes that arrive while the store thread is busy share one
+        transaction and one fsync. Each runs in its own savepoint (a failing write leaves the
+        others alone) and each caller resumes only after the commit; ``after`` turns the
+        work's result into the caller's answer once it is committed.
+        """
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._writes.append((work, after, future))
+        await self._run(self._write_pending, loop)
+        return await future
+
+    def _write_pending(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Commit every waiting write in one transaction (a no-op when none waits)."""
+        batch = []
+        while self._writes:
+            batch.append(self._writes.popleft())
+        if not batch:
+            return
+        outcomes: list[Any] = []
+        try:
+            with self._write() as conn:
+                for work, _after, _future in batch:
+                    conn.execute("SAVEPOINT write")
+                    try:
+                        outcomes.append(work())
+                    except Exception as exc:
+                        conn.execute("ROLLBACK TO write")
+                        outcomes.append(exc)
+                    conn.execute("RELEASE write")
+        except Exception as exc:
+            outcomes = [exc] * len(batch)
+        for (_work, after, future), outcome in zip(batch, outcomes, strict=True):
+            answer = outcome
+            if not isinstance(outcome, Exception):
+                try:
+                    answer = after(outcome)
+                except Exception as exc:
+                    answer = exc
+            loop.call_soon_threadsafe(_settle, future, answer)
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -121,38 +188,43 @@ class SqliteStore(JobStore):
     async def create_job(
         self, spec: JobSpec, now: datetime, trace_context: str = ""
     ) -> tuple[JobRecord, bool]:
-        return await self._run(self._create_job, spec, now, trace_context)
+        return await self._batched(
+            functools.partial(self._insert_job, spec, now, trace_context),
+            functools.partial(self._created, spec),
+        )
 
-    def _create_job(
-        self, spec: JobSpec, now: datetime, trace_context: str
-    ) -> tuple[JobRecord, bool]:
-        fingerprint = spec.fingerprint()
-        with self._write() as conn:
-            row = conn.execute(
-                "SELECT fingerprint FROM jobs WHERE job_id = ?", (spec.job_id,)
-            ).fetchone()
-            if row is None:
-                conn.execute(
-                    "INSERT INTO jobs (job_id, spec, fingerprint, state, priority, "
-                    "submitted_at, updated_at, trace_context) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        spec.job_id,
-                        spec.model_dump_json(),
-                        fingerprint,
-                        JobState.CREATED.value,
-                        spec.execution_policy.priority,
-                        _ts(now),
-                        _ts(now),
-                        trace_context,
-                    ),
-                )
-                # Created and validated in the same breath: the spec was validated on receipt.
-                submitted = f"spec valid; submitted by {spec.audit.requested_by}"
-                self._apply(spec.job_id, JobState.VALIDATED, submitted, now, {})
-                self._apply(spec.job_id, JobState.QUEUED, "waiting for an agent", now, {})
-        if row is not None and row["fingerprint"] != fingerprint:
+    def _insert_job(self, spec: JobSpec, now: datetime, trace_context: str) -> str | None:
+        """Insert a new job (QUEUED) unless its id exists; returns the existing fingerprint."""
+        row = self._db.execute(
+            "SELECT fingerprint FROM jobs WHERE job_id = ?", (spec.job_id,)
+        ).fetchone()
+        if row is not None:
+            return str(row["fingerprint"])
+        self._db.execute(
+            "INSERT INTO jobs (job_id, spec, fingerprint, state, priority, "
+            "submitted_at, updated_at, trace_context) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                spec.job_id,
+                spec.model_dump_json(),
+                spec.fingerprint(),
+                JobState.CREATED.value,
+                spec.execution_policy.priority,
+                _ts(now),
+                _ts(now),
+                trace_context,
+            ),
+        )
+        # Created and validated in the same breath: the spec was validated on receipt.
+        submitted = f"spec valid; submitted by {spec.audit.requested_by}"
+        self._apply(spec.job_id, JobState.VALIDATED, submitted, now, {})
+        self._apply(spec.job_id, JobState.QUEUED, "waiting for an agent", now, {})
+        return None
+
+    def _created(self, spec: JobSpec, existing: str | None) -> tuple[JobRecord, bool]:
+        """The answer of a committed submit; ``existing`` is the fingerprint already stored."""
+        if existing is not None and existing != spec.fingerprint():
             raise AlreadyExists(f"job_id: job {spec.job_id} already exists with a different spec")
-        return self._load(spec.job_id), row is None
+        return self._load(spec.job_id), existing is None
 
     async def get_job(self, job_id: str) -> JobRecord:
         return await self._run(self._load, job_id)
@@ -178,7 +250,7 @@ class SqliteStore(JobStore):
         ]
         return JobRecord(
             job_id=row["job_id"],
-            spec=JobSpec.model_validate_json(row["spec"]),
+            spec=_parse_spec(row["spec"]),
             fingerprint=row["fingerprint"],
             state=JobState(row["state"]),
             submitted_at=datetime.fromisoformat(row["submitted_at"]),
@@ -223,14 +295,10 @@ class SqliteStore(JobStore):
     async def transition(
         self, job_id: str, to_state: JobState, reason: str, **updates: Any
     ) -> JobRecord:
-        return await self._run(self._transition, job_id, to_state, reason, updates)
-
-    def _transition(
-        self, job_id: str, to_state: JobState, reason: str, updates: dict[str, Any]
-    ) -> JobRecord:
-        with self._write():
-            self._apply(job_id, to_state, reason, utcnow(), updates)
-        return self._load(job_id)
+        return await self._batched(
+            functools.partial(self._apply, job_id, to_state, reason, utcnow(), updates),
+            lambda _: self._load(job_id),
+        )
 
     def _apply(
         self, job_id: str, to_state: JobState, reason: str, now: datetime, updates: dict[str, Any]
@@ -284,12 +352,10 @@ class SqliteStore(JobStore):
         )
 
     async def update_job(self, job_id: str, **updates: Any) -> JobRecord:
-        return await self._run(self._update_job, job_id, updates)
-
-    def _update_job(self, job_id: str, updates: dict[str, Any]) -> JobRecord:
-        with self._write():
-            self._update_row(job_id, updates, utcnow())
-        return self._load(job_id)
+        return await self._batched(
+            functools.partial(self._update_row, job_id, updates, utcnow()),
+            lambda _: self._load(job_id),
+        )
 
     async def running_jobs_by_agent(self) -> dict[str, list[str]]:
         return await self._run(self._running_jobs_by_agent)
@@ -318,14 +384,16 @@ class SqliteStore(JobStore):
     # --- events -------------------------------------------------------------------------
 
     async def append_event(self, event: job_pb2.ProgressEvent) -> bool:
-        return await self._run(self._append_event, event_to_json(event), event.job_id, event.seq)
+        return await self._batched(
+            functools.partial(self._insert_event, event_to_json(event), event.job_id, event.seq),
+            bool,
+        )
 
-    def _append_event(self, body: str, job_id: str, seq: int) -> bool:
-        with self._write() as conn:
-            cursor = conn.execute(
-                "INSERT OR IGNORE INTO job_events (job_id, seq, event) VALUES (?, ?, ?)",
-                (job_id, seq, body),
-            )
+    def _insert_event(self, body: str, job_id: str, seq: int) -> bool:
+        cursor = self._db.execute(
+            "INSERT OR IGNORE INTO job_events (job_id, seq, event) VALUES (?, ?, ?)",
+            (job_id, seq, body),
+        )
         return cursor.rowcount == 1
 
     async def list_events(

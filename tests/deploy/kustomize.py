@@ -1,7 +1,8 @@
 """A small kustomize renderer: the subset deploy/ uses, so the checks need no kubectl.
 
 Supports ``resources`` (files and directories with a kustomization.yaml), strategic-merge
-``patches`` (by kind and name; lists of named items merge by name), ``namespace``, ``labels``
+``patches`` (by kind and name; lists of named items merge by name; ``null`` deletes a key and
+``$patch: delete`` a whole object), ``namespace``, ``labels``
 (metadata only) and ``images``. When kubectl is installed, the tests also compare this output
 with ``kubectl kustomize``.
 """
@@ -50,6 +51,9 @@ def _apply_patch(objects: list[Object], patch: Object) -> None:
     targets = [o for o in objects if o["kind"] == patch["kind"] and o["metadata"]["name"] == name]
     if len(targets) != 1:
         raise ValueError(f"patch {patch['kind']}/{name} matches {len(targets)} objects")
+    if patch.get("$patch") == "delete":
+        objects.remove(targets[0])
+        return
     merged = merge(targets[0], patch)
     targets[0].clear()
     targets[0].update(merged)
@@ -60,7 +64,10 @@ def merge(base: Any, patch: Any) -> Any:
     if isinstance(base, dict) and isinstance(patch, dict):
         result = copy.deepcopy(base)
         for key, value in patch.items():
-            result[key] = merge(base[key], value) if key in base else copy.deepcopy(value)
+            if value is None:
+                result.pop(key, None)
+            else:
+                result[key] = merge(base[key], value) if key in base else copy.deepcopy(value)
         return result
     if _named_list(base) and _named_list(patch):
         result = [copy.deepcopy(item) for item in base]

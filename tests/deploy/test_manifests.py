@@ -43,7 +43,7 @@ def test_every_core_object_validates_against_the_kubernetes_schema(rendered: lis
     core = [o for o in rendered if (o["apiVersion"], o["kind"]) not in CRD_KINDS]
     assert {o["kind"] for o in core} >= {
         "Namespace", "ServiceAccount", "ConfigMap", "Deployment", "Service",
-        "PodDisruptionBudget", "DaemonSet", "NetworkPolicy", "PersistentVolumeClaim",
+        "PodDisruptionBudget", "DaemonSet", "NetworkPolicy",
     }  # fmt: skip
     for obj in core:
         kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
@@ -94,7 +94,7 @@ def test_everything_lives_in_the_overlay_namespace(rendered: list[Object], overl
             assert obj["metadata"]["namespace"] == namespace, obj["metadata"]["name"]
 
 
-def test_the_control_plane_runs_unprivileged(rendered: list[Object]) -> None:
+def test_the_control_plane_runs_unprivileged(rendered: list[Object], overlay: str) -> None:
     deployment = find(rendered, "Deployment", "h2k-controlplane")
     pod = _pod(deployment)
     assert pod["securityContext"]["runAsNonRoot"] is True
@@ -108,9 +108,20 @@ def test_the_control_plane_runs_unprivileged(rendered: list[Object]) -> None:
     assert "privileged" not in security
     assert not any("hostPath" in v for v in pod["volumes"])
     assert container["image"].startswith("ghcr.io/hyper2kvm/h2k-controlplane:")
-    # One replica until a PostgreSQL store exists, and the file says so.
-    assert deployment["spec"]["replicas"] == 1
-    assert "PostgreSQL" in (DEPLOY / "base" / "controlplane-deployment.yaml").read_text()
+    if overlay == "prod":
+        # Several replicas share PostgreSQL; its URL (a password) comes from a Secret.
+        assert deployment["spec"]["replicas"] >= 2
+        assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"
+        db = {e["name"]: e for e in container["env"]}["H2K_DB"]
+        assert db["valueFrom"]["secretKeyRef"] == {"name": "h2k-postgres", "key": "url"}
+        assert not any(a.startswith("--db") for a in container["args"])
+        assert not any("persistentVolumeClaim" in v for v in pod["volumes"])
+        assert not [o for o in rendered if o["kind"] == "PersistentVolumeClaim"]
+    else:
+        # SQLite on one volume: one replica, never two pods at once.
+        assert deployment["spec"]["replicas"] == 1
+        assert deployment["spec"]["strategy"]["type"] == "Recreate"
+        assert "PostgreSQL" in (DEPLOY / "base" / "controlplane-deployment.yaml").read_text()
     pdb = find(rendered, "PodDisruptionBudget", "h2k-controlplane")
     labels = pod.get("labels") or deployment["spec"]["template"]["metadata"]["labels"]
     assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
@@ -179,10 +190,15 @@ def _expand(arg: str, env: dict[str, str]) -> str:
     return arg
 
 
-def test_the_programs_accept_every_argument_the_manifests_pass(rendered: list[Object]) -> None:
+def test_the_programs_accept_every_argument_the_manifests_pass(
+    rendered: list[Object], monkeypatch: pytest.MonkeyPatch
+) -> None:
     config = find(rendered, "ConfigMap", "h2k-config")["data"]
     env = {**config, "NODE_IP": "192.0.2.10", "NODE_NAME": "node-1"}
     cp = _container(find(rendered, "Deployment", "h2k-controlplane"), "controlplane")
+    if any(e["name"] == "H2K_DB" for e in cp.get("env", [])):
+        # What the Secret would hold.
+        monkeypatch.setenv("H2K_DB", "postgresql://h2k:secret@postgres.db:5432/h2k")
     cp_args = [_expand(a, env) for a in cp["args"]]
     # The control plane reads its TLS and roles files while parsing: parse the rest, with
     # --insecure in their place.

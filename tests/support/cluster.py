@@ -124,6 +124,8 @@ class Cluster:
     # The extra arguments each process was started with, for restarts.
     controlplane_args: tuple[str, ...] = ()
     agent_args: dict[str, tuple[tuple[str, ...], int]] = field(default_factory=dict)
+    # The job store of the control plane(s); None: a SQLite file in the work directory.
+    db_url: str | None = None
 
     def __post_init__(self) -> None:
         self.input_dir = self.workdir / "input"
@@ -142,7 +144,7 @@ class Cluster:
                 "--listen",
                 self.address,
                 "--db",
-                f"sqlite:///{db}",
+                self.db_url or f"sqlite:///{db}",
                 *self._security_args(),
                 "--heartbeat-interval",
                 "1",

@@ -1,0 +1,525 @@
+"""The PostgreSQL job store, shared by several control-plane replicas.
+
+psycopg 3 with an async connection pool; every write is one committed transaction before
+the awaiting coroutine resumes. What makes several replicas safe:
+
+* a transition locks the job's row (``SELECT ... FOR UPDATE``) before it checks the state
+  table, so of two replicas moving the same job QUEUED -> ASSIGNED one wins and the other
+  gets :class:`IllegalTransition` (it then leaves the job alone);
+* leases (job streams, the scheduler role) are compare-and-set rows judged by the
+  database's clock, never a replica's (see :mod:`controlplane.ownership`);
+* every event stored and every transition sends ``NOTIFY`` (delivered on commit) so that
+  watchers connected to other replicas hear of it (see :mod:`controlplane.store.pg_listen`).
+
+Losing the database is not fatal: each call that cannot reach it raises
+:class:`~protocol.errors.Unavailable` (the RPC answers UNAVAILABLE), and the pool connects
+again by itself once the server is back.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import AsyncIterator, Callable, Collection
+from contextlib import asynccontextmanager
+from datetime import datetime, timedelta
+from typing import Any
+
+import psycopg
+import psycopg_pool
+from google.protobuf import json_format
+from psycopg.rows import dict_row
+
+from controlplane.models import AgentRecord, JobRecord, Transition
+from controlplane.store.base import ACTIVE_STATES, UPDATABLE_FIELDS, JobPage, JobStore
+from controlplane.store.pg_listen import CHANNEL, ChangeFeed
+from controlplane.store.postgres_schema import migrate
+from protocol.conversion import event_from_json, event_to_json, utcnow
+from protocol.errors import AlreadyExists, NotFound, Unavailable
+from protocol.gen.h2k.v1 import agent_pb2, job_pb2
+from protocol.spec import JobSpec
+from protocol.states import JobState, check_transition
+
+log = logging.getLogger(__name__)
+
+Row = dict[str, Any]
+Conn = psycopg.AsyncConnection[Row]
+
+# How long an RPC waits for a pooled connection before it answers UNAVAILABLE.
+CONNECT_WAIT_SECONDS = 3.0
+# The pool gives up on one reconnection attempt after this long (its backoff doubles up to
+# it) and starts afresh on the next request: recovery stays within seconds of the server.
+RECONNECT_GIVE_UP_SECONDS = 8.0
+_ACTIVE = [s.value for s in ACTIVE_STATES]
+_TERMINAL = [s.value for s in JobState if s.is_terminal]
+
+
+def _column_value(name: str, value: Any) -> Any:
+    if name == "result":
+        return None if value is None else json.dumps(value, sort_keys=True)
+    return value
+
+
+@asynccontextmanager
+async def _reachable() -> AsyncIterator[None]:
+    """Turn "the database cannot be reached" into UNAVAILABLE for the caller."""
+    try:
+        yield
+    except (psycopg.OperationalError, psycopg.InterfaceError, psycopg_pool.PoolTimeout) as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise Unavailable(f"job store: database unavailable ({first_line})") from exc
+
+
+async def _configure(conn: Conn) -> None:
+    await conn.execute("SET TIME ZONE 'UTC'")
+
+
+class PostgresStore(JobStore):
+    """A :class:`JobStore` in a PostgreSQL database, safe for several replicas."""
+
+    replicated = True
+
+    def __init__(self, url: str, max_connections: int = 10) -> None:
+        self.url = url
+        # Tells this replica's notifications apart from the others'.
+        self.instance_id = uuid.uuid4().hex[:12]
+        self._pool: psycopg_pool.AsyncConnectionPool[Conn] = psycopg_pool.AsyncConnectionPool(
+            url,
+            min_size=1,
+            max_size=max_connections,
+            open=False,
+            timeout=CONNECT_WAIT_SECONDS,
+            reconnect_timeout=RECONNECT_GIVE_UP_SECONDS,
+            check=psycopg_pool.AsyncConnectionPool.check_connection,
+            configure=_configure,
+            kwargs={"autocommit": True, "row_factory": dict_row, "connect_timeout": 3},
+            name="h2k-store",
+        )
+        self._feed: ChangeFeed | None = None
+
+    @asynccontextmanager
+    async def _conn(self) -> AsyncIterator[Conn]:
+        async with _reachable(), self._pool.connection() as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def _write(self) -> AsyncIterator[Conn]:
+        """One committed transaction (rolled back when the body raises)."""
+        async with self._conn() as conn, conn.transaction():
+            yield conn
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    async def open(self) -> None:
+        # The first connection is made here so a wrong URL fails the start, not a later RPC.
+        async with _reachable():
+            async with await psycopg.AsyncConnection.connect(self.url, connect_timeout=10) as conn:
+                await migrate(conn)
+            await self._pool.open(wait=True, timeout=10)
+        log.info("store opened url=%s", _redacted(self.url))
+
+    async def close(self) -> None:
+        if self._feed is not None:
+            await self._feed.stop()
+            self._feed = None
+        await self._pool.close()
+
+    def start_change_feed(
+        self, on_change: Callable[[str | None], None], on_live: Callable[[bool], None]
+    ) -> None:
+        self._feed = ChangeFeed(self.url, self.instance_id, on_change, on_live)
+        self._feed.start()
+
+    async def _notify(self, conn: Conn, job_id: str) -> None:
+        """Tell the other replicas that ``job_id`` changed (sent when the transaction commits)."""
+        await conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, f"{self.instance_id}:{job_id}"))
+
+    # --- jobs ---------------------------------------------------------------------------
+
+    async def create_job(
+        self, spec: JobSpec, now: datetime, trace_context: str = ""
+    ) -> tuple[JobRecord, bool]:
+        fingerprint = spec.fingerprint()
+        async with self._write() as conn:
+            cursor = await conn.execute(
+                "INSERT INTO jobs (job_id, spec, fingerprint, state, priority, submitted_at, "
+                "updated_at, trace_context) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
+                "ON CONFLICT (job_id) DO NOTHING RETURNING job_id",
+                (
+                    spec.job_id,
+                    spec.model_dump_json(),
+                    fingerprint,
+                    JobState.CREATED.value,
+                    spec.execution_policy.priority,
+                    now,
+                    now,
+                    trace_context,
+                ),
+            )
+            created = await cursor.fetchone() is not None
+            if created:
+                submitted = f"spec valid; submitted by {spec.audit.requested_by}"
+                await self._apply(conn, spec.job_id, JobState.VALIDATED, submitted, now, {})
+                await self._apply(
+                    conn, spec.job_id, JobState.QUEUED, "waiting for an agent", now, {}
+                )
+            else:
+                cursor = await conn.execute(
+                    "SELECT fingerprint FROM jobs WHERE job_id = %s", (spec.job_id,)
+                )
+                row = await cursor.fetchone()
+                if row is not None and row["fingerprint"] != fingerprint:
+                    raise AlreadyExists(
+                        f"job_id: job {spec.job_id} already exists with a different spec"
+                    )
+            return await self._load(conn, spec.job_id), created
+
+    async def get_job(self, job_id: str) -> JobRecord:
+        async with self._conn() as conn:
+            return await self._load(conn, job_id)
+
+    async def _load(self, conn: Conn, job_id: str) -> JobRecord:
+        cursor = await conn.execute("SELECT * FROM jobs WHERE job_id = %s", (job_id,))
+        row = await cursor.fetchone()
+        if row is None:
+            raise NotFound(f"job {job_id} not found")
+        return (await self._records(conn, [row]))[0]
+
+    async def _records(self, conn: Conn, rows: list[Row]) -> list[JobRecord]:
+        """Records of job rows, with every history read in one query."""
+        history: dict[str, list[Transition]] = {r["job_id"]: [] for r in rows}
+        if rows:
+            cursor = await conn.execute(
+                "SELECT * FROM job_transitions WHERE job_id = ANY(%s) ORDER BY id",
+                (list(history),),
+            )
+            for h in await cursor.fetchall():
+                history[h["job_id"]].append(
+                    Transition(
+                        from_state=JobState(h["from_state"]),
+                        to_state=JobState(h["to_state"]),
+                        time=h["time"],
+                        reason=h["reason"],
+                        attempt=h["attempt"],
+                    )
+                )
+        return [_job(row, history[row["job_id"]]) for row in rows]
+
+    async def list_jobs(
+        self,
+        states: Collection[JobState] | None = None,
+        limit: int | None = 100,
+        offset: int = 0,
+    ) -> JobPage:
+        sql = "SELECT * FROM jobs"
+        params: list[Any] = []
+        if states:
+            sql += " WHERE state = ANY(%s)"
+            params.append([s.value for s in states])
+        sql += " ORDER BY submitted_at, job_id LIMIT %s OFFSET %s"
+        params.extend([None if limit is None else limit + 1, offset])
+        async with self._conn() as conn:
+            cursor = await conn.execute(sql.encode(), params)
+            rows = await cursor.fetchall()
+            more = limit is not None and len(rows) > limit
+            jobs = await self._records(conn, rows[:limit])
+        return JobPage(jobs=jobs, next_offset=offset + len(jobs) if more else None)
+
+    async def transition(
+        self, job_id: str, to_state: JobState, reason: str, **updates: Any
+    ) -> JobRecord:
+        async with self._write() as conn:
+            await self._apply(conn, job_id, to_state, reason, utcnow(), updates)
+            await self._notify(conn, job_id)
+            return await self._load(conn, job_id)
+
+    async def _apply(
+        self,
+        conn: Conn,
+        job_id: str,
+        to_state: JobState,
+        reason: str,
+        now: datetime,
+        updates: dict[str, Any],
+    ) -> None:
+        """Check and apply one transition inside the caller's transaction.
+
+        The row lock makes the check and the write one step for every replica: a second
+        replica moving the same job waits here, then sees the state the first one left.
+        """
+        cursor = await conn.execute(
+            "SELECT state, attempt FROM jobs WHERE job_id = %s FOR UPDATE", (job_id,)
+        )
+        row = await cursor.fetchone()
+        if row is None:
+            raise NotFound(f"job {job_id} not found")
+        from_state = JobState(row["state"])
+        check_transition(from_state, to_state)
+        await self._update_row(conn, job_id, {**updates, "state": to_state.value}, now)
+        if not (from_state is JobState.PROGRESSING and to_state is JobState.PROGRESSING):
+            await conn.execute(
+                "INSERT INTO job_transitions (job_id, from_state, to_state, time, reason, "
+                "attempt) VALUES (%s, %s, %s, %s, %s, %s)",
+                (
+                    job_id,
+                    from_state.value,
+                    to_state.value,
+                    now,
+                    reason,
+                    updates.get("attempt", row["attempt"]),
+                ),
+            )
+
+    async def _update_row(
+        self, conn: Conn, job_id: str, updates: dict[str, Any], now: datetime
+    ) -> None:
+        unknown = set(updates) - UPDATABLE_FIELDS - {"state"}
+        if unknown:
+            raise ValueError(f"cannot update job fields {sorted(unknown)}")
+        columns = {name: _column_value(name, value) for name, value in updates.items()}
+        columns["updated_at"] = now
+        # Column names come from UPDATABLE_FIELDS (checked above), never from a caller's text.
+        assignments = ", ".join(f"{name} = %s" for name in columns)
+        cursor = await conn.execute(
+            f"UPDATE jobs SET {assignments} WHERE job_id = %s".encode(),
+            [*columns.values(), job_id],
+        )
+        if cursor.rowcount == 0:
+            raise NotFound(f"job {job_id} not found")
+
+    async def update_job(self, job_id: str, **updates: Any) -> JobRecord:
+        async with self._write() as conn:
+            await self._update_row(conn, job_id, updates, utcnow())
+            await self._notify(conn, job_id)
+            return await self._load(conn, job_id)
+
+    async def running_jobs_by_agent(self) -> dict[str, list[str]]:
+        async with self._conn() as conn:
+            cursor = await conn.execute(
+                "SELECT assigned_agent, job_id FROM jobs WHERE assigned_agent IS NOT NULL "
+                "AND state = ANY(%s) ORDER BY submitted_at, job_id",
+                (_ACTIVE,),
+            )
+            rows = await cursor.fetchall()
+        running: dict[str, list[str]] = {}
+        for row in rows:
+            running.setdefault(row["assigned_agent"], []).append(row["job_id"])
+        return running
+
+    async def count_jobs_by_state(self) -> dict[JobState, int]:
+        counts = dict.fromkeys(JobState, 0)
+        async with self._conn() as conn:
+            cursor = await conn.execute("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state")
+            for row in await cursor.fetchall():
+                counts[JobState(row["state"])] = row["n"]
+        return counts
+
+    # --- events -------------------------------------------------------------------------
+
+    async def append_event(self, event: job_pb2.ProgressEvent) -> bool:
+        async with self._write() as conn:
+            cursor = await conn.execute(
+                "INSERT INTO job_events (job_id, seq, event) VALUES (%s, %s, %s) "
+                "ON CONFLICT (job_id, seq) DO NOTHING",
+                (event.job_id, event.seq, event_to_json(event)),
+            )
+            stored = cursor.rowcount == 1
+            if stored:
+                await self._notify(conn, event.job_id)
+        return stored
+
+    async def list_events(
+        self, job_id: str, after_seq: int = 0, limit: int | None = None
+    ) -> list[job_pb2.ProgressEvent]:
+        async with self._conn() as conn:
+            cursor = await conn.execute(
+                "SELECT event FROM job_events WHERE job_id = %s AND seq > %s ORDER BY seq LIMIT %s",
+                (job_id, after_seq, limit),
+            )
+            rows = await cursor.fetchall()
+        return [event_from_json(row["event"]) for row in rows]
+
+    # --- agents -------------------------------------------------------------------------
+
+    async def upsert_agent(self, agent: AgentRecord) -> AgentRecord:
+        async with self._write() as conn:
+            await conn.execute(
+                "INSERT INTO agents (name, address, capabilities, max_concurrent_jobs, "
+                "registered_at, last_heartbeat, version) VALUES (%s, %s, %s, %s, %s, %s, %s) "
+                "ON CONFLICT (name) DO UPDATE SET address = excluded.address, "
+                "capabilities = excluded.capabilities, "
+                "max_concurrent_jobs = excluded.max_concurrent_jobs, "
+                "registered_at = excluded.registered_at, "
+                "last_heartbeat = excluded.last_heartbeat, version = excluded.version",
+                (
+                    agent.name,
+                    agent.address,
+                    json_format.MessageToJson(agent.capabilities, indent=None),
+                    agent.max_concurrent_jobs,
+                    agent.registered_at,
+                    agent.last_heartbeat,
+                    agent.version,
+                ),
+            )
+            return await self._load_agent(conn, agent.name)
+
+    async def get_agent(self, name: str) -> AgentRecord:
+        async with self._conn() as conn:
+            return await self._load_agent(conn, name)
+
+    async def _load_agent(self, conn: Conn, name: str) -> AgentRecord:
+        cursor = await conn.execute("SELECT * FROM agents WHERE name = %s", (name,))
+        row = await cursor.fetchone()
+        if row is None:
+            raise NotFound(f"agent {name} not found")
+        return _agent(row)
+
+    async def list_agents(self) -> list[AgentRecord]:
+        async with self._conn() as conn:
+            cursor = await conn.execute("SELECT * FROM agents ORDER BY name")
+            return [_agent(r) for r in await cursor.fetchall()]
+
+    async def record_heartbeat(
+        self, name: str, now: datetime, capabilities: agent_pb2.Capabilities | None
+    ) -> bool:
+        body = (
+            None if capabilities is None else json_format.MessageToJson(capabilities, indent=None)
+        )
+        async with self._write() as conn:
+            # GREATEST: heartbeats handled by two replicas never move the time backwards.
+            cursor = await conn.execute(
+                "UPDATE agents SET last_heartbeat = GREATEST(last_heartbeat, %s), "
+                "capabilities = COALESCE(%s, capabilities) WHERE name = %s",
+                (now, body, name),
+            )
+        return cursor.rowcount == 1
+
+    async def set_agent_flags(
+        self,
+        name: str,
+        *,
+        cordoned: bool | None = None,
+        draining: bool | None = None,
+        drain_deadline: datetime | None = None,
+    ) -> AgentRecord:
+        async with self._write() as conn:
+            cursor = await conn.execute(
+                "UPDATE agents SET cordoned = COALESCE(%s, cordoned), "
+                "draining = COALESCE(%s, draining), "
+                "drain_deadline = COALESCE(%s, drain_deadline) WHERE name = %s",
+                (cordoned, draining, drain_deadline, name),
+            )
+            if cursor.rowcount == 0:
+                raise NotFound(f"agent {name} not found")
+            return await self._load_agent(conn, name)
+
+    # --- leases of several replicas (database time) -------------------------------------
+
+    async def claim_stream(self, job_id: str, owner: str, lease: timedelta) -> bool:
+        # Free to take: no lease yet, ours already, run out, or the job is not active (a
+        # requeued job's old lease must not keep the scheduler from assigning it again).
+        async with self._write() as conn:
+            cursor = await conn.execute(
+                "INSERT INTO job_streams AS s (job_id, owner, expires_at) "
+                "VALUES (%s, %s, clock_timestamp() + %s) "
+                "ON CONFLICT (job_id) DO UPDATE SET owner = excluded.owner, "
+                "expires_at = excluded.expires_at "
+                "WHERE s.owner = excluded.owner OR s.expires_at < clock_timestamp() "
+                "OR NOT EXISTS (SELECT 1 FROM jobs j WHERE j.job_id = s.job_id "
+                "AND j.state = ANY(%s)) RETURNING s.job_id",
+                (job_id, owner, lease, _ACTIVE),
+            )
+            return await cursor.fetchone() is not None
+
+    async def renew_streams(self, owner: str, lease: timedelta) -> list[str]:
+        async with self._write() as conn:
+            # Leases of finished jobs are dropped by whoever renews first.
+            await conn.execute(
+                "DELETE FROM job_streams s USING jobs j "
+                "WHERE s.job_id = j.job_id AND j.state = ANY(%s)",
+                (_TERMINAL,),
+            )
+            cursor = await conn.execute(
+                "UPDATE job_streams SET expires_at = clock_timestamp() + %s "
+                "WHERE owner = %s RETURNING job_id",
+                (lease, owner),
+            )
+            return [row["job_id"] for row in await cursor.fetchall()]
+
+    async def unowned_active_jobs(self) -> list[str]:
+        async with self._conn() as conn:
+            cursor = await conn.execute(
+                "SELECT j.job_id FROM jobs j LEFT JOIN job_streams s ON s.job_id = j.job_id "
+                "WHERE j.state = ANY(%s) "
+                "AND (s.job_id IS NULL OR s.expires_at < clock_timestamp()) "
+                "ORDER BY j.submitted_at, j.job_id",
+                (_ACTIVE,),
+            )
+            return [row["job_id"] for row in await cursor.fetchall()]
+
+    async def release_streams(self, owner: str) -> None:
+        async with self._write() as conn:
+            await conn.execute("DELETE FROM job_streams WHERE owner = %s", (owner,))
+            await conn.execute("DELETE FROM roles WHERE owner = %s", (owner,))
+
+    async def claim_role(self, role: str, owner: str, lease: timedelta) -> bool:
+        async with self._write() as conn:
+            cursor = await conn.execute(
+                "INSERT INTO roles AS r (name, owner, expires_at) "
+                "VALUES (%s, %s, clock_timestamp() + %s) "
+                "ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, "
+                "expires_at = excluded.expires_at "
+                "WHERE r.owner = excluded.owner OR r.expires_at < clock_timestamp() "
+                "RETURNING r.name",
+                (role, owner, lease),
+            )
+            return await cursor.fetchone() is not None
+
+
+def _job(row: Row, history: list[Transition]) -> JobRecord:
+    return JobRecord(
+        job_id=row["job_id"],
+        spec=JobSpec.model_validate_json(row["spec"]),
+        fingerprint=row["fingerprint"],
+        state=JobState(row["state"]),
+        submitted_at=row["submitted_at"],
+        updated_at=row["updated_at"],
+        attempt=row["attempt"],
+        assigned_agent=row["assigned_agent"],
+        queue_reason=row["queue_reason"],
+        result=None if row["result"] is None else json.loads(row["result"]),
+        error=row["error"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        last_seq=row["last_seq"],
+        phase=row["phase"],
+        progress_percent=row["progress_percent"],
+        cancel_requested=row["cancel_requested"],
+        history=history,
+        trace_context=row["trace_context"],
+    )
+
+
+def _agent(row: Row) -> AgentRecord:
+    return AgentRecord(
+        name=row["name"],
+        address=row["address"],
+        capabilities=json_format.Parse(row["capabilities"], agent_pb2.Capabilities()),
+        max_concurrent_jobs=row["max_concurrent_jobs"],
+        registered_at=row["registered_at"],
+        last_heartbeat=row["last_heartbeat"],
+        version=row["version"],
+        cordoned=row["cordoned"],
+        draining=row["draining"],
+        drain_deadline=row["drain_deadline"],
+    )
+
+
+def _redacted(url: str) -> str:
+    """The URL without its password, for logs."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    if not at or ":" not in userinfo:
+        return url
+    return f"{scheme}{sep}{userinfo.split(':', 1)[0]}:***@{host}"

@@ -1,0 +1,72 @@
+"""Smoke runs of the benchmark scripts: tiny sizes, seconds each; they must print their table.
+
+Benchmarks are not tests (numbers are not asserted); these only keep the scripts working.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from bench import convert, fanout, memory, schedule, submit
+
+pytestmark = pytest.mark.integration
+
+
+def table_rows(out: str) -> list[str]:
+    return [line for line in out.splitlines() if line.startswith("| ")]
+
+
+def test_submit_prints_echo_and_h2k_rates(capsys):
+    submit.main(["--seconds", "0.5", "--concurrency", "4", "--channels", "1"])
+    out = capsys.readouterr().out
+    rows = table_rows(out)
+    assert any(r.startswith("| h2k SubmitJob") for r in rows)
+    assert any(r.startswith("| echo (before)") for r in rows)
+    assert "bar: h2k >= 60% of echo" in out
+
+
+def test_schedule_dispatches_every_job_and_prints_placements(capsys):
+    schedule.main(["--jobs", "40", "--agents", "3", "--slots", "2", "--latency-jobs", "5"])
+    out = capsys.readouterr().out
+    assert any("placements/s over the drain" in r for r in table_rows(out))
+    assert "bar: >= 1000 placements/s" in out
+
+
+def test_fanout_every_watcher_sees_every_event(capsys):
+    fanout.main(["--watchers", "1,3", "--rate", "100", "--seconds", "0.3", "--lead-in", "1"])
+    out = capsys.readouterr().out
+    rows = [r.split("|") for r in table_rows(out)[1:]]
+    assert [int(r[1]) for r in rows] == [1, 3]
+    # events sent == the fewest any watcher saw: no watcher missed one
+    assert all(int(r[2]) == int(r[3]) for r in rows)
+
+
+@pytest.mark.skipif(shutil.which("qemu-img") is None, reason="needs qemu-img")
+def test_memory_prints_controlplane_and_agent_rss(capsys):
+    memory.main(["--jobs", "200", "--agents", "5", "--image-gib", "0.05"])
+    out = capsys.readouterr().out
+    rows = table_rows(out)
+    assert any("control plane, 200 finished jobs" in r for r in rows)
+    assert any("agent, idle" in r for r in rows)
+
+
+@pytest.mark.skipif(shutil.which("qemu-img") is None, reason="needs qemu-img")
+def test_convert_prints_every_way(capsys):
+    convert.main(
+        [
+            "--size-gib",
+            "0.0625",
+            "--rounds",
+            "1",
+            "--subformats",
+            "streamOptimized",
+            "--modes",
+            "compressed",
+        ]
+    )
+    out = capsys.readouterr().out
+    names = [r.split("|")[1].strip() for r in table_rows(out)[1:]]
+    assert names[0] == "plain" and "h2k" in names and "cp --sparse" in names
+    assert "bar: h2k <= 1.10 x best tuned" in out
