@@ -11,7 +11,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from agent.server import AgentConfig, serve
-from protocol.logs import LOG_FORMATS, configure_logging
+from protocol.logs import configure_logging
+from protocol.server_flags import add_operations_arguments
 from protocol.telemetry import setup_tracing, split_host_port
 from protocol.tls import TLSConfigError, add_tls_arguments, tls_files_from_args
 
@@ -77,22 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="HOST:PORT",
         help="address the control plane dials (default: --listen)",
     )
-    parser.add_argument(
-        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
-    )
-    parser.add_argument(
-        "--log-format", default="text", choices=LOG_FORMATS, help="text lines or JSON objects"
-    )
-    parser.add_argument(
-        "--metrics-listen",
-        metavar="HOST:PORT",
-        help="serve Prometheus metrics at http://HOST:PORT/metrics (default: none)",
-    )
-    parser.add_argument(
-        "--health-listen",
-        metavar="HOST:PORT",
-        help="also serve grpc.health.v1 alone, in plaintext, here (Kubernetes gRPC probes)",
-    )
+    add_operations_arguments(parser)
     return parser
 
 

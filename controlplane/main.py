@@ -14,7 +14,8 @@ from controlplane.auth import DEFAULT_MAX_STREAMS_PER_CLIENT, RoleBook
 from controlplane.events import DEFAULT_BUFFER
 from controlplane.server import ControlPlane, ControlPlaneConfig
 from controlplane.store import store_for_url
-from protocol.logs import LOG_FORMATS, configure_logging
+from protocol.logs import configure_logging
+from protocol.server_flags import add_operations_arguments
 from protocol.telemetry import setup_tracing, split_host_port
 from protocol.tls import TLSConfigError, add_tls_arguments, tls_files_from_args
 
@@ -94,22 +95,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         metavar="EVENTS",
         help="live events buffered per watcher; a slower watcher re-reads from the store",
     )
-    parser.add_argument(
-        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
-    )
-    parser.add_argument(
-        "--log-format", default="text", choices=LOG_FORMATS, help="text lines or JSON objects"
-    )
-    parser.add_argument(
-        "--metrics-listen",
-        metavar="HOST:PORT",
-        help="serve Prometheus metrics at http://HOST:PORT/metrics (default: none)",
-    )
-    parser.add_argument(
-        "--health-listen",
-        metavar="HOST:PORT",
-        help="also serve grpc.health.v1 alone, in plaintext, here (Kubernetes gRPC probes)",
-    )
+    add_operations_arguments(parser)
     args = parser.parse_args(argv)
     if args.metrics_listen is not None:
         try:
