@@ -37,13 +37,6 @@ def _show_logs_on_failure(request: pytest.FixtureRequest) -> Iterator[None]:
         print(c.logs())
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
-    outcome = yield
-    report = outcome.get_result()
-    setattr(item, f"rep_{report.when}", report)
-
-
 @pytest.fixture
 def images(cluster: Cluster, request: pytest.FixtureRequest) -> Path:
     """A fresh input sub-directory (inside the agent's allow-list) for one test."""

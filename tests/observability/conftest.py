@@ -58,10 +58,3 @@ def _show_logs_on_failure(request: pytest.FixtureRequest) -> Iterator[None]:
     report = getattr(request.node, "rep_call", None)
     if report is not None and report.failed and "observed" in request.fixturenames:
         print(request.getfixturevalue("observed").cluster.logs())
-
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
-    outcome = yield
-    report = outcome.get_result()
-    setattr(item, f"rep_{report.when}", report)

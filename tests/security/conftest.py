@@ -76,13 +76,6 @@ def _show_logs_on_failure(request: pytest.FixtureRequest) -> Iterator[None]:
         print(request.getfixturevalue("tls_cluster").logs())
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
-    outcome = yield
-    report = outcome.get_result()
-    setattr(item, f"rep_{report.when}", report)
-
-
 def _dir_for(base: Path, request: pytest.FixtureRequest) -> Path:
     name = request.node.name.replace("[", "_").replace("]", "").replace("/", "_")
     d = base / name
