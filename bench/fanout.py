@@ -78,7 +78,15 @@ async def one_round(address: str, agent: tuple[str, str], watchers: int) -> list
 def run(args: argparse.Namespace) -> dict[int, dict[str, float]]:
     work = Path(tempfile.mkdtemp(prefix="h2k-bench-fanout-"))
     events = int(args.rate * args.seconds)
-    lease = ("--heartbeat-interval", str(HEARTBEAT_SECONDS), "--lease-seconds", "15")
+    # Every watcher here is the same anonymous client: lift the per-client stream limit.
+    lease = (
+        "--heartbeat-interval",
+        str(HEARTBEAT_SECONDS),
+        "--lease-seconds",
+        "15",
+        "--max-streams-per-client",
+        str(max(args.watchers) + 10),
+    )
     results: dict[int, dict[str, float]] = {}
     try:
         with (
