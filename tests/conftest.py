@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.reliability.faults import SLOW_IMAGE_MIB, write_random_raw
+from tests.support.images import SLOW_IMAGE_MIB, write_random_raw
 
 
 @pytest.hookimpl(tryfirst=True)

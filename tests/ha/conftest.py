@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.ha.harness import ReplicaCluster
-from tests.reliability.faults import write_random_raw
+from tests.support.images import write_random_raw
 from tests.support.postgres import PostgresServer, started_server
 
 pytestmark = pytest.mark.ha

@@ -9,16 +9,10 @@ from pathlib import Path
 import psutil
 
 from tests.support.cluster import Cluster, wait_for
+from tests.support.images import write_random_raw
 from tests.support.specs import job_spec
 
 MiB = 1 << 20
-
-
-def _slow_source(path: Path) -> None:
-    """Incompressible data makes a compressed qcow2 conversion take several seconds."""
-    with open(path, "wb") as f:
-        for _ in range(768):
-            f.write(os.urandom(MiB))
 
 
 def _qemu_img_writing_to(directory: Path) -> list[int]:
@@ -38,7 +32,7 @@ def _qemu_img_writing_to(directory: Path) -> list[int]:
 
 def test_cancel_running_convert_cleans_up(cluster: Cluster, images: Path, outdir: Path) -> None:
     source = images / "big.img"
-    _slow_source(source)
+    write_random_raw(source, 768)  # compressing it takes several seconds
     doc = job_spec(
         image=source,
         image_format="raw",

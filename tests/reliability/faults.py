@@ -21,19 +21,11 @@ from tests.support.cluster import Cluster, wait_for
 from tests.support.specs import job_spec
 
 MiB = 1 << 20
-SLOW_IMAGE_MIB = 256
 TERMINAL = ("COMPLETED", "FAILED", "CANCELLED")
 
 # Short timings so that faults resolve in seconds: heartbeat 1 s and lease 5 s come from
 # Cluster; retries wait 0.5 s, 1 s, ...; the deadline backstop has a 5 s margin.
 CONTROLPLANE_ARGS = ("--retry-backoff-seconds", "0.5", "--timeout-margin-seconds", "5")
-
-
-def write_random_raw(path: Path, mib: int) -> None:
-    """Incompressible data: compressing it keeps qemu-img busy (about 60 MiB/s here)."""
-    with open(path, "wb") as f:
-        for _ in range(mib):
-            f.write(os.urandom(MiB))
 
 
 def state(job: job_pb2.Job) -> str:

@@ -30,9 +30,9 @@ from tests.reliability.faults import (
     temporary_files,
     tools_writing_to,
     wait_clean,
-    write_random_raw,
 )
 from tests.support.cluster import BIN, wait_for
+from tests.support.images import write_random_raw
 
 SMALL_IMAGE_MIB = 32
 

@@ -90,3 +90,13 @@ def compare(
         text=True,
         timeout=120,
     )
+
+
+SLOW_IMAGE_MIB = 256
+
+
+def write_random_raw(path: Path, mib: int) -> None:
+    """Incompressible data: compressing it keeps qemu-img busy (about 60 MiB/s here)."""
+    with open(path, "wb") as f:
+        for _ in range(mib):
+            f.write(os.urandom(MiB))
