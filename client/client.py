@@ -14,6 +14,7 @@ from client.channel import open_channel
 from client.rpc import mapped_stream, rpc_errors
 from client.watch import ReconnectPolicy, follow_job_events
 from protocol.conversion import spec_to_proto, state_from_proto, state_to_proto
+from protocol.errors import H2KError
 from protocol.gen.h2k.v1 import agent_pb2, job_pb2, services_pb2, services_pb2_grpc
 from protocol.spec import JobSpec, parse_spec
 from protocol.states import JobState
@@ -65,6 +66,8 @@ class H2KClient:
         self._channel = open_channel(server, insecure=insecure, credentials=credentials)
         self._jobs = services_pb2_grpc.JobServiceStub(self._channel)
         self._agents = services_pb2_grpc.AgentRegistryStub(self._channel)
+        # Whether the control plane has WatchJobBatches (None: not known yet).
+        self._watch_batches: bool | None = None
 
     def close(self) -> None:
         self._channel.close()
@@ -133,7 +136,7 @@ class H2KClient:
 
         def open_stream(after: int) -> Iterator[job_pb2.ProgressEvent]:
             request = services_pb2.WatchJobRequest(job_id=job_id, after_seq=after)
-            return mapped_stream(self._jobs.WatchJob(request))
+            return self._watch_events(request)
 
         def job_is_terminal() -> bool:
             return state_from_proto(self.get(job_id).state).is_terminal
@@ -141,6 +144,23 @@ class H2KClient:
         return follow_job_events(
             job_id, open_stream, job_is_terminal, after_seq=after_seq, policy=self._reconnect
         )
+
+    def _watch_events(
+        self, request: services_pb2.WatchJobRequest
+    ) -> Iterator[job_pb2.ProgressEvent]:
+        """One watch stream's events: WatchJobBatches (many events per message), or WatchJob
+        from a control plane that does not have it (remembered for later watches)."""
+        if self._watch_batches is not False:
+            try:
+                for batch in mapped_stream(self._jobs.WatchJobBatches(request)):
+                    self._watch_batches = True
+                    yield from batch.events
+                return
+            except H2KError as exc:
+                if exc.code is not grpc.StatusCode.UNIMPLEMENTED or self._watch_batches:
+                    raise
+                self._watch_batches = False
+        yield from mapped_stream(self._jobs.WatchJob(request))
 
     def events(self, job_id: str, after_seq: int = 0) -> builtins.list[job_pb2.ProgressEvent]:
         """The stored events with seq > ``after_seq``, in seq order."""

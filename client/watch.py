@@ -1,9 +1,10 @@
 """Following a job's progress events across broken streams.
 
-The control plane's WatchJob replays stored events after a sequence number, follows live
-and ends when the job is terminal. A stream can break at any time (control plane restart,
-network blip); this module reconnects with a capped backoff and resumes after the last
-event it yielded, so a caller sees every seq exactly once.
+The control plane's WatchJob (and WatchJobBatches, the same events several to a message)
+replays stored events after a sequence number, follows live and ends when the job is
+terminal. A stream can break at any time (control plane restart, network blip); this module
+reconnects with a capped backoff and resumes after the last event it yielded, so a caller
+sees every seq exactly once.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ TERMINAL_EVENT_STATES = frozenset(
 )
 
 OpenStream = Callable[[int], Iterable[job_pb2.ProgressEvent]]
-"""Opens WatchJob after the given seq; iteration raises typed ``H2KError``s."""
+"""Opens a watch after the given seq, yielding events; iteration raises typed ``H2KError``s."""
 
 
 @dataclass(frozen=True)

@@ -59,6 +59,7 @@ METHOD_ROLES: dict[str, frozenset[Role]] = {
     "JobService/GetJob": _READ,
     "JobService/ListJobs": _READ,
     "JobService/WatchJob": _READ,
+    "JobService/WatchJobBatches": _READ,
     "JobService/ListJobEvents": _READ,
     "JobService/CancelJob": frozenset({Role.SUBMITTER, Role.ADMIN}),  # submitter: own jobs
     "AgentRegistry/ListAgents": _READ,

@@ -67,6 +67,17 @@ def capability_needs(spec: JobSpec) -> list[CapabilityNeed]:
     return singles + alternatives
 
 
+def needs_kind(spec: JobSpec) -> str:
+    """A key equal for jobs that fit exactly the same agents (stored with the job).
+
+    The scheduler judges each kind once per pass and reads queued jobs only of kinds some
+    agent can take now, so its work grows with the free slots, not with the queue.
+    """
+    reqs = spec.capability_requirements
+    needs = ",".join(need.describe() for need in capability_needs(spec))
+    return f"{needs};mem={reqs.min_memory_gb or 0};disk={reqs.min_disk_space_gb or 0}"
+
+
 def format_gib(size_bytes: int) -> str:
     """Bytes as whole or one-decimal GB (GiB), as the spec's *_gb fields count them."""
     text = f"{size_bytes / GIB:.1f}"

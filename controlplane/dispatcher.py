@@ -21,8 +21,9 @@ import asyncio
 import contextlib
 import itertools
 import logging
-from collections.abc import Coroutine, Sequence
-from dataclasses import dataclass, field
+import math
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -37,21 +38,36 @@ from controlplane.leases import (
     review_active_jobs,
 )
 from controlplane.metrics import observe_scheduling
-from controlplane.models import AgentRecord, JobRecord, error_result
+from controlplane.models import AgentRecord, JobRecord, QueuedJob, QueueKind, error_result
 from controlplane.ownership import DEFAULT_STREAM_LEASE, StreamOwnership
 from controlplane.progress import EventGap, ProgressRecorder
 from controlplane.retry import AGENT_LOST, TIMEOUT, RetryPolicy, next_attempt_at
-from controlplane.scheduler import DEFAULT_LEASE, SchedulePlan, agent_view, schedule_queued_jobs
+from controlplane.scheduler import (
+    DEFAULT_LEASE,
+    AgentView,
+    Judgement,
+    SchedulePlan,
+    agent_view,
+    has_room,
+    judge,
+    place,
+    waiting_reason,
+)
 from controlplane.store import ACTIVE_STATES, JobStore
+from controlplane.stream_batches import StreamBatches
 from controlplane.worker_client import WorkerClients
 from protocol.conversion import spec_to_proto, utcnow
 from protocol.errors import NotFound, Unavailable
 from protocol.gen.h2k.v1 import services_pb2
+from protocol.spec import JobSpec
 from protocol.states import IllegalTransition, JobState
 from protocol.telemetry import context_from_traceparent, tracer
 
 log = logging.getLogger(__name__)
 _TRACER = tracer(__name__)
+
+# Specs kept to judge kinds of queued jobs by (few kinds exist; the bound is a backstop).
+MAX_KINDS_REMEMBERED = 1024
 
 __all__ = ["AGENT_LOST", "DispatchPolicy", "Dispatcher"]
 
@@ -94,11 +110,11 @@ class DispatchPolicy:
         return LeasePolicy(self.lease, self.timeout_margin, self.timeout_scale)
 
 
-def _queued_seconds(job: JobRecord, assigned_at: datetime) -> float:
-    """How long the job waited since it last entered the queue."""
+def _queued_seconds(job: JobRecord) -> float:
+    """How long a just assigned job waited since it last entered the queue."""
     queued = [t.time for t in job.history if t.to_state is JobState.QUEUED]
     since = max(queued, default=job.submitted_at)
-    return max(0.0, (assigned_at - since).total_seconds())
+    return max(0.0, (job.updated_at - since).total_seconds())
 
 
 async def _end_call(call: Any) -> None:
@@ -182,6 +198,7 @@ class Dispatcher:
         self._started_at = utcnow()
         self._ownership = StreamOwnership(store, self._policy.stream_lease)
         self._store_down = False
+        self._kinds: dict[str, JobSpec] = {}
 
     @property
     def recorder(self) -> ProgressRecorder:
@@ -225,11 +242,19 @@ class Dispatcher:
             task.cancel()
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        last_tick = -math.inf
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), self._policy.tick_seconds)
             self._wakeup.clear()
-            steps = (self.keep_streams, self.supervise, self.release_retries, self.dispatch_once)
+            # Wakes (a submit, a free slot) call for placement; leases, deadlines and
+            # retries are a matter of time and are looked at once per tick, so a busy queue
+            # does not re-read every active job per placement.
+            steps: tuple[Callable[[], Awaitable[Any]], ...] = (self.dispatch_once,)
+            if loop.time() - last_tick >= self._policy.tick_seconds:
+                last_tick = loop.time()
+                steps = (self.keep_streams, self.supervise, self.release_retries, *steps)
             for step in steps:
                 try:
                     await step()
@@ -249,32 +274,80 @@ class Dispatcher:
     # --- placement ----------------------------------------------------------------------
 
     async def dispatch_once(self) -> SchedulePlan:
-        """One scheduling pass: store queue reasons and start every assignment."""
+        """One scheduling pass: start what fits now, then store why the rest waits.
+
+        The queue is read by kind of job (:func:`controlplane.capabilities.needs_kind`): each
+        kind is judged once, and only jobs of kinds some agent can take now are read, no more
+        than there are free slots. A pass costs what it places, not what waits.
+        """
         if not await self._ownership.lead_scheduler():
             return SchedulePlan()  # another replica schedules
-        queued = (await self._store.list_jobs(states=[JobState.QUEUED], limit=None)).jobs
-        if not queued:
+        summary = await self._store.queue_summary()
+        if not summary:
             return SchedulePlan()
         now = utcnow()
         self._holdoff = {j: until for j, until in self._holdoff.items() if until > now}
         agents = {a.name: a for a in await self._store.list_agents()}
         running = await self._store.count_running_jobs()
         views = [agent_view(a, running.get(a.name, 0)) for a in agents.values()]
-        candidates = [j for j in queued if j.job_id not in self._holdoff]
-        plan = schedule_queued_jobs(candidates, views, now, self._policy.lease)
-        by_id = {j.job_id: j for j in queued}
-        changed = {j: r for j, r in plan.waiting.items() if by_id[j].queue_reason != r}
-        for job_id, reason in changed.items():
-            log.info("job waits job_id=%s reason=%r", job_id, reason)
-        # Concurrently, in plan order: the store commits the writes together (group commit)
-        # instead of one fsync after another.
-        await asyncio.gather(*(self._store.set_queue_reason(j, r) for j, r in changed.items()))
-        await asyncio.gather(
-            *(self._assign(by_id[j], agents[name]) for j, name in plan.assignments)
+        lease = self._policy.lease
+        specs = {k.kind: await self._kind_spec(k) for k in summary}
+        judged = {k: judge(s, views, now, lease) for k, s in specs.items() if s is not None}
+        placed, load = await self._place(judged, views)
+        reasons = {k: r for k, j in judged.items() if (r := waiting_reason(j, load)) is not None}
+        # Concurrently: the store commits the writes together (group commit).
+        _done, changed = await asyncio.gather(
+            asyncio.gather(*(self._assign(job, agents[name]) for job, name in placed)),
+            self._store.set_queue_reasons(reasons, keep=tuple(self._holdoff)),
         )
-        return plan
+        if changed:
+            for kind, reason in reasons.items():
+                log.info("jobs wait kind=%r reason=%r", kind, reason)
+        return SchedulePlan(
+            assignments=[(job.job_id, name) for job, name in placed], waiting=dict(reasons)
+        )
 
-    async def _assign(self, job: JobRecord, agent: AgentRecord) -> None:
+    async def _place(
+        self, judged: dict[str, Judgement], views: list[AgentView]
+    ) -> tuple[list[tuple[QueuedJob, str]], dict[str, int]]:
+        """Read queued jobs of kinds with room, in scheduling order, and place them.
+
+        Returns the placements and each agent's load after them.
+        """
+        load = {v.name: v.running_jobs for v in views}
+        placed: list[tuple[QueuedJob, str]] = []
+        seen = set(self._holdoff)
+        while True:
+            open_kinds = [k for k, j in judged.items() if has_room(j, load)]
+            fitting = {a.name: a for k in open_kinds for a in judged[k][0]}
+            room = sum(a.max_concurrent_jobs - load[a.name] for a in fitting.values())
+            if room <= 0:
+                return placed, load
+            batch = await self._store.list_queued(open_kinds, room, exclude=tuple(seen))
+            current = [replace(v, running_jobs=load[v.name]) for v in views]
+            plan, load = place([(j.job_id, j.kind) for j in batch], judged, current)
+            by_id = {j.job_id: j for j in batch}
+            placed += [(by_id[job_id], name) for job_id, name in plan.assignments]
+            seen.update(by_id)
+            # Done when the queue of those kinds ran dry or nothing more fits; otherwise the
+            # jobs left waiting used up some kind's room: read on for the other kinds.
+            if len(batch) < room or not plan.assignments:
+                return placed, load
+
+    async def _kind_spec(self, kind: QueueKind) -> JobSpec | None:
+        """A spec of this kind of job (all of a kind have the same needs); None: none left."""
+        spec = self._kinds.get(kind.kind)
+        if spec is None:
+            sample = await self._store.list_queued([kind.kind], 1)
+            if not sample:
+                return None  # placed or cancelled since the summary was read
+            spec = (await self._store.get_job(sample[0].job_id)).spec
+            if len(self._kinds) >= MAX_KINDS_REMEMBERED:
+                self._kinds.clear()
+            self._kinds[kind.kind] = spec
+        return spec
+
+    async def _assign(self, job: QueuedJob, agent: AgentRecord) -> None:
         # The stream lease first: from the moment the job is ASSIGNED nobody else takes it.
         if not await self._ownership.claim(job.job_id):
             log.info("assignment skipped job_id=%s reason=another replica holds it", job.job_id)
@@ -292,7 +365,7 @@ class Dispatcher:
             # Cancelled between the scheduling read and now.
             log.info("assignment skipped job_id=%s reason=%s", job.job_id, exc)
             return
-        waited = _queued_seconds(job, record.updated_at)
+        waited = _queued_seconds(record)
         observe_scheduling(waited)
         # The submit's span ended long ago, in another task: continue its trace explicitly.
         with _TRACER.start_as_current_span(
@@ -439,28 +512,45 @@ class Dispatcher:
         )
 
     async def _relay(self, call: Any, stream: _Stream) -> bool:
-        """Record every event of a stream; True once this attempt is over."""
+        """Record every event of a stream; True once this attempt is over.
+
+        A reader task takes events off the stream while they are being stored, and each
+        store write records everything that arrived since the previous one.
+        """
         try:
-            async for event in call:
-                if not self._ownership.holds(stream.job_id):
-                    # Our lease ran out (store unreachable): another replica may follow now.
-                    log.warning("stream lease lost job_id=%s: letting go", stream.job_id)
-                    await _end_call(call)
-                    return True
-                if event.job_id != stream.job_id:
-                    log.warning("foreign event job_id=%s got=%s", stream.job_id, event.job_id)
-                    continue
-                stream.received += 1
-                job = await self._recorder.record(event)
-                if not self._still_following(job, stream):
-                    await _end_call(call)
-                    return True
-                if job.cancel_requested and not stream.cancel_sent:
-                    self._send_cancel(stream, "cancel requested")
+            async with StreamBatches(call) as batches:
+                async for batch in batches:
+                    if await self._record_batch(batch, stream):
+                        break
+                else:
+                    return False
         except EventGap as gap:
             # Nothing past the gap was stored; AttachJob from last_seq fills it in.
             log.warning("event gap job_id=%s detail=%s", stream.job_id, gap)
             await _end_call(call)
+            return False
+        # Ended only now: the reader (stopped when the block was left) no longer reads it.
+        await _end_call(call)
+        return True
+
+    async def _record_batch(self, batch: list[Any], stream: _Stream) -> bool:
+        """Record events that arrived on a stream; True when the stream is to end."""
+        if not self._ownership.holds(stream.job_id):
+            # Our lease ran out (store unreachable): another replica may follow now.
+            log.warning("stream lease lost job_id=%s: letting go", stream.job_id)
+            return True
+        events = [event for event in batch if event.job_id == stream.job_id]
+        for event in batch:
+            if event.job_id != stream.job_id:
+                log.warning("foreign event job_id=%s got=%s", stream.job_id, event.job_id)
+        if not events:
+            return False
+        stream.received += len(events)
+        job = await self._recorder.record_batch(events)
+        if not self._still_following(job, stream):
+            return True
+        if job.cancel_requested and not stream.cancel_sent:
+            self._send_cancel(stream, "cancel requested")
         return False
 
     async def _requeue(self, stream: _Stream, reason: str) -> None:

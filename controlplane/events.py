@@ -14,14 +14,17 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 
 from protocol.gen.h2k.v1 import job_pb2
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BUFFER = 256
+# Events a watcher may have pending before it is marked lagged. A batching watcher
+# (WatchJobBatches) takes all of them with each write, so this only has to cover one slow
+# write at the highest event rate (1,000 events/s); entries are references to shared events.
+DEFAULT_BUFFER = 8192
 # A watcher re-reads the job from the store at least this often, whatever the hub says.
 RECHECK_SECONDS = 30.0
 # ... and this often while changes made by other replicas cannot be heard.
@@ -39,16 +42,16 @@ class Subscription:
         self._events: deque[job_pb2.ProgressEvent] = deque()
         self._wake = asyncio.Event()
 
-    def _push(self, event: job_pb2.ProgressEvent) -> None:
+    def _push(self, events: Sequence[job_pb2.ProgressEvent]) -> None:
         if self.lagged:
             return  # the watcher re-reads the store before following the buffer again
-        if len(self._events) >= self._buffer:
+        if len(self._events) + len(events) > self._buffer:
             # Drop what is buffered: the watcher re-reads it from the store anyway.
             self._events.clear()
             self.lagged = True
             log.info("watcher lagged job_id=%s buffer=%d", self.job_id, self._buffer)
         else:
-            self._events.append(event)
+            self._events.extend(events)
         self._wake.set()
 
     def _mark_stale(self) -> None:
@@ -68,8 +71,11 @@ class Subscription:
         :attr:`lagged` and :attr:`terminal` after each call.
         """
         if not self._events and not self.lagged and not self.terminal:
+            # asyncio.timeout, not wait_for: no task per wait (watchers of a busy job wait
+            # hundreds of times a second each).
             with suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
         self._wake.clear()
         events = list(self._events)
         self._events.clear()
@@ -111,8 +117,14 @@ class EventHub:
 
     def publish(self, event: job_pb2.ProgressEvent) -> None:
         """Hand a stored event to every watcher of its job, without waiting for any."""
-        for subscription in tuple(self._subscribers.get(event.job_id, ())):
-            subscription._push(event)
+        self.publish_batch((event,))
+
+    def publish_batch(self, events: Sequence[job_pb2.ProgressEvent]) -> None:
+        """Hand stored events of one job (in seq order) to every watcher of the job."""
+        if not events:
+            return
+        for subscription in tuple(self._subscribers.get(events[0].job_id, ())):
+            subscription._push(events)
 
     def remote_change(self, job_id: str | None) -> None:
         """Another replica changed ``job_id`` (None: maybe any job): its watchers re-read."""

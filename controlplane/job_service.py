@@ -16,6 +16,7 @@ from controlplane.models import JobRecord, error_result
 from controlplane.rpc import Context, stream_rpc, unary_rpc
 from controlplane.store import ACTIVE_STATES, JobStore
 from controlplane.submission import validate_submission
+from controlplane.watch_batches import BatchMessages
 from protocol.conversion import state_from_proto, utcnow
 from protocol.errors import FailedPrecondition, InvalidArgument, Unavailable
 from protocol.gen.h2k.v1 import job_pb2, services_pb2, services_pb2_grpc
@@ -37,6 +38,7 @@ class JobService(services_pb2_grpc.JobServiceServicer):
         self._store = store
         self._hub = hub
         self._dispatcher = dispatcher
+        self._batch_messages = BatchMessages()
 
     @unary_rpc
     async def SubmitJob(
@@ -140,6 +142,29 @@ class JobService(services_pb2_grpc.JobServiceServicer):
     async def WatchJob(
         self, request: services_pb2.WatchJobRequest, context: Context
     ) -> AsyncIterator[job_pb2.ProgressEvent]:
+        async for events in self._watch(request):
+            for event in events:
+                yield event
+
+    @stream_rpc
+    async def WatchJobBatches(
+        self, request: services_pb2.WatchJobRequest, context: Context
+    ) -> AsyncIterator[services_pb2.ProgressEventBatch]:
+        # Everything pending goes out with each write: the busier the job, the larger the
+        # batches, and the number of messages stays what the watcher can take.
+        async for events in self._watch(request):
+            for message in self._batch_messages.messages(events):
+                yield message
+
+    async def _watch(
+        self, request: services_pb2.WatchJobRequest
+    ) -> AsyncIterator[list[job_pb2.ProgressEvent]]:
+        """A watch's events in seq order, each once, in groups as they become available.
+
+        Replays stored events after ``after_seq``, follows live, ends when the job is
+        terminal; a watcher that lagged (or heard of a change it has no event for) reads the
+        store again from its last seq. Only stored (committed) events are ever sent.
+        """
         last = max(0, request.after_seq)
         # Subscribe before the first read so nothing published meanwhile is missed.
         with self._hub.subscribe(request.job_id) as subscription:
@@ -149,21 +174,23 @@ class JobService(services_pb2_grpc.JobServiceServicer):
                     raise Unavailable("the control plane is stopping: reconnect to watch on")
                 # Buffer again before reading the store, so nothing falls between the two.
                 subscription.clear_lag()
-                async for event in self._replay(request.job_id, last):
-                    last = event.seq
-                    yield event
+                async for events in self._replay(request.job_id, last):
+                    last = events[-1].seq
+                    yield events
                 if job.state.is_terminal:
                     return
-                async for event in _follow(subscription, last, self._hub.recheck_seconds):
-                    last = event.seq
-                    yield event
+                async for events in _follow(subscription, last, self._hub.recheck_seconds):
+                    last = events[-1].seq
+                    yield events
                 job = await self._store.get_job(request.job_id)
 
-    async def _replay(self, job_id: str, after_seq: int) -> AsyncIterator[job_pb2.ProgressEvent]:
+    async def _replay(
+        self, job_id: str, after_seq: int
+    ) -> AsyncIterator[list[job_pb2.ProgressEvent]]:
         while True:
             batch = await self._store.list_events(job_id, after_seq=after_seq, limit=REPLAY_BATCH)
-            for event in batch:
-                yield event
+            if batch:
+                yield batch
             if len(batch) < REPLAY_BATCH:
                 return
             after_seq = batch[-1].seq
@@ -183,19 +210,34 @@ class JobService(services_pb2_grpc.JobServiceServicer):
 
 async def _follow(
     subscription: Subscription, last: int, recheck_seconds: float
-) -> AsyncIterator[job_pb2.ProgressEvent]:
-    """Live events in seq order; returns when the store must be read again."""
+) -> AsyncIterator[list[job_pb2.ProgressEvent]]:
+    """Live events in seq order, in the groups they were buffered in; returns when the
+    store must be read again (lagged, terminal, a gap, or nothing heard for a while)."""
     while not (subscription.lagged or subscription.terminal):
         events = await subscription.wait(recheck_seconds)
         if not events:
             return
-        for event in events:
-            if event.seq <= last:
-                continue
-            if event.seq != last + 1:
-                return  # a gap: the store has what the buffer lacks
-            last = event.seq
-            yield event
+        fresh, gap = _following(events, last)
+        if fresh:
+            last = fresh[-1].seq
+            yield fresh
+        if gap:
+            return  # the store has what the buffer lacks
+
+
+def _following(
+    events: list[job_pb2.ProgressEvent], last: int
+) -> tuple[list[job_pb2.ProgressEvent], bool]:
+    """The events that follow seq ``last`` without a gap, and whether a gap cut them short."""
+    fresh: list[job_pb2.ProgressEvent] = []
+    for event in events:
+        if event.seq <= last:
+            continue
+        if event.seq != last + 1:
+            return fresh, True
+        last = event.seq
+        fresh.append(event)
+    return fresh, False
 
 
 def _offset_from_token(token: str) -> int:

@@ -55,9 +55,12 @@ RPC_DURATION = Histogram(
     ["grpc_service", "grpc_method"],
     buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 120, 600, 3600),
 )
-WATCHERS = Gauge("hyper2kvm_job_watchers", "Open WatchJob streams (clients following a job).")
+WATCHERS = Gauge(
+    "hyper2kvm_job_watchers",
+    "Open WatchJob and WatchJobBatches streams (clients following a job).",
+)
 
-_WATCH_METHOD = "/h2k.v1.JobService/WatchJob"
+_WATCH_METHODS = frozenset({"/h2k.v1.JobService/WatchJob", "/h2k.v1.JobService/WatchJobBatches"})
 
 
 def observe_submit(started: float) -> None:
@@ -105,7 +108,7 @@ class RpcMetricsInterceptor(grpc.aio.ServerInterceptor):
         service, name = _split_method(method)
         started = time.monotonic()
         error: BaseException | None = None
-        watching = method == _WATCH_METHOD
+        watching = method in _WATCH_METHODS
         if watching:
             WATCHERS.inc()
         try:
@@ -137,8 +140,8 @@ async def take_snapshot(store: JobStore, lease: timedelta) -> StoreSnapshot:
 
     now = utcnow()
     counts = await store.count_jobs_by_state()
-    queued = (await store.list_jobs(states=[JobState.QUEUED], limit=None)).jobs
-    oldest = min((job.submitted_at for job in queued), default=None)
+    kinds = await store.queue_summary()
+    oldest = min((kind.oldest_submitted_at for kind in kinds), default=None)
     agents = dict.fromkeys(("READY", "CORDONED", "DRAINING", "LOST"), 0)
     for agent in await store.list_agents():
         name = agent_state_name(agent_state(agent, now, lease))

@@ -100,6 +100,26 @@ def error_result(phase: str, code: str, message: str) -> dict[str, Any]:
     return {"error": {"phase": phase, "code": code, "message": message}}
 
 
+@dataclass(frozen=True)
+class QueuedJob:
+    """What placing a queued job takes: no spec, no history (see :func:`needs_kind`)."""
+
+    job_id: str
+    priority: int
+    submitted_at: datetime
+    attempt: int
+    kind: str
+
+
+@dataclass(frozen=True)
+class QueueKind:
+    """The queued jobs of one kind: how many, and since when the oldest waits."""
+
+    kind: str
+    count: int
+    oldest_submitted_at: datetime
+
+
 @dataclass
 class AgentRecord:
     """A registered node agent as the store keeps it."""

@@ -1,18 +1,21 @@
 """Recording what an agent reports: store the event, move the job's state, fan it out.
 
-Events of one job are applied one at a time (a lock per job) and each is applied in full even
-when the task relaying it is cancelled, so a job's stored events are always seq 1..N without a
-gap or a duplicate, and ``last_seq`` is the last applied one. An attempt that ends without
-completing goes through :mod:`controlplane.retry`: the job is retried, requeued, cancelled or
-failed. When the control plane itself ends an attempt (agent lost, deadline passed) it records
-an event of its own, so watchers see why.
+Events of one job are applied in order under a lock per job, and a batch is applied in full
+even when the task relaying it is cancelled, so a job's stored events are always seq 1..N
+without a gap or a duplicate, and ``last_seq`` is the last applied one. A run of plain progress
+events (no state change) is stored with one store write (:meth:`JobStore.record_events`); an
+event that changes the job's state is applied on its own, after the run before it.
+
+An attempt that ends without completing goes through :mod:`controlplane.retry`: the job is
+retried, requeued, cancelled or failed. When the control plane itself ends an attempt (agent
+lost, deadline passed) it records an event of its own, so watchers see why.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -20,7 +23,7 @@ from typing import Any, TypeVar
 from controlplane.events import EventHub
 from controlplane.models import JobRecord, result_to_dict
 from controlplane.retry import CANCELLED, Decision, Outcome, RetryPolicy, decide
-from controlplane.store import JobStore
+from controlplane.store import ACTIVE_STATES, JobStore
 from protocol.conversion import event_state, timestamp_from_proto, timestamp_to_proto, utcnow
 from protocol.errors import NotFound
 from protocol.gen.h2k.v1 import job_pb2
@@ -90,19 +93,67 @@ class ProgressRecorder:
     async def record(self, event: job_pb2.ProgressEvent) -> JobRecord:
         """Store one event and apply it; returns the job as it is afterwards.
 
+        See :meth:`record_batch`.
+        """
+        return await self.record_batch([event])
+
+    async def record_batch(self, events: Sequence[job_pb2.ProgressEvent]) -> JobRecord:
+        """Store events of one job and apply them in seq order; returns the job afterwards.
+
         Events at or below the job's last_seq were applied already and are skipped (an
         AttachJob replay repeats them), as are events of another attempt or agent and events
-        for a job that is already terminal. The work is shielded: cancelling the caller does
-        not leave an event half applied.
+        for a job that is already terminal. Once an event leaves the job outside the active
+        states (ended, retrying), the rest of the batch is left alone: that attempt is over.
+        Each event is published to watchers after it is committed. The work is shielded:
+        cancelling the caller does not leave a batch half applied.
 
         Raises:
-            EventGap: the event's seq is beyond last_seq + 1 (nothing is stored).
+            EventGap: an event's seq is beyond the next one expected (the events before it
+                are stored and applied, nothing from it on).
         """
-        return await self._shielded(self._record_locked(event))
+        if not events:
+            raise ValueError("record_batch needs at least one event")
+        return await self._shielded(self._record_locked(events))
 
-    async def _record_locked(self, event: job_pb2.ProgressEvent) -> JobRecord:
-        async with self.locked(event.job_id):
-            return await self._apply(event)
+    async def _record_locked(self, events: Sequence[job_pb2.ProgressEvent]) -> JobRecord:
+        async with self.locked(events[0].job_id):
+            # One read per batch: under the lock nothing but cancel_requested changes the job
+            # behind our back, and every write below returns the job as it is afterwards.
+            job = await self._store.get_job(events[0].job_id)
+            run: list[job_pb2.ProgressEvent] = []
+            for event in events:
+                expected = (run[-1].seq if run else job.last_seq) + 1
+                if job.state.is_terminal or event.seq < expected or _foreign(job, event):
+                    continue
+                if event.seq != expected:
+                    await self._store_run(job, run)  # what came before the gap is kept
+                    raise EventGap(job.job_id, expected, event.seq)
+                if _changes_state(job, event):
+                    job = await self._store_run(job, run)
+                    run = []
+                    job = await self._apply(job, event)
+                else:
+                    run.append(event)
+                if job.state not in ACTIVE_STATES:
+                    break
+            return await self._store_run(job, run)
+
+    async def _store_run(self, job: JobRecord, run: Sequence[job_pb2.ProgressEvent]) -> JobRecord:
+        """Store a run of events that change no state with ONE write, then publish them."""
+        if not run:
+            return job
+        phase = job.phase
+        for event in run:
+            phase = event.phase or phase
+        job = await self._store.record_events(
+            job.job_id,
+            run,
+            last_seq=run[-1].seq,
+            phase=phase,
+            progress_percent=run[-1].progress_percent,
+        )
+        self._hub.publish_batch(run)
+        return job
 
     async def end_attempt(
         self, job_id: str, attempt: int, *, code: str, message: str, agent: str
@@ -149,14 +200,10 @@ class ProgressRecorder:
                 agent=agent,
             )
             log.warning("attempt ended job_id=%s attempt=%d code=%s", job_id, attempt, code)
-            return await self._apply(event)
+            return await self._apply(job, event)
 
-    async def _apply(self, event: job_pb2.ProgressEvent) -> JobRecord:
-        job = await self._store.get_job(event.job_id)
-        if job.state.is_terminal or event.seq <= job.last_seq or _foreign(job, event):
-            return job
-        if event.seq != job.last_seq + 1:
-            raise EventGap(job.job_id, job.last_seq + 1, event.seq)
+    async def _apply(self, job: JobRecord, event: job_pb2.ProgressEvent) -> JobRecord:
+        """Store one event that is next for ``job`` (checked by the caller) and apply it."""
         # A duplicate insert is harmless: the state may still need applying after a crash
         # between storing the event and moving the job.
         await self._store.append_event(event)
@@ -243,6 +290,12 @@ class ProgressRecorder:
             return False
         deadline = agent.drain_deadline
         return agent.draining and deadline is not None and deadline <= utcnow()
+
+
+def _changes_state(job: JobRecord, event: job_pb2.ProgressEvent) -> bool:
+    """Whether an event moves the job to another state (it then goes through transition)."""
+    target = event_state(event)
+    return target is not None and target is not job.state
 
 
 def _foreign(job: JobRecord, event: job_pb2.ProgressEvent) -> bool:

@@ -5,12 +5,13 @@ Pure: jobs and agent views in, a plan out. No gRPC, no database, no clock of its
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from controlplane.capabilities import GIB, capability_needs, format_gib
+from controlplane.capabilities import GIB, capability_needs, format_gib, needs_kind
 from controlplane.models import AgentRecord, JobRecord
+from protocol.spec import JobSpec
 
 DEFAULT_LEASE = timedelta(seconds=15)
 
@@ -52,6 +53,10 @@ class SchedulePlan:
     waiting: dict[str, str] = field(default_factory=dict)
 
 
+# Per kind of job: the ready agents able to run it, or none and the first reason why not.
+Judgement = tuple[list[AgentView], str | None]
+
+
 def schedule_queued_jobs(
     queued: Sequence[JobRecord],
     agents: Sequence[AgentView],
@@ -69,44 +74,64 @@ def schedule_queued_jobs(
     Returns:
         The assignments (job_id, agent name) and, for every job left waiting, a reason.
     """
-    plan = SchedulePlan()
-    load = {agent.name: agent.running_jobs for agent in agents}
-    # Jobs with the same needs fit the same agents: judge each kind of job once per pass.
-    judged: dict[tuple[object, ...], tuple[list[AgentView], str | None]] = {}
-    for job in sorted(queued, key=lambda j: (j.priority, j.submitted_at, j.job_id)):
-        reqs = job.spec.capability_requirements
-        kind = (
-            tuple(capability_needs(job.spec)),
-            reqs.min_memory_gb,
-            reqs.min_disk_space_gb,
-        )
-        if kind not in judged:
-            judged[kind] = _fitting_agents(job, agents, now, lease)
-        fitting, reason = judged[kind]
-        free = [a for a in fitting if load[a.name] < a.max_concurrent_jobs]
-        if not free:
-            plan.waiting[job.job_id] = reason or _busy_reason(fitting, load)
-            continue
-        best = min(free, key=lambda a: (load[a.name] / a.max_concurrent_jobs, a.name))
-        load[best.name] += 1
-        plan.assignments.append((job.job_id, best.name))
+    ordered = sorted(queued, key=lambda j: (j.priority, j.submitted_at, j.job_id))
+    kinds = {job.job_id: needs_kind(job.spec) for job in ordered}
+    specs = {kinds[job.job_id]: job.spec for job in ordered}
+    judged = {kind: judge(spec, agents, now, lease) for kind, spec in specs.items()}
+    plan, _load = place([(job.job_id, kinds[job.job_id]) for job in ordered], judged, agents)
     return plan
 
 
-def _fitting_agents(
-    job: JobRecord, agents: Sequence[AgentView], now: datetime, lease: timedelta
-) -> tuple[list[AgentView], str | None]:
+def place(
+    ordered: Sequence[tuple[str, str]],
+    judged: Mapping[str, Judgement],
+    agents: Sequence[AgentView],
+) -> tuple[SchedulePlan, dict[str, int]]:
+    """Place jobs given as (job_id, kind) in scheduling order; least loaded agent wins.
+
+    Returns the plan and each agent's load after it.
+    """
+    plan = SchedulePlan()
+    load = {agent.name: agent.running_jobs for agent in agents}
+    for job_id, kind in ordered:
+        fitting, reason = judged[kind]
+        free = [a for a in fitting if load[a.name] < a.max_concurrent_jobs]
+        if not free:
+            plan.waiting[job_id] = reason or _busy_reason(fitting, load)
+            continue
+        best = min(free, key=lambda a: (load[a.name] / a.max_concurrent_jobs, a.name))
+        load[best.name] += 1
+        plan.assignments.append((job_id, best.name))
+    return plan, load
+
+
+def waiting_reason(judgement: Judgement, load: Mapping[str, int]) -> str | None:
+    """Why jobs of a kind wait with agents loaded as ``load``; None when one could start."""
+    fitting, reason = judgement
+    if reason is not None:
+        return reason
+    if has_room(judgement, load):
+        return None
+    return _busy_reason(fitting, dict(load))
+
+
+def has_room(judgement: Judgement, load: Mapping[str, int]) -> bool:
+    """Whether some agent able to run this kind of job has a free slot."""
+    return any(load[a.name] < a.max_concurrent_jobs for a in judgement[0])
+
+
+def judge(spec: JobSpec, agents: Sequence[AgentView], now: datetime, lease: timedelta) -> Judgement:
     """The ready agents able to run the job, or none and the first reason why not."""
     if not agents:
         return [], "no agent registered"
     capable = list(agents)
-    for need in capability_needs(job.spec):
+    for need in capability_needs(spec):
         capable = [a for a in capable if need.met_by(a.capabilities)]
         if not capable:
             if any(need.met_by(a.capabilities) for a in agents):
                 return [], f"no agent has {need.describe()} together with the other needs"
             return [], f"no agent has {need.describe()}"
-    reqs = job.spec.capability_requirements
+    reqs = spec.capability_requirements
     if reqs.min_memory_gb is not None:
         capable, reason = _filter_size(
             capable,

@@ -10,6 +10,7 @@ Plaintext needs an explicit ``--insecure``.
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
@@ -311,8 +312,12 @@ async def _refuse_undecodable(request: Any, method: str, context: Any) -> None:
         )
 
 
+@functools.lru_cache(maxsize=512)
 def guarded(method: str, handler: grpc.RpcMethodHandler, around: Around) -> grpc.RpcMethodHandler:
     """Wrap a unary-request handler so ``around(method, context)`` encloses every call.
+
+    Interceptors ask for the wrapped handler on every call with the same arguments: it is
+    built once per method (handlers are tuples of functions, so the cache key is cheap).
 
     ``around`` may abort the call (grpc.aio raises then) before the servicer runs. Requests
     that do not decode become INVALID_ARGUMENT instead of grpc's INTERNAL.

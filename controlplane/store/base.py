@@ -7,12 +7,13 @@ rejects, commit every write before returning, and never block the event loop.
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from controlplane.models import AgentRecord, JobRecord
+from controlplane.models import AgentRecord, JobRecord, QueuedJob, QueueKind
+from protocol.conversion import event_to_json
 from protocol.gen.h2k.v1 import agent_pb2, job_pb2
 from protocol.spec import JobSpec
 from protocol.states import JobState
@@ -101,6 +102,28 @@ class JobStore(abc.ABC):
         """Jobs in submission order, optionally only those in ``states``."""
 
     @abc.abstractmethod
+    async def queue_summary(self) -> list[QueueKind]:
+        """The QUEUED jobs grouped by kind (:func:`controlplane.capabilities.needs_kind`)."""
+
+    @abc.abstractmethod
+    async def list_queued(
+        self, kinds: Collection[str], limit: int, exclude: Collection[str] = ()
+    ) -> list[QueuedJob]:
+        """Up to ``limit`` QUEUED jobs of ``kinds`` (not in ``exclude``) in scheduling order.
+
+        Scheduling order: priority (1 first), then submission time, then job id.
+        """
+
+    @abc.abstractmethod
+    async def set_queue_reasons(
+        self, reasons: Mapping[str, str], keep: Collection[str] = ()
+    ) -> int:
+        """Give every QUEUED job of each kind in ``reasons`` that kind's reason.
+
+        Jobs in ``keep`` keep theirs. Returns how many jobs changed.
+        """
+
+    @abc.abstractmethod
     async def transition(
         self, job_id: str, to_state: JobState, reason: str, **updates: Any
     ) -> JobRecord:
@@ -129,10 +152,6 @@ class JobStore(abc.ABC):
         return await self.update_job(
             job_id, last_seq=last_seq, phase=phase, progress_percent=progress_percent
         )
-
-    async def set_queue_reason(self, job_id: str, reason: str) -> JobRecord:
-        """Record why a queued job waits."""
-        return await self.update_job(job_id, queue_reason=reason)
 
     @abc.abstractmethod
     async def running_jobs_by_agent(self) -> dict[str, list[str]]:
@@ -236,3 +255,42 @@ class JobStore(abc.ABC):
         """Take or renew the lease on a singleton role (the scheduler); False when another
         owner holds it and it has not run out."""
         return True
+
+    # --- progress in batches ------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def record_events(
+        self, job_id: str, events: Sequence[job_pb2.ProgressEvent], **updates: Any
+    ) -> JobRecord:
+        """Store several events of one job and change fields of the job, in ONE committed
+        transaction (one commit for a run of progress events instead of two per event).
+
+        The job's state does not change (state changes go through :meth:`transition`). An
+        event whose (job_id, seq) is stored already is skipped, as :meth:`append_event` does.
+
+        Returns:
+            The job as it is after the commit.
+
+        Raises:
+            NotFound: no such job (nothing is stored).
+            ValueError: an event of another job, or an update naming a field that cannot be
+                updated (nothing is stored).
+        """
+
+
+def event_rows(
+    job_id: str, events: Sequence[job_pb2.ProgressEvent], updates: dict[str, Any]
+) -> list[tuple[str, int, str]]:
+    """The (job_id, seq, stored body) rows of :meth:`JobStore.record_events`' events, after
+    checking its arguments.
+
+    Raises:
+        ValueError: an event of another job, or an update that is not a field update.
+    """
+    unknown = set(updates) - UPDATABLE_FIELDS
+    if unknown:
+        raise ValueError(f"cannot update job fields {sorted(unknown)} with events")
+    foreign = sorted({e.job_id for e in events if e.job_id != job_id})
+    if foreign:
+        raise ValueError(f"events of job {job_id} cannot include events of {foreign}")
+    return [(job_id, e.seq, event_to_json(e)) for e in events]

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator, Callable, Collection
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from typing import Any
@@ -31,8 +31,15 @@ import psycopg_pool
 from google.protobuf import json_format
 from psycopg.rows import dict_row
 
-from controlplane.models import AgentRecord, JobRecord, Transition
-from controlplane.store.base import ACTIVE_STATES, UPDATABLE_FIELDS, JobPage, JobStore
+from controlplane.capabilities import needs_kind
+from controlplane.models import AgentRecord, JobRecord, QueuedJob, QueueKind, Transition
+from controlplane.store.base import (
+    ACTIVE_STATES,
+    UPDATABLE_FIELDS,
+    JobPage,
+    JobStore,
+    event_rows,
+)
 from controlplane.store.pg_listen import CHANNEL, ChangeFeed
 from controlplane.store.postgres_schema import migrate
 from protocol.conversion import event_from_json, event_to_json, utcnow
@@ -117,6 +124,7 @@ class PostgresStore(JobStore):
             async with await psycopg.AsyncConnection.connect(self.url, connect_timeout=10) as conn:
                 await migrate(conn)
             await self._pool.open(wait=True, timeout=10)
+            await self._fill_in_kinds()
         log.info("store opened url=%s", _redacted(self.url))
 
     async def close(self) -> None:
@@ -144,7 +152,8 @@ class PostgresStore(JobStore):
         async with self._write() as conn:
             cursor = await conn.execute(
                 "INSERT INTO jobs (job_id, spec, fingerprint, state, priority, submitted_at, "
-                "updated_at, trace_context) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
+                "updated_at, trace_context, needs_kind) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) "
                 "ON CONFLICT (job_id) DO NOTHING RETURNING job_id",
                 (
                     spec.job_id,
@@ -155,6 +164,7 @@ class PostgresStore(JobStore):
                     now,
                     now,
                     trace_context,
+                    needs_kind(spec),
                 ),
             )
             created = await cursor.fetchone() is not None
@@ -225,6 +235,74 @@ class PostgresStore(JobStore):
             more = limit is not None and len(rows) > limit
             jobs = await self._records(conn, rows[:limit])
         return JobPage(jobs=jobs, next_offset=offset + len(jobs) if more else None)
+
+    # --- the queue, as the scheduler reads it ---------------------------------------------
+
+    async def _fill_in_kinds(self) -> None:
+        """Give unfinished jobs stored before schema version 3 their kind."""
+        live = [s.value for s in JobState if not s.is_terminal]
+        async with self._write() as conn:
+            cursor = await conn.execute(
+                "SELECT job_id, spec FROM jobs WHERE state = ANY(%s) AND needs_kind = '' "
+                "FOR UPDATE",
+                (live,),
+            )
+            rows = await cursor.fetchall()
+            for row in rows:
+                kind = needs_kind(JobSpec.model_validate_json(row["spec"]))
+                await conn.execute(
+                    "UPDATE jobs SET needs_kind = %s WHERE job_id = %s", (kind, row["job_id"])
+                )
+        if rows:
+            log.info("job kinds filled in jobs=%d", len(rows))
+
+    async def queue_summary(self) -> list[QueueKind]:
+        async with self._conn() as conn:
+            cursor = await conn.execute(
+                "SELECT needs_kind, COUNT(*) AS n, MIN(submitted_at) AS oldest "
+                "FROM jobs WHERE state = %s GROUP BY needs_kind",
+                (JobState.QUEUED.value,),
+            )
+            rows = await cursor.fetchall()
+        return [QueueKind(r["needs_kind"], r["n"], r["oldest"]) for r in rows]
+
+    async def list_queued(
+        self, kinds: Collection[str], limit: int, exclude: Collection[str] = ()
+    ) -> list[QueuedJob]:
+        if not kinds or limit <= 0:
+            return []
+        async with self._conn() as conn:
+            cursor = await conn.execute(
+                "SELECT job_id, priority, submitted_at, attempt, needs_kind FROM jobs "
+                "WHERE state = %s AND needs_kind = ANY(%s) AND NOT (job_id = ANY(%s)) "
+                "ORDER BY priority, submitted_at, job_id LIMIT %s",
+                (JobState.QUEUED.value, list(kinds), list(exclude), limit),
+            )
+            rows = await cursor.fetchall()
+        return [
+            QueuedJob(
+                job_id=r["job_id"],
+                priority=r["priority"],
+                submitted_at=r["submitted_at"],
+                attempt=r["attempt"],
+                kind=r["needs_kind"],
+            )
+            for r in rows
+        ]
+
+    async def set_queue_reasons(
+        self, reasons: Mapping[str, str], keep: Collection[str] = ()
+    ) -> int:
+        changed = 0
+        async with self._write() as conn:
+            for kind, reason in reasons.items():
+                cursor = await conn.execute(
+                    "UPDATE jobs SET queue_reason = %s, updated_at = %s WHERE state = %s "
+                    "AND needs_kind = %s AND queue_reason != %s AND NOT (job_id = ANY(%s))",
+                    (reason, utcnow(), JobState.QUEUED.value, kind, reason, list(keep)),
+                )
+                changed += cursor.rowcount
+        return changed
 
     async def transition(
         self, job_id: str, to_state: JobState, reason: str, **updates: Any
@@ -475,6 +553,26 @@ class PostgresStore(JobStore):
                 (role, owner, lease),
             )
             return await cursor.fetchone() is not None
+
+    # --- progress in batches ------------------------------------------------------------
+
+    async def record_events(
+        self, job_id: str, events: Sequence[job_pb2.ProgressEvent], **updates: Any
+    ) -> JobRecord:
+        rows = event_rows(job_id, events, updates)
+        async with self._write() as conn:
+            # The row first: it is locked until the commit, and an unknown job is NotFound
+            # before any event is inserted.
+            await self._update_row(conn, job_id, updates, utcnow())
+            if rows:
+                async with conn.cursor() as cursor:
+                    await cursor.executemany(
+                        "INSERT INTO job_events (job_id, seq, event) VALUES (%s, %s, %s) "
+                        "ON CONFLICT (job_id, seq) DO NOTHING",
+                        rows,
+                    )
+            await self._notify(conn, job_id)
+            return await self._load(conn, job_id)
 
 
 def _job(row: Row, history: list[Transition]) -> JobRecord:

@@ -92,7 +92,16 @@ CREATE TABLE roles (
 );
 """
 
-MIGRATIONS: dict[int, str] = {1: _V1, 2: _V2}
+# The job's kind of needs (controlplane.capabilities.needs_kind) and the queue in scheduling
+# order, so a scheduling pass reads only jobs some agent can take now. Jobs stored before
+# have an empty kind; the store fills it in when it opens.
+_V3 = """
+ALTER TABLE jobs ADD COLUMN needs_kind TEXT NOT NULL DEFAULT '';
+CREATE INDEX jobs_queue ON jobs (state, priority, submitted_at, job_id);
+CREATE INDEX jobs_by_kind ON jobs (state, needs_kind, queue_reason, submitted_at);
+"""
+
+MIGRATIONS: dict[int, str] = {1: _V1, 2: _V2, 3: _V3}
 SCHEMA_VERSION = max(MIGRATIONS)
 
 

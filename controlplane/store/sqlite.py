@@ -14,7 +14,7 @@ import json
 import logging
 import sqlite3
 from collections import deque
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import datetime
@@ -23,8 +23,15 @@ from typing import Any, TypeVar
 
 from google.protobuf import json_format
 
-from controlplane.models import AgentRecord, JobRecord, Transition
-from controlplane.store.base import ACTIVE_STATES, UPDATABLE_FIELDS, JobPage, JobStore
+from controlplane.capabilities import needs_kind
+from controlplane.models import AgentRecord, JobRecord, QueuedJob, QueueKind, Transition
+from controlplane.store.base import (
+    ACTIVE_STATES,
+    UPDATABLE_FIELDS,
+    JobPage,
+    JobStore,
+    event_rows,
+)
 from controlplane.store.sqlite_schema import migrate
 from protocol.conversion import event_from_json, event_to_json, utcnow
 from protocol.errors import AlreadyExists, NotFound
@@ -167,6 +174,7 @@ class SqliteStore(JobStore):
         conn.execute("PRAGMA busy_timeout = 5000")
         migrate(conn)
         self._conn = conn
+        self._fill_in_kinds()
         log.info("store opened path=%s", self.path)
 
     async def close(self) -> None:
@@ -200,42 +208,50 @@ class SqliteStore(JobStore):
         ).fetchone()
         if row is not None:
             return str(row["fingerprint"])
+        # Created, validated (on receipt) and queued in the same breath: the row goes in
+        # QUEUED with the two transitions that led there.
+        check_transition(JobState.CREATED, JobState.VALIDATED)
+        check_transition(JobState.VALIDATED, JobState.QUEUED)
         self._db.execute(
             "INSERT INTO jobs (job_id, spec, fingerprint, state, priority, "
-            "submitted_at, updated_at, trace_context) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "submitted_at, updated_at, trace_context, needs_kind) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 spec.job_id,
                 spec.model_dump_json(),
                 spec.fingerprint(),
-                JobState.CREATED.value,
+                JobState.QUEUED.value,
                 spec.execution_policy.priority,
                 _ts(now),
                 _ts(now),
                 trace_context,
+                needs_kind(spec),
             ),
         )
-        # Created and validated in the same breath: the spec was validated on receipt.
         submitted = f"spec valid; submitted by {spec.audit.requested_by}"
-        self._apply(spec.job_id, JobState.VALIDATED, submitted, now, {})
-        self._apply(spec.job_id, JobState.QUEUED, "waiting for an agent", now, {})
+        self._add_history(spec.job_id, JobState.CREATED, JobState.VALIDATED, now, submitted, 0)
+        self._add_history(
+            spec.job_id, JobState.VALIDATED, JobState.QUEUED, now, "waiting for an agent", 0
+        )
         return None
 
     def _created(self, spec: JobSpec, existing: str | None) -> tuple[JobRecord, bool]:
         """The answer of a committed submit; ``existing`` is the fingerprint already stored."""
         if existing is not None and existing != spec.fingerprint():
             raise AlreadyExists(f"job_id: job {spec.job_id} already exists with a different spec")
-        return self._load(spec.job_id), existing is None
+        # A new job's spec is the one just stored: no need to parse it back.
+        return self._load(spec.job_id, spec if existing is None else None), existing is None
 
     async def get_job(self, job_id: str) -> JobRecord:
         return await self._run(self._load, job_id)
 
-    def _load(self, job_id: str) -> JobRecord:
+    def _load(self, job_id: str, spec: JobSpec | None = None) -> JobRecord:
         row = self._db.execute("SELECT * FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
         if row is None:
             raise NotFound(f"job {job_id} not found")
-        return self._record(row)
+        return self._record(row, spec)
 
-    def _record(self, row: sqlite3.Row) -> JobRecord:
+    def _record(self, row: sqlite3.Row, spec: JobSpec | None = None) -> JobRecord:
         history = [
             Transition(
                 from_state=JobState(h["from_state"]),
@@ -250,7 +266,7 @@ class SqliteStore(JobStore):
         ]
         return JobRecord(
             job_id=row["job_id"],
-            spec=_parse_spec(row["spec"]),
+            spec=spec or _parse_spec(row["spec"]),
             fingerprint=row["fingerprint"],
             state=JobState(row["state"]),
             submitted_at=datetime.fromisoformat(row["submitted_at"]),
@@ -291,6 +307,92 @@ class SqliteStore(JobStore):
         more = limit is not None and len(rows) > limit
         jobs = [self._record(r) for r in rows[:limit]]
         return JobPage(jobs=jobs, next_offset=offset + len(jobs) if more else None)
+
+    # --- the queue, as the scheduler reads it ---------------------------------------------
+
+    def _fill_in_kinds(self) -> None:
+        """Give unfinished jobs stored before schema version 3 their kind."""
+        live = [s.value for s in JobState if not s.is_terminal]
+        marks = ", ".join("?" * len(live))
+        rows = self._db.execute(
+            f"SELECT job_id, spec FROM jobs WHERE state IN ({marks}) AND needs_kind = ''", live
+        ).fetchall()
+        if not rows:
+            return
+        with self._write() as conn:
+            conn.executemany(
+                "UPDATE jobs SET needs_kind = ? WHERE job_id = ?",
+                [(needs_kind(JobSpec.model_validate_json(r["spec"])), r["job_id"]) for r in rows],
+            )
+        log.info("job kinds filled in jobs=%d", len(rows))
+
+    async def queue_summary(self) -> list[QueueKind]:
+        return await self._run(self._queue_summary)
+
+    def _queue_summary(self) -> list[QueueKind]:
+        rows = self._db.execute(
+            "SELECT needs_kind, COUNT(*) AS n, MIN(submitted_at) AS oldest "
+            "FROM jobs INDEXED BY jobs_by_kind WHERE state = ? GROUP BY needs_kind",
+            (JobState.QUEUED.value,),
+        ).fetchall()
+        return [
+            QueueKind(r["needs_kind"], r["n"], datetime.fromisoformat(r["oldest"])) for r in rows
+        ]
+
+    async def list_queued(
+        self, kinds: Collection[str], limit: int, exclude: Collection[str] = ()
+    ) -> list[QueuedJob]:
+        return await self._run(self._list_queued, tuple(kinds), limit, tuple(exclude))
+
+    def _list_queued(
+        self, kinds: tuple[str, ...], limit: int, exclude: tuple[str, ...]
+    ) -> list[QueuedJob]:
+        if not kinds or limit <= 0:
+            return []
+        sql = (
+            "SELECT job_id, priority, submitted_at, attempt, needs_kind FROM jobs "
+            "INDEXED BY jobs_queue WHERE state = ? "
+            f"AND needs_kind IN ({', '.join('?' * len(kinds))}) "
+        )
+        params: list[Any] = [JobState.QUEUED.value, *kinds]
+        if exclude:
+            sql += f"AND job_id NOT IN ({', '.join('?' * len(exclude))}) "
+            params.extend(exclude)
+        sql += "ORDER BY priority, submitted_at, job_id LIMIT ?"
+        params.append(limit)
+        return [
+            QueuedJob(
+                job_id=r["job_id"],
+                priority=r["priority"],
+                submitted_at=datetime.fromisoformat(r["submitted_at"]),
+                attempt=r["attempt"],
+                kind=r["needs_kind"],
+            )
+            for r in self._db.execute(sql, params)
+        ]
+
+    async def set_queue_reasons(
+        self, reasons: Mapping[str, str], keep: Collection[str] = ()
+    ) -> int:
+        return await self._batched(
+            functools.partial(self._set_queue_reasons, dict(reasons), tuple(keep)), lambda n: n
+        )
+
+    def _set_queue_reasons(self, reasons: dict[str, str], keep: tuple[str, ...]) -> int:
+        changed = 0
+        spare = f" AND job_id NOT IN ({', '.join('?' * len(keep))})" if keep else ""
+        now = _ts(utcnow())
+        # "<" and ">" rather than "!=": each is a range of the index, so a pass that changes
+        # nothing reads nothing.
+        for kind, reason in reasons.items():
+            for differs in ("<", ">"):
+                cursor = self._db.execute(
+                    "UPDATE jobs INDEXED BY jobs_by_kind SET queue_reason = ?, updated_at = ? "
+                    f"WHERE state = ? AND needs_kind = ? AND queue_reason {differs} ?{spare}",
+                    (reason, now, JobState.QUEUED.value, kind, reason, *keep),
+                )
+                changed += cursor.rowcount
+        return changed
 
     async def transition(
         self, job_id: str, to_state: JobState, reason: str, **updates: Any
@@ -515,3 +617,23 @@ class SqliteStore(JobStore):
         if cursor.rowcount == 0:
             raise NotFound(f"agent {name} not found")
         return self._load_agent(name)
+
+    # --- progress in batches ------------------------------------------------------------
+
+    async def record_events(
+        self, job_id: str, events: Sequence[job_pb2.ProgressEvent], **updates: Any
+    ) -> JobRecord:
+        rows = event_rows(job_id, events, updates)
+        return await self._batched(
+            functools.partial(self._insert_events, job_id, rows, updates, utcnow()),
+            lambda _: self._load(job_id),
+        )
+
+    def _insert_events(
+        self, job_id: str, rows: list[tuple[str, int, str]], updates: dict[str, Any], now: datetime
+    ) -> None:
+        # The row first: an unknown job is NotFound before any event is inserted.
+        self._update_row(job_id, updates, now)
+        self._db.executemany(
+            "INSERT OR IGNORE INTO job_events (job_id, seq, event) VALUES (?, ?, ?)", rows
+        )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _SCHEMA_V1 = """
 CREATE TABLE jobs (
@@ -67,7 +67,16 @@ _SCHEMA_V2 = """
 ALTER TABLE jobs ADD COLUMN trace_context TEXT NOT NULL DEFAULT ''
 """
 
-_MIGRATIONS = {1: _SCHEMA_V1, 2: _SCHEMA_V2}
+# Version 3: the job's kind of needs (controlplane.capabilities.needs_kind) and the queue in
+# scheduling order, so a scheduling pass reads only jobs some agent can take now. Jobs stored
+# before have an empty kind; the store fills it in when it opens.
+_SCHEMA_V3 = """
+ALTER TABLE jobs ADD COLUMN needs_kind TEXT NOT NULL DEFAULT '';
+CREATE INDEX jobs_queue ON jobs (state, priority, submitted_at, job_id);
+CREATE INDEX jobs_by_kind ON jobs (state, needs_kind, queue_reason, submitted_at)
+"""
+
+_MIGRATIONS = {1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3}
 
 
 def migrate(conn: sqlite3.Connection) -> None:

@@ -37,10 +37,20 @@ def test_schedule_dispatches_every_job_and_prints_placements(capsys):
 def test_fanout_every_watcher_sees_every_event(capsys):
     fanout.main(["--watchers", "1,40", "--rate", "100", "--seconds", "0.3", "--lead-in", "1"])
     out = capsys.readouterr().out
-    rows = [r.split("|") for r in table_rows(out)[1:]]
-    assert [int(r[1]) for r in rows] == [1, 40]
-    # events sent == the fewest any watcher saw: no watcher missed one
-    assert all(int(r[2]) == int(r[3]) for r in rows)
+    rows = [[cell.strip() for cell in r.split("|")] for r in table_rows(out)[1:]]
+    ways = {(r[1], int(r[2])) for r in rows}
+    assert ways == {
+        (way, n)
+        for way in (
+            "WatchJob",
+            "WatchJobBatches",
+            "bare grpc.aio WatchJob",
+            "bare grpc.aio WatchJobBatches",
+        )
+        for n in (1, 40)
+    }
+    # events sent == the fewest any watcher saw, in seq order: no watcher missed one
+    assert all(int(r[3]) == int(r[4]) and r[5] == "yes" for r in rows)
 
 
 @pytest.mark.skipif(shutil.which("qemu-img") is None, reason="needs qemu-img")
@@ -68,5 +78,8 @@ def test_convert_prints_every_way(capsys):
     )
     out = capsys.readouterr().out
     names = [r.split("|")[1].strip() for r in table_rows(out)[1:]]
-    assert names[0] == "plain" and "h2k" in names and "cp --sparse" in names
-    assert "bar: h2k <= 1.10 x best tuned" in out
+    assert names[0] == "plain" and "cp --sparse" in names
+    assert {"h2k", "h2k zstd", "hand agent argv", "hand agent argv zstd +wb"} <= set(names)
+    assert "every way's output equals the source (qemu-img compare)" in out
+    assert "bar: h2k <= 1.10 x best by hand" in out
+    assert "h2k zstd phases (medians, s): CLI start + submit" in out

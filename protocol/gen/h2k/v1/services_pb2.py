@@ -26,7 +26,7 @@ from protocol.gen.h2k.v1 import agent_pb2 as h2k_dot_v1_dot_agent__pb2
 from protocol.gen.h2k.v1 import job_pb2 as h2k_dot_v1_dot_job__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15h2k/v1/services.proto\x12\x06h2k.v1\x1a\x12h2k/v1/agent.proto\x1a\x10h2k/v1/job.proto\"1\n\x10SubmitJobRequest\x12\x1d\n\x04spec\x18\x01 \x01(\x0b\x32\x0f.h2k.v1.JobSpec\">\n\x11SubmitJobResponse\x12\x18\n\x03job\x18\x01 \x01(\x0b\x32\x0b.h2k.v1.Job\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"Z\n\x0fListJobsRequest\x12 \n\x06states\x18\x01 \x03(\x0e\x32\x10.h2k.v1.JobState\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"F\n\x10ListJobsResponse\x12\x19\n\x04jobs\x18\x01 \x03(\x0b\x32\x0b.h2k.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"2\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"4\n\x0fWatchJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x11\n\tafter_seq\x18\x02 \x01(\x03\"H\n\x14ListJobEventsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x11\n\tafter_seq\x18\x02 \x01(\x03\x12\r\n\x05limit\x18\x03 \x01(\x05\">\n\x15ListJobEventsResponse\x12%\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x15.h2k.v1.ProgressEvent\"\xa8\x01\n\x14RegisterAgentRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12*\n\x0c\x63\x61pabilities\x18\x03 \x01(\x0b\x32\x14.h2k.v1.Capabilities\x12\x1b\n\x13max_concurrent_jobs\x18\x04 \x01(\x05\x12\x0f\n\x07version\x18\x05 \x01(\t\x12\x17\n\x0frunning_job_ids\x18\x06 \x03(\t\"R\n\x15RegisterAgentResponse\x12\"\n\x1aheartbeat_interval_seconds\x18\x01 \x01(\x05\x12\x15\n\rlease_seconds\x18\x02 \x01(\x05\"e\n\x10HeartbeatRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x17\n\x0frunning_job_ids\x18\x02 \x03(\t\x12*\n\x0c\x63\x61pabilities\x18\x03 \x01(\x0b\x32\x14.h2k.v1.Capabilities\"K\n\x11HeartbeatResponse\x12\"\n\x1aheartbeat_interval_seconds\x18\x01 \x01(\x05\x12\x12\n\nreregister\x18\x02 \x01(\x08\"\x13\n\x11ListAgentsRequest\"7\n\x12ListAgentsResponse\x12!\n\x06\x61gents\x18\x01 \x03(\x0b\x32\x11.h2k.v1.AgentInfo\"2\n\x12\x43ordonAgentRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06\x63ordon\x18\x02 \x01(\x08\";\n\x11\x44rainAgentRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x18\n\x10\x64\x65\x61\x64line_seconds\x18\x02 \x01(\x03\"V\n\x11\x45xecuteJobRequest\x12\x1d\n\x04spec\x18\x01 \x01(\x0b\x32\x0f.h2k.v1.JobSpec\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\x12\x11\n\tstart_seq\x18\x03 \x01(\x03\"5\n\x10\x41ttachJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x11\n\tafter_seq\x18\x02 \x01(\x03\"8\n\x16WorkerCancelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"I\n\x17WorkerCancelJobResponse\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\x12\x1f\n\x05state\x18\x02 \x01(\x0e\x32\x10.h2k.v1.JobState\"\x18\n\x16GetCapabilitiesRequest2\xfb\x02\n\nJobService\x12@\n\tSubmitJob\x12\x18.h2k.v1.SubmitJobRequest\x1a\x19.h2k.v1.SubmitJobResponse\x12,\n\x06GetJob\x12\x15.h2k.v1.GetJobRequest\x1a\x0b.h2k.v1.Job\x12=\n\x08ListJobs\x12\x17.h2k.v1.ListJobsRequest\x1a\x18.h2k.v1.ListJobsResponse\x12\x32\n\tCancelJob\x12\x18.h2k.v1.CancelJobRequest\x1a\x0b.h2k.v1.Job\x12<\n\x08WatchJob\x12\x17.h2k.v1.WatchJobRequest\x1a\x15.h2k.v1.ProgressEvent0\x01\x12L\n\rListJobEvents\x12\x1c.h2k.v1.ListJobEventsRequest\x1a\x1d.h2k.v1.ListJobEventsResponse2\xde\x02\n\rAgentRegistry\x12L\n\rRegisterAgent\x12\x1c.h2k.v1.RegisterAgentRequest\x1a\x1d.h2k.v1.RegisterAgentResponse\x12@\n\tHeartbeat\x12\x18.h2k.v1.HeartbeatRequest\x1a\x19.h2k.v1.HeartbeatResponse\x12\x43\n\nListAgents\x12\x19.h2k.v1.ListAgentsRequest\x1a\x1a.h2k.v1.ListAgentsResponse\x12<\n\x0b\x43ordonAgent\x12\x1a.h2k.v1.CordonAgentRequest\x1a\x11.h2k.v1.AgentInfo\x12:\n\nDrainAgent\x12\x19.h2k.v1.DrainAgentRequest\x1a\x11.h2k.v1.AgentInfo2\xa1\x02\n\x06Worker\x12@\n\nExecuteJob\x12\x19.h2k.v1.ExecuteJobRequest\x1a\x15.h2k.v1.ProgressEvent0\x01\x12>\n\tAttachJob\x12\x18.h2k.v1.AttachJobRequest\x1a\x15.h2k.v1.ProgressEvent0\x01\x12L\n\tCancelJob\x12\x1e.h2k.v1.WorkerCancelJobRequest\x1a\x1f.h2k.v1.WorkerCancelJobResponse\x12G\n\x0fGetCapabilities\x12\x1e.h2k.v1.GetCapabilitiesRequest\x1a\x14.h2k.v1.Capabilitiesb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15h2k/v1/services.proto\x12\x06h2k.v1\x1a\x12h2k/v1/agent.proto\x1a\x10h2k/v1/job.proto\"1\n\x10SubmitJobRequest\x12\x1d\n\x04spec\x18\x01 \x01(\x0b\x32\x0f.h2k.v1.JobSpec\">\n\x11SubmitJobResponse\x12\x18\n\x03job\x18\x01 \x01(\x0b\x32\x0b.h2k.v1.Job\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"Z\n\x0fListJobsRequest\x12 \n\x06states\x18\x01 \x03(\x0e\x32\x10.h2k.v1.JobState\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"F\n\x10ListJobsResponse\x12\x19\n\x04jobs\x18\x01 \x03(\x0b\x32\x0b.h2k.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"2\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"4\n\x0fWatchJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x11\n\tafter_seq\x18\x02 \x01(\x03\"H\n\x14ListJobEventsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x11\n\tafter_seq\x18\x02 \x01(\x03\x12\r\n\x05limit\x18\x03 \x01(\x05\">\n\x15ListJobEventsResponse\x12%\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x15.h2k.v1.ProgressEvent\";\n\x12ProgressEventBatch\x12%\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x15.h2k.v1.ProgressEvent\"\xa8\x01\n\x14RegisterAgentRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12*\n\x0c\x63\x61pabilities\x18\x03 \x01(\x0b\x32\x14.h2k.v1.Capabilities\x12\x1b\n\x13max_concurrent_jobs\x18\x04 \x01(\x05\x12\x0f\n\x07version\x18\x05 \x01(\t\x12\x17\n\x0frunning_job_ids\x18\x06 \x03(\t\"R\n\x15RegisterAgentResponse\x12\"\n\x1aheartbeat_interval_seconds\x18\x01 \x01(\x05\x12\x15\n\rlease_seconds\x18\x02 \x01(\x05\"e\n\x10HeartbeatRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x17\n\x0frunning_job_ids\x18\x02 \x03(\t\x12*\n\x0c\x63\x61pabilities\x18\x03 \x01(\x0b\x32\x14.h2k.v1.Capabilities\"K\n\x11HeartbeatResponse\x12\"\n\x1aheartbeat_interval_seconds\x18\x01 \x01(\x05\x12\x12\n\nreregister\x18\x02 \x01(\x08\"\x13\n\x11ListAgentsRequest\"7\n\x12ListAgentsResponse\x12!\n\x06\x61gents\x18\x01 \x03(\x0b\x32\x11.h2k.v1.AgentInfo\"2\n\x12\x43ordonAgentRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06\x63ordon\x18\x02 \x01(\x08\";\n\x11\x44rainAgentRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x18\n\x10\x64\x65\x61\x64line_seconds\x18\x02 \x01(\x03\"V\n\x11\x45xecuteJobRequest\x12\x1d\n\x04spec\x18\x01 \x01(\x0b\x32\x0f.h2k.v1.JobSpec\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\x12\x11\n\tstart_seq\x18\x03 \x01(\x03\"5\n\x10\x41ttachJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x11\n\tafter_seq\x18\x02 \x01(\x03\"8\n\x16WorkerCancelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"I\n\x17WorkerCancelJobResponse\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\x12\x1f\n\x05state\x18\x02 \x01(\x0e\x32\x10.h2k.v1.JobState\"\x18\n\x16GetCapabilitiesRequest2\xc5\x03\n\nJobService\x12@\n\tSubmitJob\x12\x18.h2k.v1.SubmitJobRequest\x1a\x19.h2k.v1.SubmitJobResponse\x12,\n\x06GetJob\x12\x15.h2k.v1.GetJobRequest\x1a\x0b.h2k.v1.Job\x12=\n\x08ListJobs\x12\x17.h2k.v1.ListJobsRequest\x1a\x18.h2k.v1.ListJobsResponse\x12\x32\n\tCancelJob\x12\x18.h2k.v1.CancelJobRequest\x1a\x0b.h2k.v1.Job\x12<\n\x08WatchJob\x12\x17.h2k.v1.WatchJobRequest\x1a\x15.h2k.v1.ProgressEvent0\x01\x12H\n\x0fWatchJobBatches\x12\x17.h2k.v1.WatchJobRequest\x1a\x1a.h2k.v1.ProgressEventBatch0\x01\x12L\n\rListJobEvents\x12\x1c.h2k.v1.ListJobEventsRequest\x1a\x1d.h2k.v1.ListJobEventsResponse2\xde\x02\n\rAgentRegistry\x12L\n\rRegisterAgent\x12\x1c.h2k.v1.RegisterAgentRequest\x1a\x1d.h2k.v1.RegisterAgentResponse\x12@\n\tHeartbeat\x12\x18.h2k.v1.HeartbeatRequest\x1a\x19.h2k.v1.HeartbeatResponse\x12\x43\n\nListAgents\x12\x19.h2k.v1.ListAgentsRequest\x1a\x1a.h2k.v1.ListAgentsResponse\x12<\n\x0b\x43ordonAgent\x12\x1a.h2k.v1.CordonAgentRequest\x1a\x11.h2k.v1.AgentInfo\x12:\n\nDrainAgent\x12\x19.h2k.v1.DrainAgentRequest\x1a\x11.h2k.v1.AgentInfo2\xa1\x02\n\x06Worker\x12@\n\nExecuteJob\x12\x19.h2k.v1.ExecuteJobRequest\x1a\x15.h2k.v1.ProgressEvent0\x01\x12>\n\tAttachJob\x12\x18.h2k.v1.AttachJobRequest\x1a\x15.h2k.v1.ProgressEvent0\x01\x12L\n\tCancelJob\x12\x1e.h2k.v1.WorkerCancelJobRequest\x1a\x1f.h2k.v1.WorkerCancelJobResponse\x12G\n\x0fGetCapabilities\x12\x1e.h2k.v1.GetCapabilitiesRequest\x1a\x14.h2k.v1.Capabilitiesb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -51,36 +51,38 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTJOBEVENTSREQUEST']._serialized_end=561
   _globals['_LISTJOBEVENTSRESPONSE']._serialized_start=563
   _globals['_LISTJOBEVENTSRESPONSE']._serialized_end=625
-  _globals['_REGISTERAGENTREQUEST']._serialized_start=628
-  _globals['_REGISTERAGENTREQUEST']._serialized_end=796
-  _globals['_REGISTERAGENTRESPONSE']._serialized_start=798
-  _globals['_REGISTERAGENTRESPONSE']._serialized_end=880
-  _globals['_HEARTBEATREQUEST']._serialized_start=882
-  _globals['_HEARTBEATREQUEST']._serialized_end=983
-  _globals['_HEARTBEATRESPONSE']._serialized_start=985
-  _globals['_HEARTBEATRESPONSE']._serialized_end=1060
-  _globals['_LISTAGENTSREQUEST']._serialized_start=1062
-  _globals['_LISTAGENTSREQUEST']._serialized_end=1081
-  _globals['_LISTAGENTSRESPONSE']._serialized_start=1083
-  _globals['_LISTAGENTSRESPONSE']._serialized_end=1138
-  _globals['_CORDONAGENTREQUEST']._serialized_start=1140
-  _globals['_CORDONAGENTREQUEST']._serialized_end=1190
-  _globals['_DRAINAGENTREQUEST']._serialized_start=1192
-  _globals['_DRAINAGENTREQUEST']._serialized_end=1251
-  _globals['_EXECUTEJOBREQUEST']._serialized_start=1253
-  _globals['_EXECUTEJOBREQUEST']._serialized_end=1339
-  _globals['_ATTACHJOBREQUEST']._serialized_start=1341
-  _globals['_ATTACHJOBREQUEST']._serialized_end=1394
-  _globals['_WORKERCANCELJOBREQUEST']._serialized_start=1396
-  _globals['_WORKERCANCELJOBREQUEST']._serialized_end=1452
-  _globals['_WORKERCANCELJOBRESPONSE']._serialized_start=1454
-  _globals['_WORKERCANCELJOBRESPONSE']._serialized_end=1527
-  _globals['_GETCAPABILITIESREQUEST']._serialized_start=1529
-  _globals['_GETCAPABILITIESREQUEST']._serialized_end=1553
-  _globals['_JOBSERVICE']._serialized_start=1556
-  _globals['_JOBSERVICE']._serialized_end=1935
-  _globals['_AGENTREGISTRY']._serialized_start=1938
-  _globals['_AGENTREGISTRY']._serialized_end=2288
-  _globals['_WORKER']._serialized_start=2291
-  _globals['_WORKER']._serialized_end=2580
+  _globals['_PROGRESSEVENTBATCH']._serialized_start=627
+  _globals['_PROGRESSEVENTBATCH']._serialized_end=686
+  _globals['_REGISTERAGENTREQUEST']._serialized_start=689
+  _globals['_REGISTERAGENTREQUEST']._serialized_end=857
+  _globals['_REGISTERAGENTRESPONSE']._serialized_start=859
+  _globals['_REGISTERAGENTRESPONSE']._serialized_end=941
+  _globals['_HEARTBEATREQUEST']._serialized_start=943
+  _globals['_HEARTBEATREQUEST']._serialized_end=1044
+  _globals['_HEARTBEATRESPONSE']._serialized_start=1046
+  _globals['_HEARTBEATRESPONSE']._serialized_end=1121
+  _globals['_LISTAGENTSREQUEST']._serialized_start=1123
+  _globals['_LISTAGENTSREQUEST']._serialized_end=1142
+  _globals['_LISTAGENTSRESPONSE']._serialized_start=1144
+  _globals['_LISTAGENTSRESPONSE']._serialized_end=1199
+  _globals['_CORDONAGENTREQUEST']._serialized_start=1201
+  _globals['_CORDONAGENTREQUEST']._serialized_end=1251
+  _globals['_DRAINAGENTREQUEST']._serialized_start=1253
+  _globals['_DRAINAGENTREQUEST']._serialized_end=1312
+  _globals['_EXECUTEJOBREQUEST']._serialized_start=1314
+  _globals['_EXECUTEJOBREQUEST']._serialized_end=1400
+  _globals['_ATTACHJOBREQUEST']._serialized_start=1402
+  _globals['_ATTACHJOBREQUEST']._serialized_end=1455
+  _globals['_WORKERCANCELJOBREQUEST']._serialized_start=1457
+  _globals['_WORKERCANCELJOBREQUEST']._serialized_end=1513
+  _globals['_WORKERCANCELJOBRESPONSE']._serialized_start=1515
+  _globals['_WORKERCANCELJOBRESPONSE']._serialized_end=1588
+  _globals['_GETCAPABILITIESREQUEST']._serialized_start=1590
+  _globals['_GETCAPABILITIESREQUEST']._serialized_end=1614
+  _globals['_JOBSERVICE']._serialized_start=1617
+  _globals['_JOBSERVICE']._serialized_end=2070
+  _globals['_AGENTREGISTRY']._serialized_start=2073
+  _globals['_AGENTREGISTRY']._serialized_end=2423
+  _globals['_WORKER']._serialized_start=2426
+  _globals['_WORKER']._serialized_end=2715
 # @@protoc_insertion_point(module_scope)

@@ -78,6 +78,12 @@ class ListJobEventsResponse(_message.Message):
     events: _containers.RepeatedCompositeFieldContainer[_job_pb2.ProgressEvent]
     def __init__(self, events: _Optional[_Iterable[_Union[_job_pb2.ProgressEvent, _Mapping]]] = ...) -> None: ...
 
+class ProgressEventBatch(_message.Message):
+    __slots__ = ("events",)
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[_job_pb2.ProgressEvent]
+    def __init__(self, events: _Optional[_Iterable[_Union[_job_pb2.ProgressEvent, _Mapping]]] = ...) -> None: ...
+
 class RegisterAgentRequest(_message.Message):
     __slots__ = ("name", "address", "capabilities", "max_concurrent_jobs", "version", "running_job_ids")
     NAME_FIELD_NUMBER: _ClassVar[int]

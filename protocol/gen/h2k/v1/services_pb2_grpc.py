@@ -62,6 +62,11 @@ class JobServiceStub:
                 request_serializer=h2k_dot_v1_dot_services__pb2.WatchJobRequest.SerializeToString,
                 response_deserializer=h2k_dot_v1_dot_job__pb2.ProgressEvent.FromString,
                 _registered_method=True)
+        self.WatchJobBatches = channel.unary_stream(
+                '/h2k.v1.JobService/WatchJobBatches',
+                request_serializer=h2k_dot_v1_dot_services__pb2.WatchJobRequest.SerializeToString,
+                response_deserializer=h2k_dot_v1_dot_services__pb2.ProgressEventBatch.FromString,
+                _registered_method=True)
         self.ListJobEvents = channel.unary_unary(
                 '/h2k.v1.JobService/ListJobEvents',
                 request_serializer=h2k_dot_v1_dot_services__pb2.ListJobEventsRequest.SerializeToString,
@@ -104,6 +109,14 @@ class JobServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchJobBatches(self, request, context):
+        """The same events as WatchJob, in seq order, each message carrying every event pending
+        for this watcher (so a busy job costs one message per write, not one per event).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListJobEvents(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -137,6 +150,11 @@ def add_JobServiceServicer_to_server(servicer, server):
                     servicer.WatchJob,
                     request_deserializer=h2k_dot_v1_dot_services__pb2.WatchJobRequest.FromString,
                     response_serializer=h2k_dot_v1_dot_job__pb2.ProgressEvent.SerializeToString,
+            ),
+            'WatchJobBatches': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchJobBatches,
+                    request_deserializer=h2k_dot_v1_dot_services__pb2.WatchJobRequest.FromString,
+                    response_serializer=h2k_dot_v1_dot_services__pb2.ProgressEventBatch.SerializeToString,
             ),
             'ListJobEvents': grpc.unary_unary_rpc_method_handler(
                     servicer.ListJobEvents,
@@ -280,6 +298,33 @@ class JobService:
             '/h2k.v1.JobService/WatchJob',
             h2k_dot_v1_dot_services__pb2.WatchJobRequest.SerializeToString,
             h2k_dot_v1_dot_job__pb2.ProgressEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchJobBatches(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/h2k.v1.JobService/WatchJobBatches',
+            h2k_dot_v1_dot_services__pb2.WatchJobRequest.SerializeToString,
+            h2k_dot_v1_dot_services__pb2.ProgressEventBatch.FromString,
             options,
             channel_credentials,
             insecure,

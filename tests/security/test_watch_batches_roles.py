@@ -1,0 +1,64 @@
+"""WatchJobBatches is guarded like WatchJob: the same roles, and its streams count toward the
+same per-client limit (real control plane over mTLS)."""
+
+from __future__ import annotations
+
+import grpc
+
+from protocol.gen.h2k.v1 import services_pb2
+from tests.security.conftest import MAX_STREAMS
+from tests.security.test_roles import Stubs, _spec, _submit, connected
+from tests.support.cluster import Cluster, wait_for
+from tests.support.pki import ClusterPKI
+
+
+def _probe_batches(stubs: Stubs, job_id: str) -> tuple[grpc.StatusCode, str]:
+    """Open a WatchJobBatches for a second; how did it end?"""
+    request = services_pb2.WatchJobRequest(job_id=job_id)
+    try:
+        list(stubs.jobs.WatchJobBatches(request, timeout=1.0))
+    except grpc.RpcError as exc:
+        return exc.code(), exc.details() or ""
+    return grpc.StatusCode.OK, ""
+
+
+def test_watch_batches_needs_a_reading_role(tls_cluster: Cluster, pki: ClusterPKI) -> None:
+    with connected(tls_cluster, pki, "admin") as admin:
+        # Needs a capability no agent has: it stays queued, so a watch stays open.
+        job_id = _submit(admin, _spec(tls_cluster, capability_requirements={"needs_nbd": True}))
+    outcomes = {}
+    for identity in ("admin", "vera", "sam", "node-9", "nora"):
+        with connected(tls_cluster, pki, identity) as stubs:
+            outcomes[identity] = _probe_batches(stubs, job_id)
+    for reader in ("admin", "vera", "sam"):
+        assert outcomes[reader][0] is grpc.StatusCode.DEADLINE_EXCEEDED, outcomes[reader]
+    for outsider in ("node-9", "nora"):
+        code, details = outcomes[outsider]
+        assert code is grpc.StatusCode.PERMISSION_DENIED
+        assert "JobService/WatchJobBatches needs role" in details
+    with connected(tls_cluster, pki, "admin") as admin:
+        admin.jobs.CancelJob(services_pb2.CancelJobRequest(job_id=job_id), timeout=10)
+
+
+def test_batch_streams_share_the_per_client_stream_limit(
+    tls_cluster: Cluster, pki: ClusterPKI
+) -> None:
+    with connected(tls_cluster, pki, "admin") as admin:
+        job_id = _submit(admin, _spec(tls_cluster, capability_requirements={"needs_nbd": True}))
+    with connected(tls_cluster, pki, "vera") as vera:
+        request = services_pb2.WatchJobRequest(job_id=job_id)
+        streams: list = []
+
+        def saturated() -> bool:
+            # Streams start asynchronously: keep MAX_STREAMS WatchJob streams open until a
+            # WatchJobBatches one more is refused.
+            streams[:] = [stream for stream in streams if stream.running()]
+            while len(streams) < MAX_STREAMS:
+                streams.append(vera.jobs.WatchJob(request))
+            return _probe_batches(vera, job_id)[0] is grpc.StatusCode.RESOURCE_EXHAUSTED
+
+        wait_for(saturated, timeout=20, what="RESOURCE_EXHAUSTED for a batch stream too many")
+        for stream in streams:
+            stream.cancel()
+    with connected(tls_cluster, pki, "admin") as admin:
+        admin.jobs.CancelJob(services_pb2.CancelJobRequest(job_id=job_id), timeout=10)
