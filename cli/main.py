@@ -131,30 +131,41 @@ def load_spec(file: str) -> JobSpec:
 @app.command()
 def submit(
     ctx: typer.Context,
-    file: Annotated[str, typer.Argument(help="v1 job JSON file, or - for stdin.")],
+    files: Annotated[
+        list[str],
+        typer.Argument(
+            help="v1 job JSON files (- for stdin); several are submitted in one call, all or none."
+        ),
+    ],
     watch: Annotated[
-        bool, typer.Option("--watch", "-w", help="Then follow it like `watch`.")
+        bool, typer.Option("--watch", "-w", help="Then follow it like `watch` (one file).")
     ] = False,
 ) -> None:
-    """Validate and submit a v1 job file; print the job id on stdout."""
-    spec = load_spec(file)
+    """Validate and submit v1 job files; print each job id on stdout."""
+    if watch and len(files) > 1:
+        typer.echo("error: --watch follows one job: give one file", err=True)
+        raise typer.Exit(EXIT_INVALID_INPUT)
+    specs = [load_spec(file) for file in files]
     settings = settings_of(ctx)
-    # The root of the job's trace: the control plane and the agent continue it.
-    span_attributes = {"h2k.job_id": spec.job_id, "h2k.operation": spec.operation.value}
+    # The root of the jobs' trace: the control plane and the agents continue it.
+    span_attributes = {"h2k.job_id": specs[0].job_id, "h2k.operation": specs[0].operation.value}
     with (
         reporting_errors(settings),
         settings.connect() as client,
         _TRACER.start_as_current_span("h2kctl submit", attributes=span_attributes),
     ):
-        result = client.submit(spec)
-        typer.echo(spec.job_id)
-        if not result.created:
-            state = job_to_dict(result.job)["state"]
-            typer.echo(
-                f"job {spec.job_id} already exists with the same spec (state {state})", err=True
-            )
+        # One file keeps to SubmitJob, which every v1 control plane serves.
+        results = [client.submit(specs[0])] if len(specs) == 1 else client.submit_many(specs)
+        for spec, result in zip(specs, results, strict=True):
+            typer.echo(spec.job_id)
+            if not result.created:
+                state = job_to_dict(result.job)["state"]
+                typer.echo(
+                    f"job {spec.job_id} already exists with the same spec (state {state})",
+                    err=True,
+                )
         if watch:
-            raise typer.Exit(follow(client, spec.job_id))
+            raise typer.Exit(follow(client, specs[0].job_id))
 
 
 # --- following and reading jobs -----------------------------------------------------------

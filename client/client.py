@@ -99,6 +99,22 @@ class H2KClient:
             response = self._jobs.SubmitJob(request, timeout=self.timeout)
         return SubmitResult(job=response.job, created=response.created)
 
+    def submit_many(
+        self, specs: Sequence[JobSpec | Mapping[str, Any]]
+    ) -> builtins.list[SubmitResult]:
+        """Validate every spec locally, then submit them in one call: all or none.
+
+        Raises:
+            protocol.errors.InvalidArgument: a spec is invalid (nothing was sent), or the
+                control plane rejected one (``specs[i]: ...``; none was stored).
+            protocol.errors.AlreadyExists: ``specs[i].job_id`` exists with a different spec.
+        """
+        models = [s if isinstance(s, JobSpec) else parse_spec(dict(s)) for s in specs]
+        request = services_pb2.SubmitJobsRequest(specs=[spec_to_proto(m) for m in models])
+        with rpc_errors():
+            response = self._jobs.SubmitJobs(request, timeout=self.timeout)
+        return [SubmitResult(job=r.job, created=r.created) for r in response.results]
+
     def get(self, job_id: str) -> job_pb2.Job:
         """The job, with its history and result."""
         with rpc_errors():

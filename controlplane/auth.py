@@ -56,6 +56,7 @@ _ADMIN = frozenset({Role.ADMIN})
 # Method -> the roles any one of which allows the call. A method missing here needs admin.
 METHOD_ROLES: dict[str, frozenset[Role]] = {
     "JobService/SubmitJob": frozenset({Role.SUBMITTER, Role.ADMIN}),
+    "JobService/SubmitJobs": frozenset({Role.SUBMITTER, Role.ADMIN}),
     "JobService/GetJob": _READ,
     "JobService/ListJobs": _READ,
     "JobService/WatchJob": _READ,

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 from opentelemetry import trace
 
-from controlplane.auth import attribute_submission, check_may_cancel, current_principal
+from controlplane.auth import (
+    Principal,
+    attribute_submission,
+    check_may_cancel,
+    current_principal,
+)
 from controlplane.dispatcher import Dispatcher
 from controlplane.events import EventHub, Subscription
 from controlplane.metrics import JOBS_SUBMITTED, observe_submit
@@ -20,6 +25,7 @@ from controlplane.watch_batches import BatchMessages
 from protocol.conversion import state_from_proto, utcnow
 from protocol.errors import FailedPrecondition, InvalidArgument, Unavailable
 from protocol.gen.h2k.v1 import job_pb2, services_pb2, services_pb2_grpc
+from protocol.spec import JobSpec
 from protocol.states import IllegalTransition, JobState
 from protocol.telemetry import current_traceparent, tracer
 
@@ -29,6 +35,9 @@ _TRACER = tracer(__name__)
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 REPLAY_BATCH = 500
+# Specs per SubmitJobs call (one transaction; the client's 4 MiB message limit binds first
+# for large specs).
+MAX_BATCH = 1000
 
 
 class JobService(services_pb2_grpc.JobServiceServicer):
@@ -75,6 +84,37 @@ class JobService(services_pb2_grpc.JobServiceServicer):
             JOBS_SUBMITTED.inc()
             self._dispatcher.wake()
         return services_pb2.SubmitJobResponse(job=job.to_proto(), created=created)
+
+    @unary_rpc
+    async def SubmitJobs(
+        self, request: services_pb2.SubmitJobsRequest, context: Context
+    ) -> services_pb2.SubmitJobsResponse:
+        started = time.monotonic()
+        try:
+            with _TRACER.start_as_current_span("controlplane.submit_jobs") as span:
+                span.set_attribute("h2k.jobs", len(request.specs))
+                return await self._submit_many(request)
+        finally:
+            observe_submit(started)
+
+    async def _submit_many(
+        self, request: services_pb2.SubmitJobsRequest
+    ) -> services_pb2.SubmitJobsResponse:
+        specs = _validated_batch(request.specs, current_principal())
+        now = utcnow()
+        specs = [s if s.created_at else s.model_copy(update={"created_at": now}) for s in specs]
+        stored = await self._store.create_jobs(specs, now, current_traceparent())
+        created = sum(1 for _job, new in stored if new)
+        log.info("jobs submitted count=%d created=%d", len(stored), created)
+        if created:
+            JOBS_SUBMITTED.inc(created)
+            self._dispatcher.wake()
+        return services_pb2.SubmitJobsResponse(
+            results=[
+                services_pb2.SubmitJobResponse(job=job.to_proto(), created=new)
+                for job, new in stored
+            ]
+        )
 
     @unary_rpc
     async def GetJob(self, request: services_pb2.GetJobRequest, context: Context) -> job_pb2.Job:
@@ -238,6 +278,30 @@ def _following(
         last = event.seq
         fresh.append(event)
     return fresh, False
+
+
+def _validated_batch(messages: Sequence[job_pb2.JobSpec], principal: Principal) -> list[JobSpec]:
+    """The specs of a SubmitJobs request, or InvalidArgument naming every bad one."""
+    if not messages:
+        raise InvalidArgument("specs: at least one spec")
+    if len(messages) > MAX_BATCH:
+        raise InvalidArgument(f"specs: at most {MAX_BATCH} per call (got {len(messages)})")
+    specs: list[JobSpec] = []
+    problems: list[str] = []
+    first: dict[str, int] = {}
+    for index, message in enumerate(messages):
+        try:
+            spec = attribute_submission(validate_submission(message), principal)
+        except InvalidArgument as exc:
+            problems.append(f"specs[{index}]: {exc.message}")
+            continue
+        seen = first.setdefault(spec.job_id, index)
+        if seen != index:
+            problems.append(f"specs[{index}].job_id: repeats specs[{seen}].job_id")
+        specs.append(spec)
+    if problems:
+        raise InvalidArgument("; ".join(problems))
+    return specs
 
 
 def _offset_from_token(token: str) -> int:

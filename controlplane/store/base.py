@@ -85,6 +85,17 @@ class JobStore(abc.ABC):
         """
 
     @abc.abstractmethod
+    async def create_jobs(
+        self, specs: Sequence[JobSpec], now: datetime, trace_context: str = ""
+    ) -> list[tuple[JobRecord, bool]]:
+        """:meth:`create_job` for several specs (distinct job_ids), all or none.
+
+        Raises:
+            AlreadyExists: naming ``specs[i].job_id``, when one exists with a different
+                spec; nothing is stored then.
+        """
+
+    @abc.abstractmethod
     async def get_job(self, job_id: str) -> JobRecord:
         """The job with its history.
 

@@ -148,42 +148,56 @@ class PostgresStore(JobStore):
     async def create_job(
         self, spec: JobSpec, now: datetime, trace_context: str = ""
     ) -> tuple[JobRecord, bool]:
-        fingerprint = spec.fingerprint()
         async with self._write() as conn:
+            return await self._insert_job(conn, spec, now, trace_context, "job_id")
+
+    async def create_jobs(
+        self, specs: Sequence[JobSpec], now: datetime, trace_context: str = ""
+    ) -> list[tuple[JobRecord, bool]]:
+        # One transaction: a conflict raises out of it and nothing is stored.
+        async with self._write() as conn:
+            return [
+                await self._insert_job(conn, spec, now, trace_context, f"specs[{i}].job_id")
+                for i, spec in enumerate(specs)
+            ]
+
+    async def _insert_job(
+        self, conn: Conn, spec: JobSpec, now: datetime, trace_context: str, field: str
+    ) -> tuple[JobRecord, bool]:
+        """Insert a new job (QUEUED); ``field`` names the spec's job_id in a conflict."""
+        fingerprint = spec.fingerprint()
+        cursor = await conn.execute(
+            "INSERT INTO jobs (job_id, spec, fingerprint, state, priority, submitted_at, "
+            "updated_at, trace_context, needs_kind) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) "
+            "ON CONFLICT (job_id) DO NOTHING RETURNING job_id",
+            (
+                spec.job_id,
+                spec.model_dump_json(),
+                fingerprint,
+                JobState.CREATED.value,
+                spec.execution_policy.priority,
+                now,
+                now,
+                trace_context,
+                needs_kind(spec),
+            ),
+        )
+        created = await cursor.fetchone() is not None
+        if created:
+            submitted = f"spec valid; submitted by {spec.audit.requested_by}"
+            await self._apply(conn, spec.job_id, JobState.VALIDATED, submitted, now, {})
+            await self._apply(conn, spec.job_id, JobState.QUEUED, "waiting for an agent", now, {})
+        else:
             cursor = await conn.execute(
-                "INSERT INTO jobs (job_id, spec, fingerprint, state, priority, submitted_at, "
-                "updated_at, trace_context, needs_kind) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) "
-                "ON CONFLICT (job_id) DO NOTHING RETURNING job_id",
-                (
-                    spec.job_id,
-                    spec.model_dump_json(),
-                    fingerprint,
-                    JobState.CREATED.value,
-                    spec.execution_policy.priority,
-                    now,
-                    now,
-                    trace_context,
-                    needs_kind(spec),
-                ),
+                "SELECT fingerprint FROM jobs WHERE job_id = %s", (spec.job_id,)
             )
-            created = await cursor.fetchone() is not None
-            if created:
-                submitted = f"spec valid; submitted by {spec.audit.requested_by}"
-                await self._apply(conn, spec.job_id, JobState.VALIDATED, submitted, now, {})
-                await self._apply(
-                    conn, spec.job_id, JobState.QUEUED, "waiting for an agent", now, {}
+            row = await cursor.fetchone()
+            if row is not None and row["fingerprint"] != fingerprint:
+                raise AlreadyExists(
+                    f"{field}: job {spec.job_id} already exists with a different spec"
                 )
-            else:
-                cursor = await conn.execute(
-                    "SELECT fingerprint FROM jobs WHERE job_id = %s", (spec.job_id,)
-                )
-                row = await cursor.fetchone()
-                if row is not None and row["fingerprint"] != fingerprint:
-                    raise AlreadyExists(
-                        f"job_id: job {spec.job_id} already exists with a different spec"
-                    )
-            return await self._load(conn, spec.job_id), created
+        return await self._load(conn, spec.job_id), created
 
     async def get_job(self, job_id: str) -> JobRecord:
         async with self._conn() as conn:

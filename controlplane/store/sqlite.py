@@ -235,6 +235,29 @@ class SqliteStore(JobStore):
         )
         return None
 
+    async def create_jobs(
+        self, specs: Sequence[JobSpec], now: datetime, trace_context: str = ""
+    ) -> list[tuple[JobRecord, bool]]:
+        batch = list(specs)
+        return await self._batched(
+            functools.partial(self._insert_jobs, batch, now, trace_context),
+            lambda existing: [self._created(s, e) for s, e in zip(batch, existing, strict=True)],
+        )
+
+    def _insert_jobs(
+        self, specs: list[JobSpec], now: datetime, trace_context: str
+    ) -> list[str | None]:
+        """Insert every new job; a conflict raises, and the caller's savepoint undoes all."""
+        existing = []
+        for index, spec in enumerate(specs):
+            fingerprint = self._insert_job(spec, now, trace_context)
+            if fingerprint is not None and fingerprint != spec.fingerprint():
+                raise AlreadyExists(
+                    f"specs[{index}].job_id: job {spec.job_id} already exists with a different spec"
+                )
+            existing.append(fingerprint)
+        return existing
+
     def _created(self, spec: JobSpec, existing: str | None) -> tuple[JobRecord, bool]:
         """The answer of a committed submit; ``existing`` is the fingerprint already stored."""
         if existing is not None and existing != spec.fingerprint():

@@ -19,10 +19,11 @@ def table_rows(out: str) -> list[str]:
 
 
 def test_submit_prints_echo_and_h2k_rates(capsys):
-    submit.main(["--seconds", "0.5", "--concurrency", "4", "--channels", "1"])
+    submit.main(["--seconds", "0.5", "--concurrency", "4", "--channels", "1", "--batch", "10"])
     out = capsys.readouterr().out
     rows = table_rows(out)
-    assert any(r.startswith("| h2k SubmitJob") for r in rows)
+    assert any(r.startswith("| h2k SubmitJob ") for r in rows)
+    assert any(r.startswith("| h2k SubmitJobs x10") for r in rows)
     assert any(r.startswith("| echo (before)") for r in rows)
     assert "bar: h2k >= 60% of echo" in out
 

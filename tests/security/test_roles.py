@@ -66,6 +66,9 @@ def _calls(cluster: Cluster, job_id: str) -> dict[str, Call]:
         "JobService/SubmitJob": lambda s: s.jobs.SubmitJob(
             services_pb2.SubmitJobRequest(spec=_spec(cluster)), timeout=10
         ),
+        "JobService/SubmitJobs": lambda s: s.jobs.SubmitJobs(
+            services_pb2.SubmitJobsRequest(specs=[_spec(cluster), _spec(cluster)]), timeout=10
+        ),
         "JobService/GetJob": lambda s: s.jobs.GetJob(
             services_pb2.GetJobRequest(job_id=job_id), timeout=10
         ),
@@ -74,6 +77,9 @@ def _calls(cluster: Cluster, job_id: str) -> dict[str, Call]:
         ),
         "JobService/WatchJob": lambda s: list(
             s.jobs.WatchJob(services_pb2.WatchJobRequest(job_id=job_id), timeout=10)
+        ),
+        "JobService/WatchJobBatches": lambda s: list(
+            s.jobs.WatchJobBatches(services_pb2.WatchJobRequest(job_id=job_id), timeout=10)
         ),
         "JobService/ListJobEvents": lambda s: s.jobs.ListJobEvents(
             services_pb2.ListJobEventsRequest(job_id=job_id), timeout=10
@@ -104,6 +110,8 @@ def _calls(cluster: Cluster, job_id: str) -> dict[str, Call]:
 READ = {"admin", "vera", "sam"}
 ALLOWED = {
     "JobService/SubmitJob": {"admin", "sam"},
+    "JobService/SubmitJobs": {"admin", "sam"},
+    "JobService/WatchJobBatches": READ,
     "JobService/GetJob": READ,
     "JobService/ListJobs": READ,
     "JobService/WatchJob": READ,
@@ -242,3 +250,15 @@ def test_too_many_streams_from_one_client_are_refused_while_others_work(
             stream.cancel()
     with connected(tls_cluster, pki, "admin") as admin:
         admin.jobs.CancelJob(services_pb2.CancelJobRequest(job_id=job_id), timeout=10)
+
+
+def test_a_wave_records_the_authenticated_identity_for_every_job(
+    tls_cluster: Cluster, pki: ClusterPKI
+) -> None:
+    specs = [_spec(tls_cluster, requested_by="the-boss") for _ in range(2)]
+    with connected(tls_cluster, pki, "sam") as sam:
+        reply = sam.jobs.SubmitJobs(services_pb2.SubmitJobsRequest(specs=specs), timeout=10)
+    assert [r.job.spec.audit.requested_by for r in reply.results] == ["sam", "sam"]
+    assert {r.job.spec.audit.tags["h2k.claimed_requested_by"] for r in reply.results} == {
+        "the-boss"
+    }

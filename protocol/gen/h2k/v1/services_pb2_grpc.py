@@ -42,6 +42,11 @@ class JobServiceStub:
                 request_serializer=h2k_dot_v1_dot_services__pb2.SubmitJobRequest.SerializeToString,
                 response_deserializer=h2k_dot_v1_dot_services__pb2.SubmitJobResponse.FromString,
                 _registered_method=True)
+        self.SubmitJobs = channel.unary_unary(
+                '/h2k.v1.JobService/SubmitJobs',
+                request_serializer=h2k_dot_v1_dot_services__pb2.SubmitJobsRequest.SerializeToString,
+                response_deserializer=h2k_dot_v1_dot_services__pb2.SubmitJobsResponse.FromString,
+                _registered_method=True)
         self.GetJob = channel.unary_unary(
                 '/h2k.v1.JobService/GetJob',
                 request_serializer=h2k_dot_v1_dot_services__pb2.GetJobRequest.SerializeToString,
@@ -80,6 +85,14 @@ class JobServiceServicer:
 
     def SubmitJob(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SubmitJobs(self, request, context):
+        """Several jobs in one call, all or nothing: every spec is validated and all are stored in
+        one transaction; one invalid or conflicting spec fails the call and stores none.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -130,6 +143,11 @@ def add_JobServiceServicer_to_server(servicer, server):
                     servicer.SubmitJob,
                     request_deserializer=h2k_dot_v1_dot_services__pb2.SubmitJobRequest.FromString,
                     response_serializer=h2k_dot_v1_dot_services__pb2.SubmitJobResponse.SerializeToString,
+            ),
+            'SubmitJobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitJobs,
+                    request_deserializer=h2k_dot_v1_dot_services__pb2.SubmitJobsRequest.FromString,
+                    response_serializer=h2k_dot_v1_dot_services__pb2.SubmitJobsResponse.SerializeToString,
             ),
             'GetJob': grpc.unary_unary_rpc_method_handler(
                     servicer.GetJob,
@@ -190,6 +208,33 @@ class JobService:
             '/h2k.v1.JobService/SubmitJob',
             h2k_dot_v1_dot_services__pb2.SubmitJobRequest.SerializeToString,
             h2k_dot_v1_dot_services__pb2.SubmitJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/h2k.v1.JobService/SubmitJobs',
+            h2k_dot_v1_dot_services__pb2.SubmitJobsRequest.SerializeToString,
+            h2k_dot_v1_dot_services__pb2.SubmitJobsResponse.FromString,
             options,
             channel_credentials,
             insecure,
