@@ -73,6 +73,17 @@ def _parse_spec(body: str) -> JobSpec:
     return JobSpec.model_validate_json(body)
 
 
+@functools.lru_cache(maxsize=1024)
+def _capabilities_wire(body: str) -> bytes:
+    """Stored capabilities (JSON) in wire form: parsed once per distinct body."""
+    return json_format.Parse(body, agent_pb2.Capabilities()).SerializeToString()
+
+
+def _capabilities(body: str) -> agent_pb2.Capabilities:
+    """A fresh message each time (callers may keep or change it); the JSON is parsed once."""
+    return agent_pb2.Capabilities.FromString(_capabilities_wire(body))
+
+
 def _column_value(name: str, value: Any) -> Any:
     """A record field as the column stores it."""
     if name == "result":
@@ -575,7 +586,7 @@ class SqliteStore(JobStore):
         return AgentRecord(
             name=row["name"],
             address=row["address"],
-            capabilities=json_format.Parse(row["capabilities"], agent_pb2.Capabilities()),
+            capabilities=_capabilities(row["capabilities"]),
             max_concurrent_jobs=row["max_concurrent_jobs"],
             registered_at=datetime.fromisoformat(row["registered_at"]),
             last_heartbeat=datetime.fromisoformat(row["last_heartbeat"]),
