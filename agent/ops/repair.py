@@ -22,13 +22,14 @@ from agent.disk.attach import attached_image
 from agent.disk.journal import AttachmentJournal
 from agent.errors import CapabilityMissing, InvalidSpec, OperationNotImplemented, ToolFailed
 from agent.ops.base import JobContext, OpResult, Output
-from agent.ops.convert import _check_target, output_path
+from agent.ops.convert import _check_target, check_compression, output_path
 from agent.ops.image import inspect_input
 from agent.probes import run_probe
 from agent.repair.actions import RepairPlan, plan_repair
 from agent.repair.phases import PhaseClock
 from agent.repair.report import ImageDescription, build_report, write_report
 from agent.repair.runner import NodeAbilities, RepairOutcome, phases_for, repair_disk
+from protocol.spec import CompressionType
 from protocol.spec import Operation as Op
 
 log = logging.getLogger(__name__)
@@ -109,14 +110,17 @@ async def _convert(
         done = int(total * percent / 100)
         clock.within("convert", percent / 100, bytes_done=done, bytes_total=total)
 
+    compression = ctx.spec.convert_parameters().effective_compression_type
     await qemu_img.convert(
         ctx.input_path,
         info.format,
         tmp,
         fmt,
-        compress=ctx.spec.convert_parameters().effective_compress,
+        compress=compression is not None,
         progress=on_progress,
         timeout=ctx.spec.execution_policy.timeout_seconds + TOOL_TIMEOUT_MARGIN,
+        # zlib is qemu-img's default: its argv stays as it was.
+        compression_type=compression.value if compression is CompressionType.ZSTD else None,
     )
 
 
@@ -186,6 +190,7 @@ async def run_repair(ctx: JobContext) -> OpResult:
     fmt = ctx.spec.convert_parameters().output_format.value
     target = output_path(ctx, fmt)
     _check_target(ctx, target)
+    await check_compression(ctx, ctx.spec.convert_parameters().effective_compression_type)
     with atomic_output(target, ctx.job_id, ctx.state_dir) as output:
         await _convert(ctx, info, output.tmp, fmt, clock)
         outcome, method = await _repair(ctx, plan, clock, output.tmp, fmt, writable=True)

@@ -7,6 +7,7 @@ driver configuration is there, and the report says exactly what changed.
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -354,3 +355,26 @@ def test_agent_refuses_lvm_repair_without_device_mapper(
     assert "lvm_repair needs device-mapper and lvm on this node" in error.message
     assert "/dev/mapper/control" in error.message
     assert list(outdir.iterdir()) == []
+
+
+def test_a_repair_honours_the_asked_compression_type(
+    repair_cluster: Cluster, guests: Guests, outdir: Path, readback: Path
+) -> None:
+    doc = repair_spec(
+        "boot_repair", guests.debian.path, outdir, compress=True, compression_type="zstd"
+    )
+    _completed(run_job(repair_cluster, doc))
+    output = outdir / "debian-guest.qcow2"
+    info = json.loads(
+        subprocess.run(
+            ["qemu-img", "info", "--output=json", str(output)],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+    )
+    assert info["format-specific"]["data"]["compression-type"] == "zstd"
+    with opened_readonly(output, "qcow2", readback) as disk:
+        assert _fstab_specs(disk, 1)["/"] == f"UUID={disk.blkid[1]['UUID']}"
+    _assert_sources_unchanged(guests)
+    _assert_node_clean(repair_cluster)

@@ -26,10 +26,10 @@ def test_parse_progress_reads_qemu_img_percent(line: str, expected: float | None
     assert parse_progress(line) == expected
 
 
-def test_convert_argv_uses_out_of_order_writes_only_without_compression() -> None:
+def test_convert_argv_uses_out_of_order_writes_only_with_compression() -> None:
     plain = convert_argv(Path("/i/a.vmdk"), "vmdk", Path("/o/a.raw"), "raw", compress=False)
     packed = convert_argv(Path("/i/a.vmdk"), "vmdk", Path("/o/a.qcow2"), "qcow2", compress=True)
-    assert "-W" in plain and "-c" not in plain
+    assert "-W" not in plain and "-c" not in plain
     assert "-c" in packed and "-W" in packed
     assert plain[-2:] == ["/i/a.vmdk", "/o/a.raw"]
     assert plain[plain.index("-f") : plain.index("-f") + 2] == ["-f", "vmdk"]
