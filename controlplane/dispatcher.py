@@ -1,13 +1,14 @@
 """The dispatcher: places queued jobs on agents and follows each job's event stream.
 
-One loop, woken on submit, agent registration, job completion and a periodic tick, does three
-things each pass: it acts on agents that missed their lease, attempts past their deadline and
-drains past theirs (:mod:`controlplane.leases`), it queues again the retries whose backoff
-is over, and it runs the scheduler over the stored queue. Each assignment gets its own task
-that calls the agent's ``Worker.ExecuteJob`` and relays the events; a broken stream is resumed
-with ``AttachJob`` from the last stored seq, so neither an agent's hiccup nor a control-plane
-restart loses or repeats an event. A stream is followed until its attempt ends or the agent's
-lease runs out; an agent is never declared lost just because a stream broke.
+One loop, woken on submit, agent registration and job completion, runs a scheduling pass over
+the stored queue (:mod:`controlplane.placement`); once per tick it also acts on agents that
+missed their lease, attempts past their deadline and drains past theirs
+(:mod:`controlplane.leases`), and queues again the retries whose backoff is over. Each
+assignment gets its own task that calls the agent's ``Worker.ExecuteJob`` and relays the
+events; a broken stream is resumed with ``AttachJob`` from the last stored seq, so neither an
+agent's hiccup nor a control-plane restart loses or repeats an event. A stream is followed
+until its attempt ends or the agent's lease runs out; an agent is never declared lost just
+because a stream broke.
 
 With several replicas on one PostgreSQL store (:mod:`controlplane.ownership`) one replica
 schedules, each job's stream is followed by the replica holding its lease, and a replica
@@ -23,7 +24,7 @@ import itertools
 import logging
 import math
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -38,36 +39,23 @@ from controlplane.leases import (
     review_active_jobs,
 )
 from controlplane.metrics import observe_scheduling
-from controlplane.models import AgentRecord, JobRecord, QueuedJob, QueueKind, error_result
+from controlplane.models import AgentRecord, JobRecord, QueuedJob, error_result
 from controlplane.ownership import DEFAULT_STREAM_LEASE, StreamOwnership
+from controlplane.placement import QueueReader
 from controlplane.progress import EventGap, ProgressRecorder
 from controlplane.retry import AGENT_LOST, TIMEOUT, RetryPolicy, next_attempt_at
-from controlplane.scheduler import (
-    DEFAULT_LEASE,
-    AgentView,
-    Judgement,
-    SchedulePlan,
-    agent_view,
-    has_room,
-    judge,
-    place,
-    waiting_reason,
-)
+from controlplane.scheduler import DEFAULT_LEASE, SchedulePlan
 from controlplane.store import ACTIVE_STATES, JobStore
 from controlplane.stream_batches import StreamBatches
 from controlplane.worker_client import WorkerClients
 from protocol.conversion import spec_to_proto, utcnow
 from protocol.errors import NotFound, Unavailable
 from protocol.gen.h2k.v1 import services_pb2
-from protocol.spec import JobSpec
 from protocol.states import IllegalTransition, JobState
 from protocol.telemetry import context_from_traceparent, tracer
 
 log = logging.getLogger(__name__)
 _TRACER = tracer(__name__)
-
-# Specs kept to judge kinds of queued jobs by (few kinds exist; the bound is a backstop).
-MAX_KINDS_REMEMBERED = 1024
 
 __all__ = ["AGENT_LOST", "DispatchPolicy", "Dispatcher"]
 
@@ -198,7 +186,7 @@ class Dispatcher:
         self._started_at = utcnow()
         self._ownership = StreamOwnership(store, self._policy.stream_lease)
         self._store_down = False
-        self._kinds: dict[str, JobSpec] = {}
+        self._queue = QueueReader(store, self._policy.lease)
 
     @property
     def recorder(self) -> ProgressRecorder:
@@ -274,78 +262,31 @@ class Dispatcher:
     # --- placement ----------------------------------------------------------------------
 
     async def dispatch_once(self) -> SchedulePlan:
-        """One scheduling pass: start what fits now, then store why the rest waits.
-
-        The queue is read by kind of job (:func:`controlplane.capabilities.needs_kind`): each
-        kind is judged once, and only jobs of kinds some agent can take now are read, no more
-        than there are free slots. A pass costs what it places, not what waits.
-        """
+        """One scheduling pass (:mod:`controlplane.placement`): start what fits now, then
+        store why the rest waits."""
         if not await self._ownership.lead_scheduler():
             return SchedulePlan()  # another replica schedules
-        summary = await self._store.queue_summary()
-        if not summary:
-            return SchedulePlan()
         now = utcnow()
         self._holdoff = {j: until for j, until in self._holdoff.items() if until > now}
-        agents = {a.name: a for a in await self._store.list_agents()}
-        running = await self._store.count_running_jobs()
-        views = [agent_view(a, running.get(a.name, 0)) for a in agents.values()]
-        lease = self._policy.lease
-        specs = {k.kind: await self._kind_spec(k) for k in summary}
-        judged = {k: judge(s, views, now, lease) for k, s in specs.items() if s is not None}
-        placed, load = await self._place(judged, views)
-        reasons = {k: r for k, j in judged.items() if (r := waiting_reason(j, load)) is not None}
+        held_back = tuple(self._holdoff)
+        planned = await self._queue.plan(held_back, now)
+        assigning = asyncio.gather(*(self._assign(job, agent) for job, agent in planned.placed))
+        if not planned.reasons:
+            await assigning
+            return SchedulePlan(
+                assignments=[(job.job_id, agent.name) for job, agent in planned.placed]
+            )
         # Concurrently: the store commits the writes together (group commit).
         _done, changed = await asyncio.gather(
-            asyncio.gather(*(self._assign(job, agents[name]) for job, name in placed)),
-            self._store.set_queue_reasons(reasons, keep=tuple(self._holdoff)),
+            assigning, self._store.set_queue_reasons(planned.reasons, keep=held_back)
         )
         if changed:
-            for kind, reason in reasons.items():
+            for kind, reason in planned.reasons.items():
                 log.info("jobs wait kind=%r reason=%r", kind, reason)
         return SchedulePlan(
-            assignments=[(job.job_id, name) for job, name in placed], waiting=dict(reasons)
+            assignments=[(job.job_id, agent.name) for job, agent in planned.placed],
+            waiting=dict(planned.reasons),
         )
-
-    async def _place(
-        self, judged: dict[str, Judgement], views: list[AgentView]
-    ) -> tuple[list[tuple[QueuedJob, str]], dict[str, int]]:
-        """Read queued jobs of kinds with room, in scheduling order, and place them.
-
-        Returns the placements and each agent's load after them.
-        """
-        load = {v.name: v.running_jobs for v in views}
-        placed: list[tuple[QueuedJob, str]] = []
-        seen = set(self._holdoff)
-        while True:
-            open_kinds = [k for k, j in judged.items() if has_room(j, load)]
-            fitting = {a.name: a for k in open_kinds for a in judged[k][0]}
-            room = sum(a.max_concurrent_jobs - load[a.name] for a in fitting.values())
-            if room <= 0:
-                return placed, load
-            batch = await self._store.list_queued(open_kinds, room, exclude=tuple(seen))
-            current = [replace(v, running_jobs=load[v.name]) for v in views]
-            plan, load = place([(j.job_id, j.kind) for j in batch], judged, current)
-            by_id = {j.job_id: j for j in batch}
-            placed += [(by_id[job_id], name) for job_id, name in plan.assignments]
-            seen.update(by_id)
-            # Done when the queue of those kinds ran dry or nothing more fits; otherwise the
-            # jobs left waiting used up some kind's room: read on for the other kinds.
-            if len(batch) < room or not plan.assignments:
-                return placed, load
-
-    async def _kind_spec(self, kind: QueueKind) -> JobSpec | None:
-        """A spec of this kind of job (all of a kind have the same needs); None: none left."""
-        spec = self._kinds.get(kind.kind)
-        if spec is None:
-            sample = await self._store.list_queued([kind.kind], 1)
-            if not sample:
-                return None  # placed or cancelled since the summary was read
-            spec = (await self._store.get_job(sample[0].job_id)).spec
-            if len(self._kinds) >= MAX_KINDS_REMEMBERED:
-                self._kinds.clear()
-            self._kinds[kind.kind] = spec
-        return spec
 
     async def _assign(self, job: QueuedJob, agent: AgentRecord) -> None:
         # The stream lease first: from the moment the job is ASSIGNED nobody else takes it.
