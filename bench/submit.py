@@ -66,79 +66,52 @@ def _serve_echo(port: int) -> None:
     asyncio.run(serve())
 
 
-async def drive(address: str, seconds: float, concurrency: int, channels: int) -> dict[str, float]:
-    """Submit unique jobs from ``concurrency`` callers for ``seconds``; calls/s and latency."""
+async def drive(
+    address: str, seconds: float, concurrency: int, channels: int, batch: int = 0
+) -> dict[str, float]:
+    """Submit unique jobs from ``concurrency`` callers for ``seconds``; jobs/s and latency.
+
+    ``batch`` 0: one SubmitJob per job; n: SubmitJobs calls of n jobs each (latency per call).
+    """
     opened = [aio_channel(address) for _ in range(channels)]
     stubs = [services_pb2_grpc.JobServiceStub(c) for c in opened]
     prefix = uuid.uuid4().hex[:8]
     latencies: list[float] = []
     counter = iter(range(10**9))
+
+    async def send(stub: services_pb2_grpc.JobServiceStub) -> None:
+        if batch:
+            specs = [spec_message(f"m-{prefix}-{next(counter)}") for _ in range(batch)]
+            replies = await stub.SubmitJobs(services_pb2.SubmitJobsRequest(specs=specs))
+            assert all(r.created for r in replies.results)
+            return
+        spec = spec_message(f"b-{prefix}-{next(counter)}")
+        reply = await stub.SubmitJob(services_pb2.SubmitJobRequest(spec=spec))
+        assert reply.created
+
     # Warm up: connections open, first-call paths compiled.
-    for i, stub in enumerate(stubs):
-        request = services_pb2.SubmitJobRequest(spec=spec_message(f"warm-{prefix}-{i}"))
-        await stub.SubmitJob(request)
+    for stub in stubs:
+        await send(stub)
     stop_at = time.monotonic() + seconds
 
     async def caller(stub: services_pb2_grpc.JobServiceStub) -> None:
         while time.monotonic() < stop_at:
-            request = services_pb2.SubmitJobRequest(
-                spec=spec_message(f"b-{prefix}-{next(counter)}")
-            )
             started = time.perf_counter()
-            reply = await stub.SubmitJob(request)
+            await send(stub)
             latencies.append(time.perf_counter() - started)
-            assert reply.created
 
     began = time.monotonic()
     await asyncio.gather(*(caller(stubs[i % channels]) for i in range(concurrency)))
     took = time.monotonic() - began
     for channel in opened:
         await channel.close(None)
+    jobs = len(latencies) * max(batch, 1)
     return {
-        "calls": len(latencies),
-        "rate": len(latencies) / took,
+        "calls": jobs,
+        "rate": jobs / took,
         "p50_ms": percentile(latencies, 50) * 1000,
         "p99_ms": percentile(latencies, 99) * 1000,
         "bytes": float(len(spec_message(f"b-{prefix}-0").SerializeToString())),
-    }
-
-
-async def drive_batches(
-    address: str, seconds: float, concurrency: int, channels: int, batch: int
-) -> dict[str, float]:
-    """SubmitJobs calls of ``batch`` unique jobs each; jobs/s (calls counts jobs here)."""
-    opened = [aio_channel(address) for _ in range(channels)]
-    stubs = [services_pb2_grpc.JobServiceStub(c) for c in opened]
-    prefix = uuid.uuid4().hex[:8]
-    latencies: list[float] = []
-    counter = iter(range(10**9))
-
-    def request() -> services_pb2.SubmitJobsRequest:
-        specs = [spec_message(f"m-{prefix}-{next(counter)}") for _ in range(batch)]
-        return services_pb2.SubmitJobsRequest(specs=specs)
-
-    await stubs[0].SubmitJobs(request())  # warm up
-    stop_at = time.monotonic() + seconds
-
-    async def caller(stub: services_pb2_grpc.JobServiceStub) -> None:
-        while time.monotonic() < stop_at:
-            message = request()
-            started = time.perf_counter()
-            reply = await stub.SubmitJobs(message)
-            latencies.append(time.perf_counter() - started)
-            assert all(r.created for r in reply.results)
-
-    began = time.monotonic()
-    await asyncio.gather(*(caller(stubs[i % channels]) for i in range(concurrency)))
-    took = time.monotonic() - began
-    for channel in opened:
-        await channel.close(None)
-    return {
-        "calls": len(latencies) * batch,
-        "rate": len(latencies) * batch / took,
-        "p50_ms": percentile(latencies, 50) * 1000,
-        "p99_ms": percentile(latencies, 99) * 1000,
-        "bytes": float(len(spec_message(f"m-{prefix}-0").SerializeToString())),
     }
 
 
@@ -160,7 +133,7 @@ def run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
             # A fresh store, so the batch row does not start behind the first one's queue.
             with controlplane_process(work / "batch") as (cluster, _proc):
                 results[BATCH_ROW.format(n=args.batch)] = asyncio.run(
-                    drive_batches(
+                    drive(
                         cluster.address, args.seconds, args.batch_callers, args.channels, args.batch
                     )
                 )

@@ -10,7 +10,7 @@ import pytest
 
 from tests.support.assertions import assert_gap_free_monotonic
 from tests.support.cluster import Cluster
-from tests.support.images import VARIANTS, build_image, compare
+from tests.support.images import VARIANTS, build_image, compare, image_info
 from tests.support.specs import job_spec
 
 
@@ -40,14 +40,7 @@ def test_convert_each_format_to_qcow2(
     output = outdir / f"{source.path.stem}.qcow2"
     assert [o["path"] for o in job["result"]["outputs"]] == [str(output)]
     assert compare(source, output, "qcow2").returncode == 0
-    info = json.loads(
-        subprocess.run(
-            ["qemu-img", "info", "--output=json", "-f", "qcow2", str(output)],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-    )
+    info = image_info(output)
     assert info["virtual-size"] == source.virtual_size
     assert _leftovers(outdir) == []
     assert_gap_free_monotonic(_events(cluster, doc["job_id"]))

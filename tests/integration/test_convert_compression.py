@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from tests.support.cluster import Cluster
+from tests.support.images import image_info
 from tests.support.specs import job_spec
 
 
@@ -43,14 +43,7 @@ def test_compressed_output_uses_the_asked_compression_type(
     assert run.returncode == 0, run.stdout + run.stderr
 
     output = outdir / "compressible.qcow2"
-    info = json.loads(
-        subprocess.run(
-            ["qemu-img", "info", "--output=json", "-f", "qcow2", str(output)],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-    )
+    info = image_info(output)
     assert info["format-specific"]["data"]["compression-type"] == (asked or "zlib")
     assert output.stat().st_size < (32 << 20) / 4
     same = subprocess.run(

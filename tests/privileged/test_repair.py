@@ -7,7 +7,6 @@ driver configuration is there, and the report says exactly what changed.
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -29,6 +28,7 @@ from tests.support.guests import (
     build_rhel_like,
     opened_readonly,
 )
+from tests.support.images import image_info
 from tests.support.repair_checks import is_clean, leftovers, sha256
 from tests.support.repair_jobs import action, events, job, repair_spec, report_of, run_job, submit
 
@@ -365,14 +365,7 @@ def test_a_repair_honours_the_asked_compression_type(
     )
     _completed(run_job(repair_cluster, doc))
     output = outdir / "debian-guest.qcow2"
-    info = json.loads(
-        subprocess.run(
-            ["qemu-img", "info", "--output=json", str(output)],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout
-    )
+    info = image_info(output)
     assert info["format-specific"]["data"]["compression-type"] == "zstd"
     with opened_readonly(output, "qcow2", readback) as disk:
         assert _fstab_specs(disk, 1)["/"] == f"UUID={disk.blkid[1]['UUID']}"

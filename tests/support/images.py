@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 MiB = 1024 * 1024
 
@@ -90,6 +92,18 @@ def compare(
         text=True,
         timeout=120,
     )
+
+
+def image_info(path: Path, image_format: str = "qcow2") -> dict[str, Any]:
+    """``qemu-img info`` of an image, as its JSON."""
+    run = subprocess.run(
+        ["qemu-img", "info", "--output=json", "-f", image_format, str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    return dict(json.loads(run.stdout))
 
 
 SLOW_IMAGE_MIB = 256
