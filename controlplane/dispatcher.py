@@ -39,7 +39,7 @@ from controlplane.leases import (
     review_active_jobs,
 )
 from controlplane.metrics import observe_scheduling
-from controlplane.models import AgentRecord, JobRecord, QueuedJob, error_result
+from controlplane.models import AgentRecord, JobRecord, QueuedJob
 from controlplane.ownership import DEFAULT_STREAM_LEASE, StreamOwnership
 from controlplane.placement import QueueReader
 from controlplane.progress import EventGap, ProgressRecorder
@@ -504,7 +504,7 @@ class Dispatcher:
             if job.state is not JobState.ASSIGNED or job.attempt != stream.attempt:
                 return
             if job.cancel_requested:
-                await self._end_cancelled(job, f"cancelled before it started ({reason})")
+                await self._recorder.end_cancelled(job, f"cancelled before it started ({reason})")
                 return
             await self._store.transition(
                 job.job_id,
@@ -517,17 +517,6 @@ class Dispatcher:
         self._holdoff[job.job_id] = utcnow() + self._policy.requeue_holdoff
         log.warning("job requeued job_id=%s reason=%r", job.job_id, reason)
         self.wake()
-
-    async def _end_cancelled(self, job: JobRecord, reason: str) -> None:
-        job = await self._store.transition(
-            job.job_id,
-            JobState.CANCELLED,
-            reason,
-            result=error_result(job.phase, "CANCELLED", reason),
-            error=reason,
-            finished_at=utcnow(),
-        )
-        self._recorder.announce_terminal(job)
 
     # --- leases, deadlines, drains and retries ------------------------------------------
 

@@ -17,7 +17,7 @@ from controlplane.auth import (
 from controlplane.dispatcher import Dispatcher
 from controlplane.events import EventHub, Subscription
 from controlplane.metrics import JOBS_SUBMITTED, observe_submit
-from controlplane.models import JobRecord, error_result
+from controlplane.models import JobRecord
 from controlplane.rpc import Context, stream_rpc, unary_rpc
 from controlplane.store import ACTIVE_STATES, JobStore
 from controlplane.submission import validate_submission
@@ -26,7 +26,6 @@ from protocol.conversion import state_from_proto, utcnow
 from protocol.errors import FailedPrecondition, InvalidArgument, Unavailable
 from protocol.gen.h2k.v1 import job_pb2, services_pb2, services_pb2_grpc
 from protocol.spec import JobSpec
-from protocol.states import IllegalTransition, JobState
 from protocol.telemetry import current_traceparent, tracer
 
 log = logging.getLogger(__name__)
@@ -147,7 +146,7 @@ class JobService(services_pb2_grpc.JobServiceServicer):
         if job.state in ACTIVE_STATES:
             job = await self._cancel_on_agent(job, reason)
         else:
-            job = await self._end_cancelled(job, reason)
+            job = await self._dispatcher.recorder.end_cancelled(job, reason)
         return job.to_proto()
 
     async def _cancel_on_agent(self, job: JobRecord, reason: str) -> JobRecord:
@@ -159,23 +158,6 @@ class JobService(services_pb2_grpc.JobServiceServicer):
             log.info("cancel sent job_id=%s agent=%s", job.job_id, job.assigned_agent)
         else:
             log.warning("cancel pending job_id=%s agent=%s", job.job_id, job.assigned_agent)
-        return job
-
-    async def _end_cancelled(self, job: JobRecord, reason: str) -> JobRecord:
-        """Record CANCELLED without the agent (nothing runs, or the agent is gone)."""
-        try:
-            job = await self._store.transition(
-                job.job_id,
-                JobState.CANCELLED,
-                reason,
-                result=error_result(job.phase, "CANCELLED", reason),
-                error=reason,
-                finished_at=utcnow(),
-            )
-        except IllegalTransition:
-            # It ended on its own between our read and the write; report how it ended.
-            return await self._store.get_job(job.job_id)
-        self._dispatcher.recorder.announce_terminal(job)
         return job
 
     @stream_rpc

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from controlplane.events import EventHub
-from controlplane.models import JobRecord, result_to_dict
+from controlplane.models import JobRecord, error_result, result_to_dict
 from controlplane.retry import CANCELLED, Decision, Outcome, RetryPolicy, decide
 from controlplane.store import ACTIVE_STATES, JobStore
 from protocol.conversion import event_state, timestamp_from_proto, timestamp_to_proto, utcnow
@@ -213,6 +213,26 @@ class ProgressRecorder:
             self.announce_terminal(job)
         elif job.state is JobState.RETRYING and self._on_retry is not None:
             self._on_retry(job.job_id)
+        return job
+
+    async def end_cancelled(self, job: JobRecord, reason: str) -> JobRecord:
+        """Record CANCELLED without the agent (nothing runs, or the agent is gone).
+
+        Returns the job as it is afterwards (as it ended, when it ended on its own meanwhile).
+        """
+        try:
+            job = await self._store.transition(
+                job.job_id,
+                JobState.CANCELLED,
+                reason,
+                result=error_result(job.phase, CANCELLED, reason),
+                error=reason,
+                finished_at=utcnow(),
+            )
+        except IllegalTransition:
+            # It ended on its own between the caller's read and this write.
+            return await self._store.get_job(job.job_id)
+        self.announce_terminal(job)
         return job
 
     def announce_terminal(self, job: JobRecord) -> None:
