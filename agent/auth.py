@@ -16,7 +16,8 @@ from typing import Any
 
 import grpc
 
-from protocol.tls import guarded, peer_sans
+from runtime.identity import peer_sans
+from runtime.interceptors import guarded
 
 log = logging.getLogger(__name__)
 

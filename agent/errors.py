@@ -6,25 +6,7 @@ one of :class:`ErrorCode` and its message names the field or path and the rule i
 
 from __future__ import annotations
 
-from enum import StrEnum
-
-
-class ErrorCode(StrEnum):
-    INVALID_SPEC = "INVALID_SPEC"
-    INPUT_NOT_FOUND = "INPUT_NOT_FOUND"
-    PATH_NOT_ALLOWED = "PATH_NOT_ALLOWED"
-    UNSAFE_IMAGE = "UNSAFE_IMAGE"
-    OUTPUT_EXISTS = "OUTPUT_EXISTS"
-    TOOL_FAILED = "TOOL_FAILED"
-    CANCELLED = "CANCELLED"
-    TIMEOUT = "TIMEOUT"
-    INTERNAL = "INTERNAL"
-    NOT_IMPLEMENTED = "NOT_IMPLEMENTED"
-    # The attempt was interrupted: the agent restarted (or was lost), or it shut down.
-    AGENT_LOST = "AGENT_LOST"
-    AGENT_SHUTDOWN = "AGENT_SHUTDOWN"
-    CAPABILITY_MISSING = "CAPABILITY_MISSING"
-    GUEST_NOT_FOUND = "GUEST_NOT_FOUND"
+from protocol.errors import ErrorCode
 
 
 class JobFailure(Exception):

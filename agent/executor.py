@@ -15,7 +15,7 @@ from pathlib import Path
 
 from agent.disk.atomic import remove_leftovers
 from agent.disk.leftovers import release_leftovers
-from agent.errors import ErrorCode, JobFailure
+from agent.errors import JobFailure
 from agent.events import EventLog, JobEvents, Subscription
 from agent.metrics import JobObserver, ObservedProgress
 from agent.ops import OPERATIONS, JobContext, OpResult
@@ -23,7 +23,7 @@ from agent.paths import PathPolicy
 from agent.progress import ProgressReporter
 from agent.recovery import kill_orphans
 from protocol.conversion import dict_to_struct, spec_from_proto
-from protocol.errors import AlreadyExists, FailedPrecondition, ResourceExhausted
+from protocol.errors import AlreadyExists, ErrorCode, FailedPrecondition, ResourceExhausted
 from protocol.gen.h2k.v1 import job_pb2, services_pb2
 from protocol.spec import JobSpec
 

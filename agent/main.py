@@ -11,10 +11,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from agent.server import AgentConfig, serve
-from protocol.logs import configure_logging
-from protocol.server_flags import add_operations_arguments
-from protocol.telemetry import setup_tracing, split_host_port
-from protocol.tls import TLSConfigError, add_tls_arguments, tls_files_from_args
+from runtime.flags import add_operations_arguments, add_timeout_scale_argument
+from runtime.health import split_host_port
+from runtime.logs import configure_logging
+from runtime.tls import TLSConfigError, add_tls_arguments, tls_files_from_args
+from runtime.tracing import setup_tracing
 
 log = logging.getLogger("agent")
 
@@ -59,13 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="on SIGTERM, how long running jobs may finish before they are cancelled and "
         "requeued (keep it below Kubernetes' terminationGracePeriodSeconds)",
     )
-    parser.add_argument(
-        "--timeout-scale",
-        type=float,
-        default=1.0,
-        metavar="FACTOR",
-        help="FOR TESTS ONLY: multiply every job's timeout_seconds (default 1)",
-    )
+    add_timeout_scale_argument(parser)
     add_tls_arguments(parser)
     parser.add_argument(
         "--control-plane-identity",

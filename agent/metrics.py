@@ -27,7 +27,7 @@ from agent.events import JobEvents
 from agent.progress import ProgressReporter
 from protocol.gen.h2k.v1 import agent_pb2
 from protocol.spec import JobSpec
-from protocol.telemetry import tracer
+from runtime.tracing import tracer
 
 log = logging.getLogger(__name__)
 _TRACER = tracer(__name__)

@@ -23,15 +23,10 @@ from agent.paths import PathPolicy
 from agent.registration import CHANNEL_OPTIONS, AgentIdentity, Registrar
 from agent.service import WorkerService
 from protocol.gen.h2k.v1 import agent_pb2, services_pb2, services_pb2_grpc
-from protocol.telemetry import MetricsServer, server_interceptors, start_health_server
-from protocol.tls import (
-    SERVER_OPTIONS,
-    ReloadingChannel,
-    ReloadingTLS,
-    StubProxy,
-    TLSFiles,
-    server_credentials,
-)
+from runtime.channels import ReloadingChannel, StubProxy
+from runtime.health import MetricsServer, start_health_server
+from runtime.tls import SERVER_OPTIONS, ReloadingTLS, TLSFiles, server_credentials
+from runtime.tracing import server_interceptors
 
 log = logging.getLogger(__name__)
 

@@ -1,8 +1,7 @@
 """The gRPC Worker service: the control plane's handle on this agent.
 
-Exceptions become gRPC status in one place (:func:`_abort_for`): an
-:class:`~protocol.errors.H2KError` carries its status code; anything else is INTERNAL and
-logged. Job failures are not gRPC errors: they arrive as FAILED terminal events.
+Exceptions become gRPC status in :mod:`runtime.status`, as on the control plane. Job failures
+are not gRPC errors: they arrive as FAILED terminal events.
 """
 
 from __future__ import annotations
@@ -10,22 +9,13 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Callable
 
-import grpc
-
 from agent.events import EventLog, is_terminal
 from agent.executor import Executor
-from protocol.errors import H2KError, NotFound
+from protocol.errors import NotFound
 from protocol.gen.h2k.v1 import agent_pb2, job_pb2, services_pb2, services_pb2_grpc
+from runtime.status import Context, stream_rpc, unary_rpc
 
 log = logging.getLogger(__name__)
-
-
-async def _abort_for(exc: Exception, context: grpc.aio.ServicerContext, method: str) -> None:
-    if isinstance(exc, H2KError):
-        log.info("rpc refused method=%s code=%s message=%s", method, exc.code.name, exc.message)
-        await context.abort(exc.code, exc.message)
-    log.exception("rpc failed method=%s", method)
-    await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
 
 
 class WorkerService(services_pb2_grpc.WorkerServicer):
@@ -41,26 +31,21 @@ class WorkerService(services_pb2_grpc.WorkerServicer):
         self._events = event_log
         self._capabilities = capabilities
 
+    @stream_rpc
     async def ExecuteJob(
-        self, request: services_pb2.ExecuteJobRequest, context: grpc.aio.ServicerContext
+        self, request: services_pb2.ExecuteJobRequest, context: Context
     ) -> AsyncIterator[job_pb2.ProgressEvent]:
-        try:
-            subscription = self._executor.start(request)
-        except Exception as exc:
-            await _abort_for(exc, context, "ExecuteJob")
-            return
+        subscription = self._executor.start(request)
         # If the caller goes away the job keeps running; it can be re-attached.
         async for event in subscription:
             yield event
 
+    @stream_rpc
     async def AttachJob(
-        self, request: services_pb2.AttachJobRequest, context: grpc.aio.ServicerContext
+        self, request: services_pb2.AttachJobRequest, context: Context
     ) -> AsyncIterator[job_pb2.ProgressEvent]:
-        try:
-            async for event in self._attach(request.job_id, request.after_seq):
-                yield event
-        except Exception as exc:
-            await _abort_for(exc, context, "AttachJob")
+        async for event in self._attach(request.job_id, request.after_seq):
+            yield event
 
     async def _attach(self, job_id: str, after_seq: int) -> AsyncIterator[job_pb2.ProgressEvent]:
         # Subscribe before reading the log so nothing falls between the two; seq dedups.
@@ -88,26 +73,20 @@ class WorkerService(services_pb2_grpc.WorkerServicer):
             if live is not None:
                 live.close()
 
+    @unary_rpc
     async def CancelJob(
-        self, request: services_pb2.WorkerCancelJobRequest, context: grpc.aio.ServicerContext
+        self, request: services_pb2.WorkerCancelJobRequest, context: Context
     ) -> services_pb2.WorkerCancelJobResponse:
-        try:
-            state = await self._executor.cancel(request.job_id, request.reason)
-            if state is not None:
-                return services_pb2.WorkerCancelJobResponse(found=True, state=state)
-            last = self._events.last_event(request.job_id)
-            if last is None:
-                return services_pb2.WorkerCancelJobResponse(found=False)
-            return services_pb2.WorkerCancelJobResponse(found=True, state=last.state)
-        except Exception as exc:
-            await _abort_for(exc, context, "CancelJob")
-            raise  # unreachable: abort raises
+        state = await self._executor.cancel(request.job_id, request.reason)
+        if state is not None:
+            return services_pb2.WorkerCancelJobResponse(found=True, state=state)
+        last = self._events.last_event(request.job_id)
+        if last is None:
+            return services_pb2.WorkerCancelJobResponse(found=False)
+        return services_pb2.WorkerCancelJobResponse(found=True, state=last.state)
 
+    @unary_rpc
     async def GetCapabilities(
-        self, request: services_pb2.GetCapabilitiesRequest, context: grpc.aio.ServicerContext
+        self, request: services_pb2.GetCapabilitiesRequest, context: Context
     ) -> agent_pb2.Capabilities:
-        try:
-            return self._capabilities()
-        except Exception as exc:
-            await _abort_for(exc, context, "GetCapabilities")
-            raise
+        return self._capabilities()

@@ -38,7 +38,7 @@ from client.views import event_to_dict, job_to_dict
 from protocol.errors import InvalidArgument
 from protocol.spec import JobSpec, parse_spec
 from protocol.states import JobState
-from protocol.telemetry import setup_tracing, tracer
+from runtime.tracing import setup_tracing, tracer
 
 app = typer.Typer(
     name="h2kctl",

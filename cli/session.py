@@ -13,7 +13,7 @@ import typer
 
 from client import H2KClient
 from protocol.errors import H2KError
-from protocol.tls import TLSConfigError, client_credentials
+from runtime.tls import TLSConfigError, client_credentials
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # a remote error, or a job that ended FAILED / CANCELLED

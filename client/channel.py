@@ -42,7 +42,7 @@ def open_channel(
     if not insecure:
         # Never fall back to plaintext silently: the caller asked for TLS but gave nothing.
         raise ValueError(
-            f"no TLS credentials for {server}: give credentials (see protocol.tls."
+            f"no TLS credentials for {server}: give credentials (see runtime.tls."
             "client_credentials) or insecure=True for plaintext"
         )
     return grpc.insecure_channel(server, options=CHANNEL_OPTIONS)

@@ -56,7 +56,7 @@ class H2KClient:
             server: the control plane address.
             insecure: use plaintext gRPC when no ``credentials`` are given.
             timeout: deadline in seconds of each unary call (watch streams have none).
-            credentials: channel credentials for TLS (``protocol.tls.client_credentials``);
+            credentials: channel credentials for TLS (``runtime.tls.client_credentials``);
                 override ``insecure``.
             reconnect: how :meth:`watch` retries broken streams.
         """

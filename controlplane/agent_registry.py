@@ -6,26 +6,29 @@ import logging
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from controlplane.dispatcher import Dispatcher
+from controlplane.dispatch.handles import AgentEvents
+from controlplane.leases import AgentLiveness, agent_liveness
 from controlplane.models import AgentRecord
-from controlplane.rpc import Context, unary_rpc
 from controlplane.store import JobStore
 from protocol.conversion import utcnow
 from protocol.errors import InvalidArgument
 from protocol.gen.h2k.v1 import agent_pb2, services_pb2, services_pb2_grpc
+from runtime.status import Context, unary_rpc
 
 log = logging.getLogger(__name__)
 
 
+_WIRE_STATES = {
+    AgentLiveness.READY: agent_pb2.AGENT_STATE_READY,
+    AgentLiveness.CORDONED: agent_pb2.AGENT_STATE_CORDONED,
+    AgentLiveness.DRAINING: agent_pb2.AGENT_STATE_DRAINING,
+    AgentLiveness.LOST: agent_pb2.AGENT_STATE_LOST,
+}
+
+
 def agent_state(agent: AgentRecord, now: datetime, lease: timedelta) -> agent_pb2.AgentState:
-    """What an admin sees: LOST when the lease ran out, else DRAINING, CORDONED or READY."""
-    if now - agent.last_heartbeat > lease:
-        return agent_pb2.AGENT_STATE_LOST
-    if agent.draining:
-        return agent_pb2.AGENT_STATE_DRAINING
-    if agent.cordoned:
-        return agent_pb2.AGENT_STATE_CORDONED
-    return agent_pb2.AGENT_STATE_READY
+    """What an admin sees: the agent's liveness as the wire enum."""
+    return _WIRE_STATES[agent_liveness(agent, now, lease)]
 
 
 class AgentRegistry(services_pb2_grpc.AgentRegistryServicer):
@@ -34,7 +37,7 @@ class AgentRegistry(services_pb2_grpc.AgentRegistryServicer):
     def __init__(
         self,
         store: JobStore,
-        dispatcher: Dispatcher,
+        dispatcher: AgentEvents,
         heartbeat_interval_seconds: int,
         lease_seconds: int,
     ) -> None:

@@ -36,7 +36,8 @@ import yaml
 
 from protocol.errors import InvalidArgument, PermissionDenied
 from protocol.spec import MAX_MAP_ENTRIES, JobSpec
-from protocol.tls import guarded, peer_common_name, peer_sans
+from runtime.identity import peer_common_name, peer_sans
+from runtime.interceptors import guarded
 
 log = logging.getLogger(__name__)
 

@@ -14,11 +14,10 @@ from controlplane.auth import (
     check_may_cancel,
     current_principal,
 )
-from controlplane.dispatcher import Dispatcher
+from controlplane.dispatch.handles import JobControl
 from controlplane.events import EventHub, Subscription
 from controlplane.metrics import JOBS_SUBMITTED, observe_submit
 from controlplane.models import JobRecord
-from controlplane.rpc import Context, stream_rpc, unary_rpc
 from controlplane.store import ACTIVE_STATES, JobStore
 from controlplane.submission import validate_submission
 from controlplane.watch_batches import BatchMessages
@@ -26,7 +25,8 @@ from protocol.conversion import state_from_proto, utcnow
 from protocol.errors import FailedPrecondition, InvalidArgument, Unavailable
 from protocol.gen.h2k.v1 import job_pb2, services_pb2, services_pb2_grpc
 from protocol.spec import JobSpec
-from protocol.telemetry import current_traceparent, tracer
+from runtime.status import Context, stream_rpc, unary_rpc
+from runtime.tracing import current_traceparent, tracer
 
 log = logging.getLogger(__name__)
 _TRACER = tracer(__name__)
@@ -42,7 +42,7 @@ MAX_BATCH = 1000
 class JobService(services_pb2_grpc.JobServiceServicer):
     """Jobs for h2kctl and other services."""
 
-    def __init__(self, store: JobStore, hub: EventHub, dispatcher: Dispatcher) -> None:
+    def __init__(self, store: JobStore, hub: EventHub, dispatcher: JobControl) -> None:
         self._store = store
         self._hub = hub
         self._dispatcher = dispatcher
@@ -146,7 +146,7 @@ class JobService(services_pb2_grpc.JobServiceServicer):
         if job.state in ACTIVE_STATES:
             job = await self._cancel_on_agent(job, reason)
         else:
-            job = await self._dispatcher.recorder.end_cancelled(job, reason)
+            job = await self._dispatcher.cancel_unstarted(job, reason)
         return job.to_proto()
 
     async def _cancel_on_agent(self, job: JobRecord, reason: str) -> JobRecord:

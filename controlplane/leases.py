@@ -1,7 +1,10 @@
-"""Agent leases and job deadlines: which active jobs need the control plane to step in.
+"""Agent leases and job deadlines: whether an agent is alive, and which active jobs need the
+control plane to step in.
 
-Pure: active jobs, agents and the time in, a list of :class:`Verdict` out. The dispatcher
-acts on them every tick:
+Pure: agents, jobs and the time in, answers out. :func:`agent_liveness` is the one definition
+of an agent's state (READY, CORDONED, DRAINING, LOST) that the registry shows, the scheduler
+places by and the supervisor ends attempts by. :func:`review_active_jobs` gives a list of
+:class:`Verdict`; the dispatcher acts on them every tick:
 
 * ``AGENT_LOST``: the job's agent missed its lease (no heartbeat for ``lease``) or is not
   registered. A control plane that just started counts the lease from its own start, so
@@ -19,18 +22,27 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Protocol
 
 from controlplane.models import AgentRecord, JobRecord
+from protocol.errors import ErrorCode
 from protocol.states import JobState
 
 DEFAULT_TIMEOUT_MARGIN = timedelta(seconds=120)
 
 
 class Action(StrEnum):
-    AGENT_LOST = "AGENT_LOST"
-    TIMEOUT = "TIMEOUT"
+    """What the control plane does about a job; the first two end the attempt with that code."""
+
+    AGENT_LOST = ErrorCode.AGENT_LOST.value
+    TIMEOUT = ErrorCode.TIMEOUT.value
     EVICT = "EVICT"
     CANCEL = "CANCEL"
+
+    @property
+    def ends_attempt_with(self) -> ErrorCode | None:
+        """The error code the attempt ends with, or None when the agent is only asked."""
+        return ErrorCode(self.value) if self in (Action.AGENT_LOST, Action.TIMEOUT) else None
 
 
 @dataclass(frozen=True)
@@ -55,9 +67,66 @@ class Verdict:
     message: str
 
 
-def lease_expired(agent: AgentRecord, now: datetime, lease: timedelta, since: datetime) -> bool:
+class AgentLiveness(StrEnum):
+    """An agent's state as everyone sees it; only READY agents take new work."""
+
+    READY = "READY"
+    CORDONED = "CORDONED"
+    DRAINING = "DRAINING"
+    LOST = "LOST"
+
+
+class AgentFlags(Protocol):
+    """What liveness is judged by (a stored agent or the scheduler's view of one)."""
+
+    @property
+    def last_heartbeat(self) -> datetime: ...
+    @property
+    def cordoned(self) -> bool: ...
+    @property
+    def draining(self) -> bool: ...
+
+
+def heartbeat_age(agent: AgentFlags, now: datetime, since: datetime | None = None) -> timedelta:
+    """How old the agent's last heartbeat is; counted from ``since`` at the earliest."""
+    counted_from = agent.last_heartbeat if since is None else max(agent.last_heartbeat, since)
+    return now - counted_from
+
+
+def agent_liveness(
+    agent: AgentFlags, now: datetime, lease: timedelta, since: datetime | None = None
+) -> AgentLiveness:
+    """LOST when the lease ran out (no heartbeat for ``lease``), else DRAINING, CORDONED, READY.
+
+    Args:
+        agent: the agent's last heartbeat and admin flags.
+        now: the current time.
+        lease: how long a heartbeat is good for.
+        since: when the caller started watching (a control plane that just started counts
+            leases from its own start, so agents are not lost for the time it was down).
+    """
+    if heartbeat_age(agent, now, since) > lease:
+        return AgentLiveness.LOST
+    if agent.draining:
+        return AgentLiveness.DRAINING
+    if agent.cordoned:
+        return AgentLiveness.CORDONED
+    return AgentLiveness.READY
+
+
+def not_ready_reason(agent: AgentFlags, now: datetime, lease: timedelta) -> str | None:
+    """Why the agent takes no new work (for a job's queue reason), or None when it is READY."""
+    liveness = agent_liveness(agent, now, lease)
+    if liveness is AgentLiveness.LOST:
+        return f"heartbeat {int(heartbeat_age(agent, now).total_seconds())}s old"
+    if liveness is AgentLiveness.READY:
+        return None
+    return liveness.value.lower()
+
+
+def lease_expired(agent: AgentFlags, now: datetime, lease: timedelta, since: datetime) -> bool:
     """Whether ``agent`` missed its lease; heartbeats count from ``since`` at the earliest."""
-    return now - max(agent.last_heartbeat, since) > lease
+    return agent_liveness(agent, now, lease, since) is AgentLiveness.LOST
 
 
 def job_deadline(job: JobRecord, policy: LeasePolicy) -> datetime | None:

@@ -14,10 +14,11 @@ from controlplane.auth import DEFAULT_MAX_STREAMS_PER_CLIENT, RoleBook
 from controlplane.events import DEFAULT_BUFFER
 from controlplane.server import ControlPlane, ControlPlaneConfig
 from controlplane.store import store_for_url
-from protocol.logs import configure_logging
-from protocol.server_flags import add_operations_arguments
-from protocol.telemetry import setup_tracing, split_host_port
-from protocol.tls import TLSConfigError, add_tls_arguments, tls_files_from_args
+from runtime.flags import add_operations_arguments, add_timeout_scale_argument
+from runtime.health import split_host_port
+from runtime.logs import configure_logging
+from runtime.tls import TLSConfigError, add_tls_arguments, tls_files_from_args
+from runtime.tracing import setup_tracing
 
 log = logging.getLogger("controlplane")
 
@@ -39,7 +40,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--stream-lease-seconds",
         type=float,
-        default=10.0,
+        default=ControlPlaneConfig.stream_lease_seconds,
         metavar="SECONDS",
         help="with PostgreSQL: a replica that stops renewing its job streams (it died) has "
         "them taken over by another after this long",
@@ -70,24 +71,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--retry-backoff-seconds",
         type=float,
-        default=5.0,
+        default=ControlPlaneConfig.retry_backoff_seconds,
         metavar="SECONDS",
         help="pause before a job's first retry; it doubles with each further retry",
     )
     parser.add_argument(
         "--timeout-margin-seconds",
         type=float,
-        default=120.0,
+        default=ControlPlaneConfig.timeout_margin_seconds,
         metavar="SECONDS",
         help="a job running this long past its timeout_seconds is failed by the control plane",
     )
-    parser.add_argument(
-        "--timeout-scale",
-        type=float,
-        default=1.0,
-        metavar="FACTOR",
-        help="FOR TESTS ONLY: multiply every job's timeout_seconds (default 1)",
-    )
+    add_timeout_scale_argument(parser)
     parser.add_argument(
         "--watch-buffer",
         type=int,

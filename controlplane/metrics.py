@@ -21,10 +21,11 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histo
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from controlplane.leases import AgentLiveness, agent_liveness
 from controlplane.store import JobStore
-from protocol.conversion import agent_state_name, utcnow
+from protocol.conversion import utcnow
 from protocol.states import JobState
-from protocol.tls import guarded
+from runtime.interceptors import guarded
 
 log = logging.getLogger(__name__)
 
@@ -135,16 +136,13 @@ class StoreSnapshot:
 
 async def take_snapshot(store: JobStore, lease: timedelta) -> StoreSnapshot:
     """Count jobs by state, age the queue and classify agents as the registry would."""
-    # Imported here: the registry imports the dispatcher, which imports this module.
-    from controlplane.agent_registry import agent_state
-
     now = utcnow()
     counts = await store.count_jobs_by_state()
     kinds = await store.queue_summary()
     oldest = min((kind.oldest_submitted_at for kind in kinds), default=None)
-    agents = dict.fromkeys(("READY", "CORDONED", "DRAINING", "LOST"), 0)
+    agents = dict.fromkeys((state.value for state in AgentLiveness), 0)
     for agent in await store.list_agents():
-        name = agent_state_name(agent_state(agent, now, lease))
+        name = agent_liveness(agent, now, lease).value
         agents[name] = agents.get(name, 0) + 1
     age = 0.0 if oldest is None else (now - oldest).total_seconds()
     return StoreSnapshot(counts, max(0.0, age), agents)

@@ -12,7 +12,7 @@ from protocol.conversion import spec_to_proto, state_to_proto
 from protocol.gen.h2k.v1 import agent_pb2, job_pb2
 from protocol.spec import JobSpec
 from protocol.states import JobState
-from protocol.telemetry import trace_id_of
+from runtime.tracing import trace_id_of
 
 
 @dataclass(frozen=True)

@@ -1,103 +1,163 @@
-"""A scheduling pass over the stored queue: which queued jobs start now, and why the rest wait.
+"""Placement: which queued job runs on which agent, and why the others wait.
 
-The queue is read by kind of job (:func:`controlplane.capabilities.needs_kind`: jobs of one
-kind fit exactly the same agents). A pass reads a summary of the queue by kind, judges each
-kind once against the agents, then reads only jobs of kinds some agent can take now, in
-scheduling order, no more than there are free slots, and places them with the pure scheduler
-(:mod:`controlplane.scheduler`). A pass costs what it places, not what waits; jobs no agent can
-take never hold up the others. The reason a kind's jobs wait is one per kind.
+Pure: job specs and agent views in, a plan out; no gRPC, no database, no clock of its own.
+:func:`judge` decides which ready agents can run a kind of job, :func:`place` assigns jobs in
+scheduling order to the least loaded of them. The scheduling pass that feeds it from the store
+is :mod:`controlplane.dispatch.scheduling_pass`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from controlplane.models import AgentRecord, QueuedJob, QueueKind
-from controlplane.scheduler import (
-    AgentView,
-    Judgement,
-    agent_view,
-    has_room,
-    judge,
-    place,
-    waiting_reason,
-)
-from controlplane.store import JobStore
+from controlplane.capabilities import GIB, capability_needs, format_gib
+from controlplane.leases import not_ready_reason
+from controlplane.models import AgentRecord
 from protocol.spec import JobSpec
 
-# Specs kept to judge kinds of queued jobs by (few kinds exist; the bound is a backstop).
-MAX_KINDS_REMEMBERED = 1024
+DEFAULT_LEASE = timedelta(seconds=15)
+
+
+@dataclass(frozen=True)
+class AgentView:
+    """What the scheduler knows about one agent."""
+
+    name: str
+    capabilities: frozenset[str]
+    max_concurrent_jobs: int
+    running_jobs: int
+    last_heartbeat: datetime
+    memory_total_bytes: int = 0
+    disk_free_bytes: int = 0
+    cordoned: bool = False
+    draining: bool = False
+
+
+_SizeOf = Callable[[AgentView], int]
 
 
 @dataclass
-class Placement:
-    """What one pass decided: jobs to start (with their agent) and why each kind waits."""
+class SchedulePlan:
+    """Assignments in the order to dispatch them, and the reason each other job waits."""
 
-    placed: list[tuple[QueuedJob, AgentRecord]] = field(default_factory=list)
-    # kind -> why its queued jobs wait (kinds with room left are absent)
-    reasons: dict[str, str] = field(default_factory=dict)
+    assignments: list[tuple[str, str]] = field(default_factory=list)
+    waiting: dict[str, str] = field(default_factory=dict)
 
 
-class QueueReader:
-    """Runs scheduling passes against the store; remembers one spec per kind of job."""
+# Per kind of job: the ready agents able to run it, or none and the first reason why not.
+Judgement = tuple[list[AgentView], str | None]
 
-    def __init__(self, store: JobStore, lease: timedelta) -> None:
-        self._store = store
-        self._lease = lease
-        self._kinds: dict[str, JobSpec] = {}
 
-    async def plan(self, held_back: Collection[str], now: datetime) -> Placement:
-        """One pass; jobs in ``held_back`` are neither placed nor read."""
-        summary = await self._store.queue_summary()
-        if not summary:
-            return Placement()
-        agents = {a.name: a for a in await self._store.list_agents()}
-        running = await self._store.count_running_jobs()
-        views = [agent_view(a, running.get(a.name, 0)) for a in agents.values()]
-        specs = {k.kind: await self._kind_spec(k) for k in summary}
-        judged = {k: judge(s, views, now, self._lease) for k, s in specs.items() if s is not None}
-        placed, load = await self._place(judged, views, held_back)
-        reasons = {k: r for k, j in judged.items() if (r := waiting_reason(j, load)) is not None}
-        return Placement([(job, agents[name]) for job, name in placed], reasons)
+def place(
+    ordered: Sequence[tuple[str, str]],
+    judged: Mapping[str, Judgement],
+    agents: Sequence[AgentView],
+) -> tuple[SchedulePlan, dict[str, int]]:
+    """Place jobs given as (job_id, kind) in scheduling order; least loaded agent wins.
 
-    async def _place(
-        self, judged: dict[str, Judgement], views: list[AgentView], held_back: Collection[str]
-    ) -> tuple[list[tuple[QueuedJob, str]], dict[str, int]]:
-        """Read queued jobs of kinds with room, in scheduling order, and place them.
+    Returns the plan and each agent's load after it.
+    """
+    plan = SchedulePlan()
+    load = {agent.name: agent.running_jobs for agent in agents}
+    for job_id, kind in ordered:
+        fitting, reason = judged[kind]
+        free = [a for a in fitting if load[a.name] < a.max_concurrent_jobs]
+        if not free:
+            plan.waiting[job_id] = reason or _busy_reason(fitting, load)
+            continue
+        best = min(free, key=lambda a: (load[a.name] / a.max_concurrent_jobs, a.name))
+        load[best.name] += 1
+        plan.assignments.append((job_id, best.name))
+    return plan, load
 
-        Returns the placements and each agent's load after them.
-        """
-        load = {v.name: v.running_jobs for v in views}
-        placed: list[tuple[QueuedJob, str]] = []
-        seen = set(held_back)
-        while True:
-            open_kinds = [k for k, j in judged.items() if has_room(j, load)]
-            fitting = {a.name: a for k in open_kinds for a in judged[k][0]}
-            room = sum(a.max_concurrent_jobs - load[a.name] for a in fitting.values())
-            if room <= 0:
-                return placed, load
-            batch = await self._store.list_queued(open_kinds, room, exclude=tuple(seen))
-            current = [replace(v, running_jobs=load[v.name]) for v in views]
-            plan, load = place([(j.job_id, j.kind) for j in batch], judged, current)
-            by_id = {j.job_id: j for j in batch}
-            placed += [(by_id[job_id], name) for job_id, name in plan.assignments]
-            seen.update(by_id)
-            # Done when the queue of those kinds ran dry or nothing more fits; otherwise the
-            # jobs left waiting used up some kind's room: read on for the other kinds.
-            if len(batch) < room or not plan.assignments:
-                return placed, load
 
-    async def _kind_spec(self, kind: QueueKind) -> JobSpec | None:
-        """A spec of this kind of job (all of a kind have the same needs); None: none left."""
-        spec = self._kinds.get(kind.kind)
-        if spec is None:
-            sample = await self._store.list_queued([kind.kind], 1)
-            if not sample:
-                return None  # placed or cancelled since the summary was read
-            spec = (await self._store.get_job(sample[0].job_id)).spec
-            if len(self._kinds) >= MAX_KINDS_REMEMBERED:
-                self._kinds.clear()
-            self._kinds[kind.kind] = spec
-        return spec
+def waiting_reason(judgement: Judgement, load: Mapping[str, int]) -> str | None:
+    """Why jobs of a kind wait with agents loaded as ``load``; None when one could start."""
+    fitting, reason = judgement
+    if reason is not None:
+        return reason
+    if has_room(judgement, load):
+        return None
+    return _busy_reason(fitting, dict(load))
+
+
+def has_room(judgement: Judgement, load: Mapping[str, int]) -> bool:
+    """Whether some agent able to run this kind of job has a free slot."""
+    return any(load[a.name] < a.max_concurrent_jobs for a in judgement[0])
+
+
+def judge(spec: JobSpec, agents: Sequence[AgentView], now: datetime, lease: timedelta) -> Judgement:
+    """The ready agents able to run the job, or none and the first reason why not."""
+    if not agents:
+        return [], "no agent registered"
+    capable = list(agents)
+    for need in capability_needs(spec):
+        capable = [a for a in capable if need.met_by(a.capabilities)]
+        if not capable:
+            if any(need.met_by(a.capabilities) for a in agents):
+                return [], f"no agent has {need.describe()} together with the other needs"
+            return [], f"no agent has {need.describe()}"
+    reqs = spec.capability_requirements
+    if reqs.min_memory_gb is not None:
+        capable, reason = _filter_size(
+            capable,
+            reqs.min_memory_gb,
+            lambda a: a.memory_total_bytes,
+            "needs {need} GB memory; the largest agent has {best}",
+        )
+        if reason:
+            return [], reason
+    if reqs.min_disk_space_gb is not None:
+        capable, reason = _filter_size(
+            capable,
+            reqs.min_disk_space_gb,
+            lambda a: a.disk_free_bytes,
+            "needs {need} GB free disk; the agent with the most has {best} free",
+        )
+        if reason:
+            return [], reason
+    not_ready = {a.name: not_ready_reason(a, now, lease) for a in capable}
+    ready = [a for a in capable if not_ready[a.name] is None]
+    if not ready:
+        details = "; ".join(f"{name}: {why}" for name, why in sorted(not_ready.items()))
+        return [], f"no ready agent ({details})"
+    return ready, None
+
+
+def _filter_size(
+    agents: list[AgentView],
+    needed_gb: int,
+    size_of: _SizeOf,
+    shortfall: str,
+) -> tuple[list[AgentView], str | None]:
+    fitting = [a for a in agents if size_of(a) >= needed_gb * GIB]
+    if fitting:
+        return fitting, None
+    best = max(size_of(a) for a in agents)
+    return [], shortfall.format(need=needed_gb, best=format_gib(best))
+
+
+def _busy_reason(fitting: list[AgentView], load: dict[str, int]) -> str:
+    used = sum(load[a.name] for a in fitting)
+    slots = sum(a.max_concurrent_jobs for a in fitting)
+    noun = "agent is" if len(fitting) == 1 else f"{len(fitting)} fitting agents are"
+    prefix = "the fitting " if len(fitting) == 1 else "all "
+    return f"{prefix}{noun} busy ({used}/{slots} slots used)"
+
+
+def agent_view(agent: AgentRecord, running_jobs: int) -> AgentView:
+    """The scheduler's view of a stored agent with ``running_jobs`` slots in use."""
+    caps = agent.capabilities
+    return AgentView(
+        name=agent.name,
+        capabilities=agent.available_capabilities(),
+        max_concurrent_jobs=agent.max_concurrent_jobs,
+        running_jobs=running_jobs,
+        last_heartbeat=agent.last_heartbeat,
+        memory_total_bytes=caps.memory_total_bytes,
+        disk_free_bytes=caps.disk_free_bytes,
+        cordoned=agent.cordoned,
+        draining=agent.draining,
+    )

@@ -22,10 +22,10 @@ from typing import Any, TypeVar
 
 from controlplane.events import EventHub
 from controlplane.models import JobRecord, error_result, result_to_dict
-from controlplane.retry import CANCELLED, Decision, Outcome, RetryPolicy, decide
+from controlplane.retry import Decision, Outcome, RetryPolicy, decide
 from controlplane.store import ACTIVE_STATES, JobStore
 from protocol.conversion import event_state, timestamp_from_proto, timestamp_to_proto, utcnow
-from protocol.errors import NotFound
+from protocol.errors import ErrorCode, NotFound
 from protocol.gen.h2k.v1 import job_pb2
 from protocol.states import IllegalTransition, JobState, is_allowed
 
@@ -225,7 +225,7 @@ class ProgressRecorder:
                 job.job_id,
                 JobState.CANCELLED,
                 reason,
-                result=error_result(job.phase, CANCELLED, reason),
+                result=error_result(job.phase, ErrorCode.CANCELLED, reason),
                 error=reason,
                 finished_at=utcnow(),
             )
@@ -286,9 +286,11 @@ class ProgressRecorder:
     async def _decide(self, job: JobRecord, event: job_pb2.ProgressEvent) -> Decision:
         """Retry, requeue, cancel or fail an attempt that ended without completing."""
         error = event.result.error
-        code = error.code or ("CANCELLED" if event.state == job_pb2.JOB_STATE_CANCELLED else "")
+        code = error.code or (
+            ErrorCode.CANCELLED if event.state == job_pb2.JOB_STATE_CANCELLED else ""
+        )
         failure = error.message or _reason(event, JobState.FAILED)
-        evicted = code == CANCELLED and await self._evicted(job)
+        evicted = code == ErrorCode.CANCELLED and await self._evicted(job)
         decision = decide(job, code, failure, self._retry, evicted=evicted)
         log.info(
             "attempt ended job_id=%s attempt=%d code=%s outcome=%s reason=%r",
@@ -327,8 +329,8 @@ def _foreign(job: JobRecord, event: job_pb2.ProgressEvent) -> bool:
 
 def _decision_updates(decision: Decision, event: job_pb2.ProgressEvent) -> dict[str, Any]:
     """Field changes that go with an attempt's outcome besides the agent's result."""
-    if decision.outcome is Outcome.CANCEL and event.result.error.code != CANCELLED:
-        error = {"phase": event.phase, "code": CANCELLED, "message": decision.reason}
+    if decision.outcome is Outcome.CANCEL and event.result.error.code != ErrorCode.CANCELLED:
+        error = {"phase": event.phase, "code": ErrorCode.CANCELLED, "message": decision.reason}
         return {"result": {"error": error}, "error": decision.reason}
     if decision.outcome in (Outcome.RETRY, Outcome.REQUEUE):
         return {"queue_reason": decision.reason}

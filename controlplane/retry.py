@@ -25,16 +25,12 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from controlplane.models import JobRecord
+from protocol.errors import ErrorCode
 from protocol.states import JobState
-
-AGENT_LOST = "AGENT_LOST"
-AGENT_SHUTDOWN = "AGENT_SHUTDOWN"
-CANCELLED = "CANCELLED"
-TIMEOUT = "TIMEOUT"
 
 # Failures another attempt may well not hit. TIMEOUT is not among them: the job had its whole
 # budget; input and path errors would fail the same way again.
-RETRYABLE_CODES = frozenset({AGENT_LOST, "INTERNAL", "TOOL_FAILED"})
+RETRYABLE_CODES = frozenset({ErrorCode.AGENT_LOST, ErrorCode.INTERNAL, ErrorCode.TOOL_FAILED})
 
 RETRY_PREFIX = "retry "
 REQUEUE_PREFIX = "requeued: "
@@ -102,16 +98,16 @@ def decide(
     spec_policy = job.spec.execution_policy
     attempt = f"attempt {job.attempt}: {failure}"
     if job.cancel_requested:
-        if code == CANCELLED:
+        if code == ErrorCode.CANCELLED:
             return Decision(Outcome.CANCEL, failure)
-        if code == AGENT_LOST:
+        if code == ErrorCode.AGENT_LOST:
             return Decision(Outcome.CANCEL, f"cancelled: {failure}")
         return Decision(Outcome.FAIL, failure)
-    if code == AGENT_SHUTDOWN or (evicted and code == CANCELLED):
+    if code == ErrorCode.AGENT_SHUTDOWN or (evicted and code == ErrorCode.CANCELLED):
         if spec_policy.idempotent:
             return Decision(Outcome.REQUEUE, REQUEUE_PREFIX + attempt)
         return Decision(Outcome.FAIL, f"{failure} (not idempotent: not requeued)")
-    if code == CANCELLED:
+    if code == ErrorCode.CANCELLED:
         return Decision(Outcome.CANCEL, failure)
     if code not in RETRYABLE_CODES:
         return Decision(Outcome.FAIL, failure)

@@ -15,15 +15,17 @@ from grpc_reflection.v1alpha import reflection
 
 from controlplane.agent_registry import AgentRegistry
 from controlplane.auth import DEFAULT_MAX_STREAMS_PER_CLIENT, AuthInterceptor, RoleBook
-from controlplane.dispatcher import Dispatcher, DispatchPolicy
+from controlplane.dispatch.dispatcher import Dispatcher
+from controlplane.dispatch.policy import DispatchPolicy
 from controlplane.events import DEFAULT_BUFFER, EventHub
 from controlplane.job_service import JobService
 from controlplane.metrics import RpcMetricsInterceptor, register_store_collector
 from controlplane.store import JobStore, store_for_url
 from controlplane.worker_client import WorkerClients
 from protocol.gen.h2k.v1 import services_pb2, services_pb2_grpc
-from protocol.telemetry import MetricsServer, server_interceptors, start_health_server
-from protocol.tls import SERVER_OPTIONS, ReloadingTLS, TLSFiles, server_credentials
+from runtime.health import MetricsServer, start_health_server
+from runtime.tls import SERVER_OPTIONS, ReloadingTLS, TLSFiles, server_credentials
+from runtime.tracing import server_interceptors
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +44,7 @@ class ControlPlaneConfig:
     heartbeat_interval_seconds: int = 5
     lease_seconds: int = 15
     tick_seconds: float = 1.0
-    reattach_delays: Sequence[float] = field(default=(0.0, 0.5, 1.0, 2.0, 4.0))
+    reattach_delays: Sequence[float] = DispatchPolicy.reattach_delays
     # How long in-flight RPCs (WatchJob streams above all) may finish on stop.
     grace_seconds: float = 5.0
     # Live events buffered per watcher before it is marked lagged and re-reads the store.
@@ -56,16 +58,16 @@ class ControlPlaneConfig:
     # tokens (grpc cannot make the client certificate optional on one port).
     token_listen: str | None = None
     # Reliability (see controlplane/leases.py and controlplane/retry.py).
-    timeout_margin_seconds: float = 120.0
+    timeout_margin_seconds: float = DispatchPolicy.timeout_margin.total_seconds()
     timeout_scale: float = 1.0  # for tests only: scales every job's timeout_seconds
-    retry_backoff_seconds: float = 5.0
+    retry_backoff_seconds: float = DispatchPolicy.retry_backoff.total_seconds()
     # Prometheus /metrics on HOST:PORT (None: no metrics endpoint).
     metrics_listen: str | None = None
     # A plaintext port serving only grpc.health.v1 (Kubernetes probes cannot do TLS).
     health_listen: str | None = None
     # Several replicas on PostgreSQL: how soon another replica takes over the streams (and
     # the scheduler role) of one that stopped renewing them.
-    stream_lease_seconds: float = 10.0
+    stream_lease_seconds: float = DispatchPolicy.stream_lease.total_seconds()
 
 
 class ControlPlane:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 
 from protocol.gen.h2k.v1 import services_pb2, services_pb2_grpc
-from protocol.tls import ReloadingChannel, ReloadingTLS
+from runtime.channels import ReloadingChannel
+from runtime.tls import ReloadingTLS
 
 log = logging.getLogger(__name__)
 

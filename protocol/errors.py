@@ -1,8 +1,36 @@
-"""One error hierarchy; each class knows the gRPC status it is reported as."""
+"""The errors of the contract: the codes a failed job reports, and the RPC error hierarchy.
+
+:class:`ErrorCode` is the ``JobError.code`` vocabulary (the agent raises it, the control plane
+decides retries by it, clients show it). :class:`H2KError` and its subclasses each know the
+gRPC status they are reported as; :mod:`runtime.status` turns them into statuses on every
+server, :func:`from_rpc_error` turns statuses back into them on clients.
+"""
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 import grpc
+
+
+class ErrorCode(StrEnum):
+    """Why a job attempt failed (``JobError.code``)."""
+
+    INVALID_SPEC = "INVALID_SPEC"
+    INPUT_NOT_FOUND = "INPUT_NOT_FOUND"
+    PATH_NOT_ALLOWED = "PATH_NOT_ALLOWED"
+    UNSAFE_IMAGE = "UNSAFE_IMAGE"
+    OUTPUT_EXISTS = "OUTPUT_EXISTS"
+    TOOL_FAILED = "TOOL_FAILED"
+    CANCELLED = "CANCELLED"
+    TIMEOUT = "TIMEOUT"
+    INTERNAL = "INTERNAL"
+    NOT_IMPLEMENTED = "NOT_IMPLEMENTED"
+    # The attempt was interrupted: the agent restarted (or was lost), or it shut down.
+    AGENT_LOST = "AGENT_LOST"
+    AGENT_SHUTDOWN = "AGENT_SHUTDOWN"
+    CAPABILITY_MISSING = "CAPABILITY_MISSING"
+    GUEST_NOT_FOUND = "GUEST_NOT_FOUND"
 
 
 class H2KError(Exception):

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+import grpc
+
+from protocol.errors import H2KError
+
 
 class JobState(StrEnum):
     CREATED = "CREATED"
@@ -47,8 +51,10 @@ for _state, _targets in list(_ALLOWED.items()):
 TRANSITIONS: dict[JobState, frozenset[JobState]] = dict(_ALLOWED)
 
 
-class IllegalTransition(ValueError):
-    """Raised when a transition is not in the state table."""
+class IllegalTransition(H2KError):
+    """A transition not in the state table; reported as FAILED_PRECONDITION."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
 
     def __init__(self, from_state: JobState, to_state: JobState) -> None:
         super().__init__(f"illegal job state transition {from_state} -> {to_state}")

@@ -23,7 +23,7 @@ from agent.ops.base import JobContext, OpResult, Output
 from agent.ops.image import CheckedInput, checked_input
 from agent.paths import pinned_output
 from protocol.spec import CompressionType
-from protocol.telemetry import tracer
+from runtime.tracing import tracer
 
 CONVERT_START = 2.0
 CONVERT_END = 98.0

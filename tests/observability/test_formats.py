@@ -13,14 +13,14 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from controlplane.store import open_store
 from controlplane.store.sqlite_schema import _SCHEMA_V1, SCHEMA_VERSION
-from protocol.logs import JsonFormatter, TextFormatter, message_fields
 from protocol.spec import parse_spec
 from protocol.states import JobState
-from protocol.telemetry import (
+from runtime.health import split_host_port
+from runtime.logs import JsonFormatter, TextFormatter, message_fields
+from runtime.tracing import (
     context_from_traceparent,
     current_trace_id,
     current_traceparent,
-    split_host_port,
     trace_id_of,
 )
 from tests.support.specs import job_spec

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.errors import ErrorCode, JobFailure
+from agent.errors import JobFailure
 from agent.paths import PathPolicy
+from protocol.errors import ErrorCode
 from tests.unit.agent.builders import AgentDirs
 
 

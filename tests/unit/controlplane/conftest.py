@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from controlplane.models import JobRecord
-from controlplane.scheduler import AgentView
+from controlplane.placement import AgentView
 from protocol.spec import JobSpec, parse_spec
 from protocol.states import JobState
 

@@ -2,9 +2,27 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from collections.abc import Sequence
+from datetime import datetime, timedelta
 
-from controlplane.scheduler import schedule_queued_jobs
+from controlplane.capabilities import needs_kind
+from controlplane.models import JobRecord
+from controlplane.placement import DEFAULT_LEASE, AgentView, SchedulePlan, judge, place
+
+
+def schedule_queued_jobs(
+    queued: Sequence[JobRecord],
+    agents: Sequence[AgentView],
+    now: datetime,
+    lease: timedelta = DEFAULT_LEASE,
+) -> SchedulePlan:
+    """What a scheduling pass does with the queue, minus the store: order, judge, place."""
+    ordered = sorted(queued, key=lambda j: (j.priority, j.submitted_at, j.job_id))
+    kinds = {job.job_id: needs_kind(job.spec) for job in ordered}
+    specs = {kinds[job.job_id]: job.spec for job in ordered}
+    judged = {kind: judge(spec, agents, now, lease) for kind, spec in specs.items()}
+    plan, _load = place([(job.job_id, kinds[job.job_id]) for job in ordered], judged, agents)
+    return plan
 
 
 def test_jobs_are_placed_by_priority_then_age(build):

@@ -1,10 +1,10 @@
-"""Command-line flags every h2k server shares: logging, metrics and the probe-only health port."""
+"""Command-line flags every h2k server shares: logging, metrics, the health port, test scaling."""
 
 from __future__ import annotations
 
 import argparse
 
-from protocol.logs import LOG_FORMATS, LOG_LEVELS
+from runtime.logs import LOG_FORMATS, LOG_LEVELS
 
 
 def add_operations_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,4 +22,15 @@ def add_operations_arguments(parser: argparse.ArgumentParser) -> None:
         "--health-listen",
         metavar="HOST:PORT",
         help="also serve grpc.health.v1 alone, in plaintext, here (Kubernetes gRPC probes)",
+    )
+
+
+def add_timeout_scale_argument(parser: argparse.ArgumentParser) -> None:
+    """Add ``--timeout-scale`` (tests only): both servers scale job timeouts alike."""
+    parser.add_argument(
+        "--timeout-scale",
+        type=float,
+        default=1.0,
+        metavar="FACTOR",
+        help="FOR TESTS ONLY: multiply every job's timeout_seconds (default 1)",
     )

@@ -1,7 +1,8 @@
-"""The one place where exceptions become gRPC status codes, for every servicer method.
+"""The one place where exceptions become gRPC status codes, for every servicer of every server.
 
-H2KError subclasses carry their own code; an illegal state transition is a failed
-precondition; anything else is INTERNAL with a log line. The server keeps serving either way.
+H2KError subclasses (an illegal state transition among them) carry their own code; anything
+else is INTERNAL with a log line and no internals in the message. Messages are cut to fit a
+trailer. The server keeps serving either way.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from typing import Any, NoReturn, TypeVar
 import grpc
 
 from protocol.errors import H2KError
-from protocol.states import IllegalTransition
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +28,6 @@ MAX_STATUS_MESSAGE = 4096
 async def _abort(context: Context, exc: Exception, method: str) -> NoReturn:
     if isinstance(exc, H2KError):
         code, message = exc.code, exc.message
-    elif isinstance(exc, IllegalTransition):
-        code, message = grpc.StatusCode.FAILED_PRECONDITION, str(exc)
     else:
         log.exception("rpc failed method=%s error=%r", method, exc)
         code, message = grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}"

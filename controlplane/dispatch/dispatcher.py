@@ -1,0 +1,183 @@
+"""The dispatcher: the loop that places queued jobs and keeps every followed job in hand.
+
+One loop, woken on submit, agent registration and job completion, assigns queued jobs
+(:mod:`.assignment`); once per tick it also renews and takes over stream leases
+(:mod:`.takeover`), acts on lost agents, deadlines, drains and pending cancels
+(:mod:`.supervision`) and queues again the retries whose backoff is over. Each assignment is
+followed by its own task (:mod:`.following`). While the store cannot be reached the loop waits;
+agents' leases then count from when it is back (like after a restart).
+
+With several replicas on one PostgreSQL store (:mod:`controlplane.ownership`) one replica
+schedules, each job's stream is followed by the replica holding its lease, and a replica takes
+over the streams whose owner died.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from controlplane.dispatch.assignment import Assigner
+from controlplane.dispatch.cancellation import AgentCancels
+from controlplane.dispatch.following import StreamFollower
+from controlplane.dispatch.policy import DispatchPolicy
+from controlplane.dispatch.reconcile import AgentReconciler
+from controlplane.dispatch.requeue import Requeuer
+from controlplane.dispatch.scheduling_pass import SchedulingPass
+from controlplane.dispatch.streams import StreamTasks
+from controlplane.dispatch.supervision import Supervisor
+from controlplane.dispatch.takeover import StreamTakeover
+from controlplane.events import EventHub
+from controlplane.leases import Verdict
+from controlplane.models import JobRecord
+from controlplane.ownership import StreamOwnership
+from controlplane.placement import SchedulePlan
+from controlplane.progress import ProgressRecorder
+from controlplane.retry import RetryPolicy
+from controlplane.store import ACTIVE_STATES, JobStore
+from controlplane.worker_client import WorkerClients
+from protocol.errors import Unavailable
+
+log = logging.getLogger(__name__)
+
+
+class Dispatcher:
+    """Assigns queued jobs and relays their progress; owns the channels to agents.
+
+    Servicers see it through :mod:`controlplane.dispatch.handles` only.
+    """
+
+    def __init__(
+        self,
+        store: JobStore,
+        hub: EventHub,
+        policy: DispatchPolicy | None = None,
+        clients: WorkerClients | None = None,
+    ) -> None:
+        self._store = store
+        self._policy = policy = policy or DispatchPolicy()
+        self._clients = clients = clients or WorkerClients()
+        self._recorder = recorder = ProgressRecorder(
+            store,
+            hub,
+            on_terminal=lambda _job_id: self.wake(),
+            retry=RetryPolicy(backoff_base=policy.retry_backoff),
+            on_retry=lambda _job_id: self.wake(),
+        )
+        self._ownership = ownership = StreamOwnership(store, policy.stream_lease)
+        self._streams = streams = StreamTasks()
+        self._cancels = cancels = AgentCancels(store, clients, policy.cancel_resend)
+        requeuer = Requeuer(store, recorder, policy.requeue_holdoff, self.wake)
+        parts: dict[str, Any] = {"streams": streams, "cancels": cancels}
+        follower = StreamFollower(
+            store, clients, recorder, ownership, policy, requeuer=requeuer, **parts
+        )
+        scheduling = SchedulingPass(store, policy.lease)
+        self._assigner = Assigner(store, ownership, scheduling, follower, requeuer)
+        self._supervisor = Supervisor(
+            store, recorder, ownership, policy, requeuer=requeuer, **parts
+        )
+        self._reconciler = AgentReconciler(store, ownership, follower=follower, **parts)
+        self._takeover = StreamTakeover(store, ownership, streams, follower)
+        self._follower = follower
+        self._wakeup = asyncio.Event()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._store_down = False
+
+    # --- what the servicers may ask (controlplane.dispatch.handles) ----------------------
+
+    def wake(self) -> None:
+        """Ask for a scheduling pass soon (after a submit, registration or completion)."""
+        self._wakeup.set()
+
+    async def cancel_unstarted(self, job: JobRecord, reason: str) -> JobRecord:
+        """Record CANCELLED for a job no agent runs."""
+        return await self._recorder.end_cancelled(job, reason)
+
+    async def cancel_on_agent(self, job: JobRecord, reason: str) -> bool:
+        """Ask the job's agent to cancel it; False when the agent could not be asked."""
+        return await self._cancels.ask(job, reason)
+
+    async def reconcile_agent(self, name: str, reported_job_ids: Sequence[str]) -> None:
+        """Cancel the agent's orphans, follow its jobs that nobody follows."""
+        await self._reconciler.reconcile_agent(name, reported_job_ids)
+
+    # --- life cycle ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Re-attach to every job that was running, then start the scheduling loop."""
+        self._supervisor.count_leases_from_now()
+        page = await self._store.list_jobs(states=ACTIVE_STATES, limit=None)
+        for job in page.jobs:
+            # Another live replica may follow it: only what this replica can claim.
+            if await self._ownership.claim(job.job_id):
+                await self._follower.resume(job)
+        self._loop_task = asyncio.create_task(self._run(), name="h2k-dispatcher")
+
+    async def stop(self) -> None:
+        """Stop scheduling and let go of every stream (agents keep running their jobs)."""
+        tasks = [*self._streams.tasks(), *self._cancels.tasks()]
+        if self._loop_task is not None:
+            tasks.append(self._loop_task)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._recorder.settle()
+        with contextlib.suppress(Unavailable):
+            await self._ownership.release()
+        await self._clients.close()
+
+    # --- the loop ------------------------------------------------------------------------
+
+    async def assign_queued_jobs(self) -> SchedulePlan:
+        """One scheduling pass (:mod:`.assignment`)."""
+        return await self._assigner.assign_queued_jobs()
+
+    async def supervise(self) -> list[Verdict]:
+        """Act on lost agents, deadlines, drains and pending cancels (:mod:`.supervision`)."""
+        return await self._supervisor.supervise()
+
+    async def release_retries(self) -> int:
+        """Queue again the RETRYING jobs whose backoff is over; returns how many."""
+        released = await self._supervisor.release_retries()
+        if released:
+            self.wake()
+        return released
+
+    async def keep_streams(self) -> None:
+        """Renew and take over stream leases (several replicas, :mod:`.takeover`)."""
+        await self._takeover.keep_streams()
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        last_tick = -math.inf
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), self._policy.tick_seconds)
+            self._wakeup.clear()
+            # Wakes (a submit, a free slot) call for placement; leases, deadlines and
+            # retries are a matter of time and are looked at once per tick, so a busy queue
+            # does not re-read every active job per placement.
+            steps: tuple[Callable[[], Awaitable[Any]], ...] = (self.assign_queued_jobs,)
+            if loop.time() - last_tick >= self._policy.tick_seconds:
+                last_tick = loop.time()
+                steps = (self.keep_streams, self.supervise, self.release_retries, *steps)
+            for step in steps:
+                try:
+                    await step()
+                except Unavailable as exc:
+                    if not self._store_down:
+                        log.warning("store unavailable: dispatcher waits error=%s", exc.message)
+                    self._store_down = True
+                    break
+                except Exception:
+                    log.exception("dispatch step failed step=%s", step.__name__)
+                if self._store_down:
+                    # Heartbeats could not be stored meanwhile: count leases from now.
+                    log.info("store reachable again: dispatcher resumes")
+                    self._store_down = False
+                    self._supervisor.count_leases_from_now()
