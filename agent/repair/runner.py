@@ -13,12 +13,9 @@ from agent.disk.journal import AttachmentJournal
 from agent.repair import actions as A
 from agent.repair.changes import ChangeSet
 from agent.repair.fixes.base import (
-    APPLIED,
-    FAILED,
-    SKIPPED,
-    WOULD_APPLY,
     FixContext,
     Outcome,
+    OutcomeStatus,
 )
 from agent.repair.fixes.boot_root import fix_grub_root_uuid
 from agent.repair.fixes.fstab_uuid import fix_fstab_uuid
@@ -56,7 +53,7 @@ class RepairOutcome:
 
     @property
     def failed(self) -> list[Outcome]:
-        return [o for o in self.outcomes if o.status == FAILED]
+        return [o for o in self.outcomes if o.status == OutcomeStatus.FAILED]
 
 
 def phases_for(plan: A.RepairPlan) -> list[str]:
@@ -85,18 +82,24 @@ async def _check_filesystems(
         result.fsck.append(await check_filesystem(partition, repair=not plan.dry_run))
     bad = [r for r in result.fsck if r.result in ("failed", "errors_left")]
     found = [r for r in result.fsck if r.result in ("repaired", "errors_found")]
-    checked = [r for r in result.fsck if r.result != SKIPPED]
+    checked = [r for r in result.fsck if r.result != "skipped"]
     if bad:
-        status, reason = FAILED, "; ".join(f"partition {r.partition}: {r.detail}" for r in bad)
+        status, reason = (
+            OutcomeStatus.FAILED,
+            "; ".join(f"partition {r.partition}: {r.detail}" for r in bad),
+        )
     elif found:
-        status = WOULD_APPLY if plan.dry_run else APPLIED
+        status = OutcomeStatus.WOULD_APPLY if plan.dry_run else OutcomeStatus.APPLIED
         verb = "found errors on" if plan.dry_run else "repaired"
         reason = f"{verb} partition(s) {', '.join(str(r.partition) for r in found)}"
     elif checked:
         how = "read-only " if plan.dry_run else ""
-        status, reason = APPLIED, f"{how}checked {len(checked)} file system(s): all clean"
+        status, reason = (
+            OutcomeStatus.APPLIED,
+            f"{how}checked {len(checked)} file system(s): all clean",
+        )
     else:
-        status, reason = SKIPPED, "no file system this agent can check"
+        status, reason = OutcomeStatus.SKIPPED, "no file system this agent can check"
     outcome = Outcome(A.FS_CHECK, status, reason, seconds=time.monotonic() - started)
     result.outcomes.append(outcome)
 
@@ -116,7 +119,7 @@ async def _run_fixes(
         except (OSError, GuestPathError) as exc:
             # A hostile or damaged guest (a directory where a file should be, a symlink loop)
             # fails this action, not the whole job.
-            outcome = Outcome(action, FAILED, f"{type(exc).__name__}: {exc}")
+            outcome = Outcome(action, OutcomeStatus.FAILED, f"{type(exc).__name__}: {exc}")
         if outcome is None:
             continue
         outcome.seconds = time.monotonic() - started
@@ -138,7 +141,7 @@ async def _run_fix(
     if action == A.VIRTIO_INITRAMFS:
         clock.enter("initramfs", "virtio drivers into the initramfs")
         if not plan.virtio_drivers:
-            return Outcome(action, SKIPPED, "parameters.virtio_drivers is false")
+            return Outcome(action, OutcomeStatus.SKIPPED, "parameters.virtio_drivers is false")
         return await fix_virtio_initramfs(
             ctx, journal, can_chroot=abilities.can_chroot, regenerate=plan.regenerate_initramfs
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from agent.repair.changes import ChangeSet
@@ -10,10 +11,14 @@ from agent.repair.detect import GuestInfo
 from agent.repair.devices import DeviceMap
 from agent.repair.guestfs import GuestRoot
 
-APPLIED = "applied"
-WOULD_APPLY = "would_apply"  # dry run: the change is recorded, not made
-SKIPPED = "skipped"
-FAILED = "failed"
+
+class OutcomeStatus(StrEnum):
+    """How one repair action ended (the ``status`` of each action in the report)."""
+
+    APPLIED = "applied"
+    WOULD_APPLY = "would_apply"  # dry run: the change is recorded, not made
+    SKIPPED = "skipped"
+    FAILED = "failed"
 
 
 @dataclass(frozen=True)
@@ -36,7 +41,7 @@ class Outcome:
     """The result of one action: applied / would_apply / skipped / failed, and why."""
 
     action: str
-    status: str
+    status: OutcomeStatus
     reason: str
     notes: list[str] = field(default_factory=list)
     steps: list[dict[str, str]] = field(default_factory=list)
@@ -63,7 +68,7 @@ def changed_outcome(
     """applied (or would_apply) when the action changed files, else skipped with a reason."""
     files = ctx.changes.for_action(action)
     if not files:
-        return Outcome(action, SKIPPED, unchanged_reason, notes)
-    status = WOULD_APPLY if ctx.dry_run else APPLIED
+        return Outcome(action, OutcomeStatus.SKIPPED, unchanged_reason, notes)
+    status = OutcomeStatus.WOULD_APPLY if ctx.dry_run else OutcomeStatus.APPLIED
     verb = "would change" if ctx.dry_run else "changed"
     return Outcome(action, status, f"{verb} {len(files)} file(s)", notes)

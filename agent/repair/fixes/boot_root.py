@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from agent.repair.fixes.base import FixContext, Outcome, changed_outcome
+from agent.repair.fixes.base import FixContext, Outcome, OutcomeStatus, changed_outcome
 
 ACTION = "grub_root_uuid"
 _ROOT_ARG = re.compile(r"(?<![\w.-])root=(?P<value>/dev/[^\s\"'\\]+)")
@@ -55,7 +55,9 @@ def fix_grub_root_uuid(ctx: FixContext) -> Outcome:
     notes: list[str] = []
     files = boot_files(ctx)
     if not files:
-        return Outcome(ACTION, "skipped", "no boot loader configuration found in the guest")
+        return Outcome(
+            ACTION, OutcomeStatus.SKIPPED, "no boot loader configuration found in the guest"
+        )
     for path in files:
         text = ctx.root.read_text(path) or ""
         ctx.changes.write_text(ACTION, path, _rewrite(ctx, path, text, notes))

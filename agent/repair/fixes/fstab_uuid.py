@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from agent.repair.devices import is_stable
-from agent.repair.fixes.base import FixContext, Outcome, changed_outcome
+from agent.repair.fixes.base import FixContext, Outcome, OutcomeStatus, changed_outcome
 from agent.repair.fstab import TabEntry, parse_crypttab, parse_fstab, replace_column
 
 ACTION = "fstab_uuid"
@@ -31,7 +31,7 @@ def fix_fstab_uuid(ctx: FixContext) -> Outcome:
     notes: list[str] = []
     fstab = ctx.root.read_text("/etc/fstab")
     if fstab is None:
-        return Outcome(ACTION, "skipped", "the guest has no /etc/fstab")
+        return Outcome(ACTION, OutcomeStatus.SKIPPED, "the guest has no /etc/fstab")
     new, found = _rewrite(ctx, fstab, parse_fstab(fstab), 0, "fstab")
     notes += found
     ctx.changes.write_text(ACTION, "/etc/fstab", new)

@@ -14,7 +14,7 @@ from agent import proc
 from agent.disk.journal import AttachmentJournal
 from agent.repair.chroot import chroot_mounts, run_in_guest
 from agent.repair.detect import initramfs_binary
-from agent.repair.fixes.base import APPLIED, FAILED, SKIPPED, FixContext, Outcome, changed_outcome
+from agent.repair.fixes.base import FixContext, Outcome, OutcomeStatus, changed_outcome
 
 ACTION = "virtio_initramfs"
 VIRTIO_MODULES = ("virtio_blk", "virtio_scsi", "virtio_net", "virtio_pci")
@@ -72,19 +72,23 @@ async def _regenerate(
     step = {"step": f"regenerate ({tool})"}
     binary = initramfs_binary(ctx.root, tool)
     if binary is None:
-        return {**step, "status": SKIPPED, "reason": f"{tool} not present in guest"}
+        return {**step, "status": OutcomeStatus.SKIPPED, "reason": f"{tool} not present in guest"}
     if ctx.dry_run:
-        return {**step, "status": SKIPPED, "reason": f"dry run: would run {binary} in a chroot"}
+        return {
+            **step,
+            "status": OutcomeStatus.SKIPPED,
+            "reason": f"dry run: would run {binary} in a chroot",
+        }
     if not can_chroot:
-        return {**step, "status": SKIPPED, "reason": "this node cannot chroot"}
+        return {**step, "status": OutcomeStatus.SKIPPED, "reason": "this node cannot chroot"}
     try:
         async with chroot_mounts(ctx.root, journal):
             await run_in_guest(
                 ctx.root, [binary, *REGENERATE_ARGV[tool]], timeout=REGENERATE_TIMEOUT
             )
     except proc.CommandError as exc:
-        return {**step, "status": FAILED, "reason": str(exc)}
-    return {**step, "status": APPLIED, "reason": f"ran {binary} in the guest"}
+        return {**step, "status": OutcomeStatus.FAILED, "reason": str(exc)}
+    return {**step, "status": OutcomeStatus.APPLIED, "reason": f"ran {binary} in the guest"}
 
 
 async def fix_virtio_initramfs(
@@ -93,7 +97,9 @@ async def fix_virtio_initramfs(
     """Write the virtio driver configuration; rebuild the initramfs with the guest's tool."""
     tools = ctx.guest.initramfs_tools
     if not tools:
-        return Outcome(ACTION, SKIPPED, "no initramfs system (dracut, initramfs-tools) found")
+        return Outcome(
+            ACTION, OutcomeStatus.SKIPPED, "no initramfs system (dracut, initramfs-tools) found"
+        )
     for tool in tools:
         CONFIGURE[tool](ctx)
     outcome = changed_outcome(
@@ -103,11 +109,15 @@ async def fix_virtio_initramfs(
         if regenerate:
             step = await _regenerate(ctx, tool, journal, can_chroot)
         else:
-            step = {"step": f"regenerate ({tool})", "status": SKIPPED, "reason": "not asked"}
+            step = {
+                "step": f"regenerate ({tool})",
+                "status": OutcomeStatus.SKIPPED,
+                "reason": "not asked",
+            }
         outcome.steps.append(step)
-        if step["status"] == FAILED:
-            outcome.status, outcome.reason = FAILED, step["reason"]
-    skipped = [s["reason"] for s in outcome.steps if s["status"] == SKIPPED]
-    if skipped and outcome.status != FAILED:
+        if step["status"] == OutcomeStatus.FAILED:
+            outcome.status, outcome.reason = OutcomeStatus.FAILED, step["reason"]
+    skipped = [s["reason"] for s in outcome.steps if s["status"] == OutcomeStatus.SKIPPED]
+    if skipped and outcome.status != OutcomeStatus.FAILED:
         outcome.reason += "; initramfs not rebuilt: " + "; ".join(skipped)
     return outcome

@@ -9,7 +9,7 @@ job asks for SELinux tools (``capability_requirements.needs_selinux_tools``) and
 from __future__ import annotations
 
 from agent import proc
-from agent.repair.fixes.base import FAILED, FixContext, Outcome, changed_outcome
+from agent.repair.fixes.base import FixContext, Outcome, OutcomeStatus, changed_outcome
 
 ACTION = "selinux_relabel"
 SETFILES_TIMEOUT = 3600.0
@@ -18,14 +18,14 @@ SETFILES_TIMEOUT = 3600.0
 async def fix_selinux_relabel(ctx: FixContext, use_node_tools: bool) -> Outcome:
     mode = ctx.guest.selinux
     if mode is None:
-        return Outcome(ACTION, "skipped", "the guest has no SELinux configuration")
+        return Outcome(ACTION, OutcomeStatus.SKIPPED, "the guest has no SELinux configuration")
     if mode == "disabled":
-        return Outcome(ACTION, "skipped", "SELinux is disabled in the guest")
+        return Outcome(ACTION, OutcomeStatus.SKIPPED, "SELinux is disabled in the guest")
     notes: list[str] = [f"SELinux is {mode} in the guest"]
     if use_node_tools and not ctx.dry_run:
         failure = await _relabel_now(ctx, notes)
         if failure:
-            return Outcome(ACTION, FAILED, failure, notes)
+            return Outcome(ACTION, OutcomeStatus.FAILED, failure, notes)
     ctx.changes.write_text(ACTION, "/.autorelabel", "")
     return changed_outcome(ctx, ACTION, "a relabel is already scheduled", notes)
 
