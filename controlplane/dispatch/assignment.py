@@ -10,15 +10,13 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from controlplane.dispatch.context import DispatchContext
 from controlplane.dispatch.following import StreamFollower, span_attributes
-from controlplane.dispatch.requeue import Requeuer
 from controlplane.dispatch.scheduling_pass import SchedulingPass
 from controlplane.dispatch.streams import FollowedStream
 from controlplane.metrics import observe_scheduling
 from controlplane.models import AgentRecord, JobRecord, QueuedJob
-from controlplane.ownership import StreamOwnership
 from controlplane.placement import SchedulePlan
-from controlplane.store import JobStore
 from protocol.conversion import utcnow
 from protocol.errors import NotFound
 from protocol.states import IllegalTransition, JobState
@@ -38,19 +36,12 @@ def _queued_seconds(job: JobRecord) -> float:
 class Assigner:
     """Places queued jobs on agents and hands each assignment to the stream follower."""
 
-    def __init__(
-        self,
-        store: JobStore,
-        ownership: StreamOwnership,
-        scheduling: SchedulingPass,
-        follower: StreamFollower,
-        requeuer: Requeuer,
-    ) -> None:
-        self._store = store
-        self._ownership = ownership
-        self._scheduling = scheduling
+    def __init__(self, ctx: DispatchContext, follower: StreamFollower) -> None:
+        self._store = ctx.store
+        self._ownership = ctx.ownership
+        self._requeuer = ctx.requeuer
+        self._scheduling = SchedulingPass(ctx.store, ctx.policy.lease)
         self._follower = follower
-        self._requeuer = requeuer
 
     async def assign_queued_jobs(self) -> SchedulePlan:
         """One scheduling pass: start what fits now, then store why the rest waits."""

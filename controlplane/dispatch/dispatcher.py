@@ -23,11 +23,11 @@ from typing import Any
 
 from controlplane.dispatch.assignment import Assigner
 from controlplane.dispatch.cancellation import AgentCancels
+from controlplane.dispatch.context import DispatchContext
 from controlplane.dispatch.following import StreamFollower
 from controlplane.dispatch.policy import DispatchPolicy
 from controlplane.dispatch.reconcile import AgentReconciler
 from controlplane.dispatch.requeue import Requeuer
-from controlplane.dispatch.scheduling_pass import SchedulingPass
 from controlplane.dispatch.streams import StreamTasks
 from controlplane.dispatch.supervision import Supervisor
 from controlplane.dispatch.takeover import StreamTakeover
@@ -68,22 +68,22 @@ class Dispatcher:
             retry=RetryPolicy(backoff_base=policy.retry_backoff),
             on_retry=lambda _job_id: self.wake(),
         )
-        self._ownership = ownership = StreamOwnership(store, policy.stream_lease)
-        self._streams = streams = StreamTasks()
-        self._cancels = cancels = AgentCancels(store, clients, policy.cancel_resend)
-        requeuer = Requeuer(store, recorder, policy.requeue_holdoff, self.wake)
-        parts: dict[str, Any] = {"streams": streams, "cancels": cancels}
-        follower = StreamFollower(
-            store, clients, recorder, ownership, policy, requeuer=requeuer, **parts
+        ctx = DispatchContext(
+            store=store,
+            clients=clients,
+            recorder=recorder,
+            ownership=StreamOwnership(store, policy.stream_lease),
+            policy=policy,
+            streams=StreamTasks(),
+            cancels=AgentCancels(store, clients, policy.cancel_resend),
+            requeuer=Requeuer(store, recorder, policy.requeue_holdoff, self.wake),
         )
-        scheduling = SchedulingPass(store, policy.lease)
-        self._assigner = Assigner(store, ownership, scheduling, follower, requeuer)
-        self._supervisor = Supervisor(
-            store, recorder, ownership, policy, requeuer=requeuer, **parts
-        )
-        self._reconciler = AgentReconciler(store, ownership, follower=follower, **parts)
-        self._takeover = StreamTakeover(store, ownership, streams, follower)
-        self._follower = follower
+        self._ownership, self._streams, self._cancels = ctx.ownership, ctx.streams, ctx.cancels
+        self._follower = follower = StreamFollower(ctx)
+        self._assigner = Assigner(ctx, follower)
+        self._supervisor = Supervisor(ctx)
+        self._reconciler = AgentReconciler(ctx, follower)
+        self._takeover = StreamTakeover(ctx, follower)
         self._wakeup = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
         self._store_down = False

@@ -17,16 +17,12 @@ from typing import Any
 
 import grpc
 
-from controlplane.dispatch.cancellation import AgentCancels
-from controlplane.dispatch.policy import DispatchPolicy
-from controlplane.dispatch.requeue import Requeuer
-from controlplane.dispatch.streams import FollowedStream, StreamTasks
+from controlplane.dispatch.context import DispatchContext
+from controlplane.dispatch.streams import FollowedStream
 from controlplane.models import JobRecord
-from controlplane.ownership import StreamOwnership
-from controlplane.progress import EventGap, ProgressRecorder
-from controlplane.store import ACTIVE_STATES, JobStore
+from controlplane.progress import EventGap
+from controlplane.store import ACTIVE_STATES
 from controlplane.stream_batches import StreamBatches
-from controlplane.worker_client import WorkerClients
 from protocol.conversion import spec_to_proto
 from protocol.errors import ErrorCode, NotFound
 from protocol.gen.h2k.v1 import services_pb2
@@ -81,26 +77,15 @@ async def _end_call(call: Any) -> None:
 class StreamFollower:
     """Starts attempts on agents and relays their events into the store."""
 
-    def __init__(
-        self,
-        store: JobStore,
-        clients: WorkerClients,
-        recorder: ProgressRecorder,
-        ownership: StreamOwnership,
-        policy: DispatchPolicy,
-        *,
-        streams: StreamTasks,
-        cancels: AgentCancels,
-        requeuer: Requeuer,
-    ) -> None:
-        self._store = store
-        self._clients = clients
-        self._recorder = recorder
-        self._ownership = ownership
-        self._policy = policy
-        self._streams = streams
-        self._cancels = cancels
-        self._requeuer = requeuer
+    def __init__(self, ctx: DispatchContext) -> None:
+        self._store = ctx.store
+        self._clients = ctx.clients
+        self._recorder = ctx.recorder
+        self._ownership = ctx.ownership
+        self._policy = ctx.policy
+        self._streams = ctx.streams
+        self._cancels = ctx.cancels
+        self._requeuer = ctx.requeuer
 
     def start(self, job: JobRecord, stream: FollowedStream) -> None:
         """Run a just assigned attempt on its agent, in a task of its own.

@@ -9,11 +9,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from controlplane.dispatch.cancellation import AgentCancels
+from controlplane.dispatch.context import DispatchContext
 from controlplane.dispatch.following import StreamFollower
-from controlplane.dispatch.streams import FollowedStream, StreamTasks
-from controlplane.ownership import StreamOwnership
-from controlplane.store import JobStore
+from controlplane.dispatch.streams import FollowedStream
 from protocol.errors import NotFound
 from protocol.states import JobState
 
@@ -25,20 +23,12 @@ FOLLOWED_STATES = frozenset({JobState.RUNNING, JobState.PROGRESSING})
 class AgentReconciler:
     """Cancels an agent's orphans and follows its unfollowed jobs."""
 
-    def __init__(
-        self,
-        store: JobStore,
-        ownership: StreamOwnership,
-        *,
-        streams: StreamTasks,
-        follower: StreamFollower,
-        cancels: AgentCancels,
-    ) -> None:
-        self._store = store
-        self._ownership = ownership
-        self._streams = streams
+    def __init__(self, ctx: DispatchContext, follower: StreamFollower) -> None:
+        self._store = ctx.store
+        self._ownership = ctx.ownership
+        self._streams = ctx.streams
+        self._cancels = ctx.cancels
         self._follower = follower
-        self._cancels = cancels
 
     async def reconcile_agent(self, name: str, reported_job_ids: Sequence[str]) -> None:
         """Match the jobs agent ``name`` says it runs with the jobs assigned to it."""

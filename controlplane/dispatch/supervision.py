@@ -9,15 +9,11 @@ from __future__ import annotations
 
 import logging
 
-from controlplane.dispatch.cancellation import AgentCancels
-from controlplane.dispatch.policy import DispatchPolicy
-from controlplane.dispatch.requeue import Requeuer
-from controlplane.dispatch.streams import FollowedStream, StreamTasks
+from controlplane.dispatch.context import DispatchContext
+from controlplane.dispatch.streams import FollowedStream
 from controlplane.leases import Action, Verdict, review_active_jobs
-from controlplane.ownership import StreamOwnership
-from controlplane.progress import ProgressRecorder
 from controlplane.retry import next_attempt_at
-from controlplane.store import ACTIVE_STATES, JobStore
+from controlplane.store import ACTIVE_STATES
 from protocol.conversion import utcnow
 from protocol.errors import ErrorCode
 from protocol.states import IllegalTransition, JobState
@@ -28,24 +24,14 @@ log = logging.getLogger(__name__)
 class Supervisor:
     """Ends attempts whose agent was lost or whose deadline passed; releases due retries."""
 
-    def __init__(
-        self,
-        store: JobStore,
-        recorder: ProgressRecorder,
-        ownership: StreamOwnership,
-        policy: DispatchPolicy,
-        *,
-        streams: StreamTasks,
-        cancels: AgentCancels,
-        requeuer: Requeuer,
-    ) -> None:
-        self._store = store
-        self._recorder = recorder
-        self._ownership = ownership
-        self._policy = policy
-        self._streams = streams
-        self._cancels = cancels
-        self._requeuer = requeuer
+    def __init__(self, ctx: DispatchContext) -> None:
+        self._store = ctx.store
+        self._recorder = ctx.recorder
+        self._ownership = ctx.ownership
+        self._policy = ctx.policy
+        self._streams = ctx.streams
+        self._cancels = ctx.cancels
+        self._requeuer = ctx.requeuer
         self._leases_since = utcnow()
 
     def count_leases_from_now(self) -> None:

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import logging
 
+from controlplane.dispatch.context import DispatchContext
 from controlplane.dispatch.following import StreamFollower
-from controlplane.dispatch.streams import StreamTasks
-from controlplane.ownership import StreamOwnership
-from controlplane.store import ACTIVE_STATES, JobStore
+from controlplane.store import ACTIVE_STATES
 
 log = logging.getLogger(__name__)
 
@@ -20,16 +19,10 @@ log = logging.getLogger(__name__)
 class StreamTakeover:
     """Renews stream leases every tick and adopts the streams of dead replicas."""
 
-    def __init__(
-        self,
-        store: JobStore,
-        ownership: StreamOwnership,
-        streams: StreamTasks,
-        follower: StreamFollower,
-    ) -> None:
-        self._store = store
-        self._ownership = ownership
-        self._streams = streams
+    def __init__(self, ctx: DispatchContext, follower: StreamFollower) -> None:
+        self._store = ctx.store
+        self._ownership = ctx.ownership
+        self._streams = ctx.streams
         self._follower = follower
 
     async def keep_streams(self) -> None:
