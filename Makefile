@@ -18,10 +18,11 @@ proto-check: proto  ## fail when the committed generated code is stale
 	@git diff --exit-code --stat -- protocol/gen || (echo "protocol/gen is stale: run make proto and commit" && exit 1)
 	@test -z "$$(git status --porcelain -- protocol/gen)" || (echo "protocol/gen has untracked files: run make proto and commit" && exit 1)
 
-lint: setup  ## ruff (lint + format check) and mypy on hand-written code
+lint: setup  ## ruff, mypy, buf lint + breaking on proto/ (scripts/check_proto.sh)
 	@$(VENV)/bin/ruff check .
 	@$(VENV)/bin/ruff format --check .
 	@$(VENV)/bin/mypy protocol controlplane agent cli client
+	@bash scripts/check_proto.sh
 
 test: setup proto-check lint  ## install what the tests need, then run them all
 	@$(VENV)/bin/pytest -q -ra tests
