@@ -22,7 +22,16 @@ from collections.abc import Container, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-DEFAULT_FOLDERS = ("protocol", "controlplane", "agent", "cli", "client", "bench", "scripts")
+DEFAULT_FOLDERS = (
+    "protocol",
+    "runtime",  # on main since the control-plane reshape; skipped while absent
+    "controlplane",
+    "agent",
+    "cli",
+    "client",
+    "bench",
+    "scripts",
+)
 EXCLUDED = ("protocol/gen",)
 
 
