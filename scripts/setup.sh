@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# Install everything h2k needs on a fresh Debian machine: disk tools and a Python venv.
+# Install everything h2k needs on a fresh Debian machine: disk tools, a Python venv and buf.
 # Idempotent: a second run only checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # postgresql: the tests start their own server (replicas sharing one store).
 APT_PACKAGES=(qemu-utils qemu-system-common fdisk e2fsprogs xfsprogs util-linux mount kmod postgresql)
+# nodejs npm: only to install buf (below), which is published on npm. Checked by command, not by
+# package: a node from elsewhere (NodeSource's nodejs bundles npm and conflicts with Debian's).
+command -v npm >/dev/null 2>&1 || APT_PACKAGES+=(nodejs npm)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -28,4 +31,15 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   echo "setup: installing Python packages into .venv"
   .venv/bin/pip install -q --disable-pip-version-check -e '.[dev]'
   touch "$stamp"
+fi
+
+# buf lints the contract and checks it for breaking changes (scripts/check_proto.sh). Pinned, and
+# project-local so that it never depends on what else is installed on the machine.
+BUF_VERSION=1.75.0
+BUF=.tools/node_modules/.bin/buf
+if [ "$("$BUF" --version 2>/dev/null)" != "$BUF_VERSION" ]; then
+  echo "setup: installing buf $BUF_VERSION into .tools"
+  npm install --prefix .tools --save-exact --no-audit --no-fund --loglevel=error \
+    "@bufbuild/buf@$BUF_VERSION" >/dev/null
+  [ "$("$BUF" --version)" = "$BUF_VERSION" ] || { echo "setup: $BUF is not buf $BUF_VERSION" >&2; exit 1; }
 fi
