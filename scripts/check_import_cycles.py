@@ -25,6 +25,7 @@ from pathlib import Path
 DEFAULT_FOLDERS = (
     "protocol",
     "runtime",
+    "migration",
     "controlplane",
     "agent",
     "cli",
