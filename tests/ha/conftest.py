@@ -12,8 +12,6 @@ from tests.ha.harness import ReplicaCluster
 from tests.support.images import write_random_raw
 from tests.support.postgres import PostgresServer, started_server
 
-pytestmark = pytest.mark.ha
-
 
 @pytest.fixture(scope="session")
 def ha_postgres() -> Iterator[PostgresServer]:

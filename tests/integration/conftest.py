@@ -8,14 +8,6 @@ import pytest
 
 from tests.support.cluster import Cluster, running_cluster
 
-pytestmark = pytest.mark.integration
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if "integration" in str(item.fspath):
-            item.add_marker(pytest.mark.integration)
-
 
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:

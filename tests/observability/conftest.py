@@ -13,12 +13,6 @@ from tests.observability.otlp import OtlpReceiver
 from tests.support.cluster import Cluster, free_port
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if "observability" in str(item.fspath) and "observed" in item.fixturenames:
-            item.add_marker(pytest.mark.integration)
-
-
 @dataclass
 class Observed:
     cluster: Cluster

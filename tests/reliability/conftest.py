@@ -15,8 +15,6 @@ import pytest
 from tests.reliability.faults import FaultCluster
 from tests.support.cluster import Cluster
 
-pytestmark = pytest.mark.reliability
-
 
 @pytest.fixture
 def faults(tmp_path: Path, slow_source: Path, request: pytest.FixtureRequest) -> Iterator[Cluster]:

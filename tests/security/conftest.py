@@ -25,12 +25,6 @@ CI_TOKEN = "test-token-for-ci-bot"
 MAX_STREAMS = 3
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if "security" in str(item.fspath):
-            item.add_marker(pytest.mark.integration)
-
-
 @pytest.fixture(scope="session")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> ClusterPKI:
     pki = ClusterPKI.create(tmp_path_factory.mktemp("pki"), ROLES)
