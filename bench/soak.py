@@ -27,7 +27,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.reliability import scenarios
-from tests.reliability.faults import FaultCluster
+from tests.support.faults import FaultCluster
 from tests.support.images import SLOW_IMAGE_MIB, write_random_raw
 
 Scenario = Callable[[FaultCluster], dict[str, Any]]

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from tests.deploy.kustomize import Object, render
-from tests.observability.scrape import scrape
 from tests.support.cluster import Cluster, free_port
+from tests.support.scrape import scrape
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"

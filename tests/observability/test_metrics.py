@@ -9,9 +9,9 @@ import threading
 from client import H2KClient
 from protocol.errors import NotFound
 from tests.observability.conftest import Observed
-from tests.observability.scrape import Scrape, scrape
 from tests.support.cluster import wait_for
 from tests.support.images import build_image
+from tests.support.scrape import Scrape, scrape
 from tests.support.specs import job_spec
 
 AGENT_METRICS = {

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.reliability.faults import FaultCluster
 from tests.support.cluster import Cluster
+from tests.support.faults import FaultCluster
 
 
 @pytest.fixture

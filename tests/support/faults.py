@@ -1,6 +1,7 @@
 """Helpers for fault-injection scenarios: a cluster with short timings, polls, evidence.
 
-Shared by the reliability tests and by ``bench/soak.py`` (which loops the same scenarios).
+Shared by the reliability and HA tests and by ``bench/soak.py`` (which loops the same
+scenarios).
 """
 
 from __future__ import annotations
