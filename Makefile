@@ -21,7 +21,7 @@ proto-check: proto  ## fail when the committed generated code is stale
 lint: setup  ## ruff (lint + format check) and mypy on hand-written code
 	@$(VENV)/bin/ruff check .
 	@$(VENV)/bin/ruff format --check .
-	@$(VENV)/bin/mypy protocol controlplane agent cli client
+	@$(VENV)/bin/mypy protocol controlplane agent cli client devsupport
 
 test: setup proto-check lint  ## install what the tests need, then run them all
 	@$(VENV)/bin/pytest -q -ra tests

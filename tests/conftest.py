@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from devsupport.images import SLOW_IMAGE_MIB, write_random_raw
 from tests.support.host import missing_for_privileged
-from tests.support.images import SLOW_IMAGE_MIB, write_random_raw
 
 TESTS = Path(__file__).resolve().parent
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.cluster import Cluster, running_cluster
+from devsupport.cluster import Cluster, running_cluster
 
 
 @pytest.fixture(scope="session")

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from devsupport.cluster import Cluster, free_port
 from tests.observability.otlp import OtlpReceiver
-from tests.support.cluster import Cluster, free_port
 
 
 @dataclass

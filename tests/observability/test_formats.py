@@ -13,6 +13,7 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from controlplane.store import open_store
 from controlplane.store.sqlite_schema import _SCHEMA_V1, SCHEMA_VERSION
+from devsupport.specs import job_spec
 from protocol.logs import JsonFormatter, TextFormatter, message_fields
 from protocol.spec import parse_spec
 from protocol.states import JobState
@@ -23,7 +24,6 @@ from protocol.telemetry import (
     split_host_port,
     trace_id_of,
 )
-from tests.support.specs import job_spec
 
 _TRACER = TracerProvider().get_tracer("tests")
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.cluster import Cluster
+from devsupport.cluster import Cluster
 from tests.support.faults import FaultCluster
 
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.cluster import Cluster, free_port
-from tests.support.pki import ClusterPKI
+from devsupport.cluster import Cluster, free_port
+from devsupport.pki import ClusterPKI
 
 # Identities the role tests use (the roles file also has admin and node-*).
 ROLES = {

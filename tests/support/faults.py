@@ -17,9 +17,9 @@ import psutil
 
 from agent.events import EventLog
 from client import H2KClient
+from devsupport.cluster import Cluster, wait_for
+from devsupport.specs import job_spec
 from protocol.gen.h2k.v1 import job_pb2
-from tests.support.cluster import Cluster, wait_for
-from tests.support.specs import job_spec
 
 MiB = 1 << 20
 TERMINAL = ("COMPLETED", "FAILED", "CANCELLED")
