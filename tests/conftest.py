@@ -1,7 +1,7 @@
 """Shared pytest hooks for every test layer, and the one place that marks tests.
 
-Each top-level folder of tests/ is one layer and has one marker of the same name, so
-``pytest -m ha`` runs exactly tests/ha. A conftest's ``pytestmark`` does nothing, hence this hook.
+Each top-level folder of tests/ is one layer with one marker (tests/support/folders.py), so
+``pytest -m ha`` runs exactly tests/ha. A conftest's ``pytestmark`` does nothing, hence the hook.
 """
 
 from __future__ import annotations
@@ -9,46 +9,12 @@ from __future__ import annotations
 import asyncio
 import inspect
 import shutil
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from devsupport.images import SLOW_IMAGE_MIB, write_random_raw
-from tests.support.host import missing_for_privileged
-
-TESTS = Path(__file__).resolve().parent
-
-# Folder (under tests/) -> marker. pyproject.toml declares each marker;
-# tests/unit/test_markers.py checks that every folder with tests is listed here.
-FOLDER_MARKERS = {
-    "unit": "unit",
-    "component": "component",
-    "store": "store",
-    "client": "client",
-    "integration": "integration",
-    "reliability": "reliability",
-    "privileged": "privileged",
-    "ha": "ha",
-    "security": "security",
-    "observability": "observability",
-    "deploy": "deploy",
-    "bench": "bench",
-}
-
-# Folder -> why its tests cannot run on this machine (None: they can). Asked once per run.
-FOLDER_REQUIREMENTS: dict[str, Callable[[], str | None]] = {
-    "privileged": missing_for_privileged,
-}
-
-
-def folder_of(path: Path) -> str | None:
-    """The top-level folder of tests/ that ``path`` lies in (None: outside any folder)."""
-    try:
-        parts = path.resolve().relative_to(TESTS).parts
-    except ValueError:
-        return None
-    return parts[0] if len(parts) > 1 else None
+from tests.support.folders import FOLDER_MARKERS, FOLDER_REQUIREMENTS, folder_of
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import FOLDER_MARKERS, TESTS
+from tests.support.folders import FOLDER_MARKERS, TESTS
 
 ROOT = TESTS.parent
 
