@@ -19,8 +19,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from devsupport.cluster import Cluster, Process  # noqa: E402
 from protocol.gen.h2k.v1 import agent_pb2, job_pb2  # noqa: E402
-from tests.support.cluster import Cluster, Process  # noqa: E402
 
 MiB = 1 << 20
 

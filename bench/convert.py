@@ -44,8 +44,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from agent.disk.qemu_img import convert_argv
 from agent.disk.writeback import WRITEBACK_INTERVAL, start_writeback
 from bench.common import machine_line, print_table, verdict, wait_quiet
-from tests.support.cluster import Cluster, running_cluster
-from tests.support.specs import job_spec
+from devsupport.cluster import Cluster, running_cluster
+from devsupport.specs import job_spec
 
 MiB = 1 << 20
 ZSTD = ["-o", "compression_type=zstd"]

@@ -34,11 +34,11 @@ from bench.common import (
 from bench.convert import build_source
 from controlplane.models import AgentRecord
 from controlplane.store import SqliteStore
+from devsupport.cluster import running_cluster
+from devsupport.specs import job_spec
 from protocol.conversion import spec_from_proto, utcnow
 from protocol.gen.h2k.v1 import services_pb2, services_pb2_grpc
 from protocol.states import JobState
-from tests.support.cluster import running_cluster
-from tests.support.specs import job_spec
 
 CP_BAR_MB = 200.0
 AGENT_BAR_MB = 100.0

@@ -26,9 +26,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from devsupport.images import SLOW_IMAGE_MIB, write_random_raw
 from tests.reliability import scenarios
-from tests.reliability.faults import FaultCluster
-from tests.support.images import SLOW_IMAGE_MIB, write_random_raw
+from tests.support.faults import FaultCluster
 
 Scenario = Callable[[FaultCluster], dict[str, Any]]
 

@@ -35,8 +35,8 @@ from bench.common import (
     spec_message,
     verdict,
 )
+from devsupport.cluster import free_port, is_serving, wait_for
 from protocol.gen.h2k.v1 import job_pb2, services_pb2, services_pb2_grpc
-from tests.support.cluster import free_port, is_serving, wait_for
 
 BAR = 0.60
 BATCH_ROW = "h2k SubmitJobs x{n}"

@@ -26,6 +26,7 @@ DEFAULT_FOLDERS = (
     "protocol",
     "runtime",
     "migration",
+    "devsupport",
     "controlplane",
     "agent",
     "cli",

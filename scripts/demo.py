@@ -14,9 +14,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.support.cluster import BIN, running_cluster
-from tests.support.images import MiB, build_image
-from tests.support.specs import example
+from devsupport.cluster import BIN, running_cluster
+from devsupport.images import MiB, build_image
+from devsupport.specs import example
 
 
 def say(text: str) -> None:

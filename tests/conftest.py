@@ -1,4 +1,8 @@
-"""Shared pytest hooks for every test layer."""
+"""Shared pytest hooks for every test layer, and the one place that marks tests.
+
+Each top-level folder of tests/ is one layer with one marker (tests/support/folders.py), so
+``pytest -m ha`` runs exactly tests/ha. A conftest's ``pytestmark`` does nothing, hence the hook.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,26 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.images import SLOW_IMAGE_MIB, write_random_raw
+from devsupport.images import SLOW_IMAGE_MIB, write_random_raw
+from tests.support.folders import FOLDER_MARKERS, FOLDER_REQUIREMENTS, folder_of
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test with its folder's marker (before ``-m`` deselects), and skip the
+    folders whose requirements this machine lacks."""
+    skip_reasons: dict[str, str | None] = {}
+    for item in items:
+        folder = folder_of(item.path)
+        if folder is None or folder not in FOLDER_MARKERS:
+            continue
+        item.add_marker(FOLDER_MARKERS[folder])
+        if folder in FOLDER_REQUIREMENTS:
+            if folder not in skip_reasons:
+                skip_reasons[folder] = FOLDER_REQUIREMENTS[folder]()
+            reason = skip_reasons[folder]
+            if reason:
+                item.add_marker(pytest.mark.skip(reason=reason))
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -11,8 +11,6 @@ import pytest
 
 from bench import convert, fanout, memory, schedule, submit
 
-pytestmark = pytest.mark.integration
-
 
 def table_rows(out: str) -> list[str]:
     return [line for line in out.splitlines() if line.startswith("| ")]

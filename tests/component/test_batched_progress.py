@@ -18,7 +18,7 @@ from controlplane.progress import EventGap, ProgressRecorder
 from controlplane.store import JobStore, open_store
 from protocol.gen.h2k.v1 import job_pb2
 from protocol.states import JobState
-from tests.unit.controlplane.conftest import job_spec
+from tests.support.builders import job_spec
 
 NOW = datetime(2026, 3, 1, 9, 30, tzinfo=UTC)
 RUNNING = job_pb2.JOB_STATE_RUNNING

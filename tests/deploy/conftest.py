@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from devsupport.cluster import Cluster, free_port
 from tests.deploy.kustomize import Object, render
-from tests.observability.scrape import scrape
-from tests.support.cluster import Cluster, free_port
+from tests.support.scrape import scrape
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"

@@ -8,11 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from devsupport.images import write_random_raw
 from tests.ha.harness import ReplicaCluster
-from tests.support.images import write_random_raw
 from tests.support.postgres import PostgresServer, started_server
-
-pytestmark = pytest.mark.ha
 
 
 @pytest.fixture(scope="session")

@@ -14,9 +14,9 @@ from typing import Any
 import psycopg
 
 from client import H2KClient
+from devsupport.cluster import BIN, Process, free_port, is_serving, wait_for
 from protocol.gen.h2k.v1 import job_pb2
-from tests.reliability.faults import CONTROLPLANE_ARGS, FaultCluster, assert_gap_free
-from tests.support.cluster import BIN, Process, free_port, is_serving, wait_for
+from tests.support.faults import CONTROLPLANE_ARGS, FaultCluster, assert_gap_free
 from tests.support.postgres import PostgresServer
 
 STREAM_LEASE_SECONDS = 3

@@ -6,11 +6,11 @@ import threading
 import time
 from collections import Counter
 
+from devsupport.cluster import wait_for
 from protocol.errors import H2KError
 from protocol.gen.h2k.v1 import job_pb2
 from tests.ha.harness import STREAM_LEASE_SECONDS, ReplicaCluster
-from tests.reliability.faults import assert_gap_free, state
-from tests.support.cluster import wait_for
+from tests.support.faults import assert_gap_free, state
 
 REPLICAS = ("cp-a", "cp-b")
 

@@ -6,15 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.cluster import Cluster, running_cluster
-
-pytestmark = pytest.mark.integration
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if "integration" in str(item.fspath):
-            item.add_marker(pytest.mark.integration)
+from devsupport.cluster import Cluster, running_cluster
 
 
 @pytest.fixture(scope="session")

@@ -9,12 +9,12 @@ from pathlib import Path
 import grpc
 import pytest
 
+from devsupport.cluster import Cluster, wait_for
+from devsupport.images import build_image
+from devsupport.specs import job_spec
 from protocol.conversion import spec_to_proto
 from protocol.gen.h2k.v1 import job_pb2, services_pb2, services_pb2_grpc
 from protocol.spec import parse_spec
-from tests.support.cluster import Cluster, wait_for
-from tests.support.images import build_image
-from tests.support.specs import job_spec
 
 INVALID = [
     ("execution_policy", "priority", 11, "execution_policy.priority: must be between 1 and 10"),

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import psutil
 
-from tests.support.cluster import Cluster, wait_for
-from tests.support.images import write_random_raw
-from tests.support.specs import job_spec
+from devsupport.cluster import Cluster, wait_for
+from devsupport.images import write_random_raw
+from devsupport.specs import job_spec
 
 MiB = 1 << 20
 

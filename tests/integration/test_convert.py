@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from devsupport.cluster import Cluster
+from devsupport.images import VARIANTS, build_image, compare, image_info
+from devsupport.specs import job_spec
 from tests.support.assertions import assert_gap_free_monotonic
-from tests.support.cluster import Cluster
-from tests.support.images import VARIANTS, build_image, compare, image_info
-from tests.support.specs import job_spec
 
 
 def _events(cluster: Cluster, job_id: str) -> list[dict]:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.cluster import Cluster
-from tests.support.images import image_info
-from tests.support.specs import job_spec
+from devsupport.cluster import Cluster
+from devsupport.images import image_info
+from devsupport.specs import job_spec
 
 
 def _zstd_supported(directory: Path) -> bool:

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.cluster import Cluster
-from tests.support.images import MiB, build_image
-from tests.support.specs import job_spec
+from devsupport.cluster import Cluster
+from devsupport.images import MiB, build_image
+from devsupport.specs import job_spec
 
 
 def _partitioned_raw(path: Path, label: str) -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.support.cluster import Cluster
-from tests.support.images import build_image
-from tests.support.specs import job_spec
+from devsupport.cluster import Cluster
+from devsupport.images import build_image
+from devsupport.specs import job_spec
 
 
 def _run(cluster: Cluster, doc: dict) -> dict:

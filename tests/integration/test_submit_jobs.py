@@ -9,11 +9,11 @@ import uuid
 import grpc
 import pytest
 
+from devsupport.cluster import Cluster
+from devsupport.specs import job_spec
 from protocol.conversion import spec_to_proto
 from protocol.gen.h2k.v1 import job_pb2, services_pb2, services_pb2_grpc
 from protocol.spec import parse_spec
-from tests.support.cluster import Cluster
-from tests.support.specs import job_spec
 
 
 @pytest.fixture(scope="module")

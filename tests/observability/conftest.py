@@ -9,14 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from devsupport.cluster import Cluster, free_port
 from tests.observability.otlp import OtlpReceiver
-from tests.support.cluster import Cluster, free_port
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if "observability" in str(item.fspath) and "observed" in item.fixturenames:
-            item.add_marker(pytest.mark.integration)
 
 
 @dataclass

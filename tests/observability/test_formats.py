@@ -13,6 +13,7 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from controlplane.store import open_store
 from controlplane.store.sqlite_schema import _SCHEMA_V1, SCHEMA_VERSION
+from devsupport.specs import job_spec
 from protocol.spec import parse_spec
 from protocol.states import JobState
 from runtime.health import split_host_port
@@ -23,7 +24,6 @@ from runtime.tracing import (
     current_traceparent,
     trace_id_of,
 )
-from tests.support.specs import job_spec
 
 _TRACER = TracerProvider().get_tracer("tests")
 

@@ -9,7 +9,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from controlplane.server import ControlPlane, ControlPlaneConfig
-from tests.support.cluster import BIN, Cluster, Process, free_port, wait_for
+from devsupport.cluster import BIN, Cluster, Process, free_port, wait_for
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING

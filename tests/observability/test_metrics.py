@@ -7,12 +7,12 @@ import json
 import threading
 
 from client import H2KClient
+from devsupport.cluster import wait_for
+from devsupport.images import build_image
+from devsupport.specs import job_spec
 from protocol.errors import NotFound
 from tests.observability.conftest import Observed
-from tests.observability.scrape import Scrape, scrape
-from tests.support.cluster import wait_for
-from tests.support.images import build_image
-from tests.support.specs import job_spec
+from tests.support.scrape import Scrape, scrape
 
 AGENT_METRICS = {
     "hyper2kvm_migration_total": "counter",

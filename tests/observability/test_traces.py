@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 
+from devsupport.cluster import wait_for
+from devsupport.images import build_image
+from devsupport.specs import job_spec
 from tests.observability.conftest import Observed
 from tests.observability.otlp import OtlpReceiver, ReceivedSpan
-from tests.support.cluster import wait_for
-from tests.support.images import build_image
-from tests.support.specs import job_spec
 
 SERVER, CLIENT = 2, 3  # OTLP SpanKind values
 

@@ -1,36 +1,17 @@
-"""Privileged tests: real loop devices, FUSE exports and mounts. They need root."""
+"""Privileged tests: real loop devices, FUSE exports and mounts. They need root.
+
+The root conftest marks them ``privileged`` and skips them where root, the devices or the tools
+are missing (tests/support/host.py).
+"""
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support.cluster import Cluster, running_cluster
-
-
-def _missing() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root (loop devices, mount)"
-    for device in ("/dev/fuse", "/dev/loop-control"):
-        if not os.path.exists(device):
-            return f"{device} is missing"
-    for tool in ("qemu-storage-daemon", "qemu-img", "sfdisk", "mkfs.xfs", "mkfs.ext4", "losetup"):
-        if shutil.which(tool) is None:
-            return f"{tool} is not installed: run `make setup`"
-    return None
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    reason = _missing()
-    for item in items:
-        if "privileged" in str(item.fspath):
-            item.add_marker(pytest.mark.privileged)
-            if reason:
-                item.add_marker(pytest.mark.skip(reason=reason))
+from devsupport.cluster import Cluster, running_cluster
 
 
 @pytest.fixture(scope="module")

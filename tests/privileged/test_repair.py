@@ -16,10 +16,11 @@ from pathlib import Path
 import grpc
 import pytest
 
+from devsupport.cluster import Cluster, wait_for
+from devsupport.images import image_info
 from protocol.conversion import spec_to_proto
 from protocol.gen.h2k.v1 import job_pb2, services_pb2, services_pb2_grpc
 from protocol.spec import parse_spec
-from tests.support.cluster import Cluster, wait_for
 from tests.support.guests import (
     VMWARE_MAC,
     GuestDisk,
@@ -28,7 +29,6 @@ from tests.support.guests import (
     build_rhel_like,
     opened_readonly,
 )
-from tests.support.images import image_info
 from tests.support.repair_checks import is_clean, leftovers, sha256
 from tests.support.repair_jobs import action, events, job, repair_spec, report_of, run_job, submit
 

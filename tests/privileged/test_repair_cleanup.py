@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.cluster import Cluster, wait_for
+from devsupport.cluster import Cluster, wait_for
 from tests.support.guests import GuestDisk, build_debian_like
 from tests.support.repair_checks import (
     is_clean,

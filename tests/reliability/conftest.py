@@ -12,10 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.reliability.faults import FaultCluster
-from tests.support.cluster import Cluster
-
-pytestmark = pytest.mark.reliability
+from devsupport.cluster import Cluster
+from tests.support.faults import FaultCluster
 
 
 @pytest.fixture

@@ -18,9 +18,11 @@ from typing import Any
 
 import grpc
 
+from devsupport.cluster import BIN, wait_for
+from devsupport.images import write_random_raw
 from protocol.errors import H2KError
 from protocol.gen.h2k.v1 import job_pb2, services_pb2, services_pb2_grpc
-from tests.reliability.faults import (
+from tests.support.faults import (
     CONTROLPLANE_ARGS,
     FaultCluster,
     assert_gap_free,
@@ -31,8 +33,6 @@ from tests.reliability.faults import (
     tools_writing_to,
     wait_clean,
 )
-from tests.support.cluster import BIN, wait_for
-from tests.support.images import write_random_raw
 
 SMALL_IMAGE_MIB = 32
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.reliability import scenarios
-from tests.reliability.faults import FaultCluster
+from tests.support.faults import FaultCluster
 
 
 def test_agent_killed_mid_convert_retries_on_the_second_agent(faults: FaultCluster) -> None:

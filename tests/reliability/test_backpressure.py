@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tests.reliability import scenarios
-from tests.reliability.faults import FaultCluster
+from tests.support.faults import FaultCluster
 
 
 def test_a_slow_watcher_holds_nobody_up_and_misses_nothing(faults: FaultCluster) -> None:

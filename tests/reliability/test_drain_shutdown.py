@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tests.reliability import scenarios
-from tests.reliability.faults import FaultCluster
+from tests.support.faults import FaultCluster
 
 
 def test_drain_takes_no_new_work_and_lets_the_running_job_finish(faults: FaultCluster) -> None:

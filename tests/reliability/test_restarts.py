@@ -7,7 +7,7 @@ import signal
 import pytest
 
 from tests.reliability import scenarios
-from tests.reliability.faults import FaultCluster
+from tests.support.faults import FaultCluster
 
 
 def test_kill_controlplane_while_twenty_jobs_run_on_two_agents(faults: FaultCluster) -> None:

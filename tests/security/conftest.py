@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.cluster import Cluster, free_port
-from tests.support.pki import ClusterPKI
+from devsupport.cluster import Cluster, free_port
+from devsupport.pki import ClusterPKI
 
 # Identities the role tests use (the roles file also has admin and node-*).
 ROLES = {
@@ -23,12 +23,6 @@ ROLES = {
 # The token of the ci-bot service account and its sha256 (what the roles file lists).
 CI_TOKEN = "test-token-for-ci-bot"
 MAX_STREAMS = 3
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if "security" in str(item.fspath):
-            item.add_marker(pytest.mark.integration)
 
 
 @pytest.fixture(scope="session")

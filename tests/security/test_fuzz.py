@@ -20,8 +20,8 @@ from google.protobuf import struct_pb2
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from devsupport.cluster import Cluster, is_serving
 from protocol.gen.h2k.v1 import job_pb2, services_pb2, services_pb2_grpc
-from tests.support.cluster import Cluster, is_serving
 
 EXAMPLES = 1000
 Submit = Callable[[bytes], tuple[grpc.StatusCode, bytes]]

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from devsupport.cluster import Cluster
+from devsupport.images import build_image
+from devsupport.specs import job_spec
 from tests.security.test_paths import error_of, run_job
 from tests.security.witness import AtimeWitness, fifo_never_opened
-from tests.support.cluster import Cluster
-from tests.support.images import build_image
-from tests.support.specs import job_spec
 
 MiB = 1 << 20
 FAST = {"timeout_seconds": 60}  # a hung qemu-img would fail the job, not the suite

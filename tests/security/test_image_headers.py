@@ -9,7 +9,7 @@ import pytest
 
 from agent.disk.image_safety import sniff_format
 from controlplane.auth import RoleBook
-from tests.support.images import VARIANTS, build_image
+from devsupport.images import VARIANTS, build_image
 
 MiB = 1 << 20
 

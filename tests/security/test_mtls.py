@@ -9,13 +9,13 @@ from pathlib import Path
 import grpc
 import pytest
 
+from devsupport.cluster import BIN, Cluster, Process, free_port, is_serving, wait_for
+from devsupport.images import build_image
+from devsupport.pki import CertificateAuthority, ClusterPKI, Leaf, tls_args
+from devsupport.specs import job_spec
 from protocol.conversion import spec_to_proto
 from protocol.gen.h2k.v1 import services_pb2, services_pb2_grpc
 from protocol.spec import parse_spec
-from tests.support.cluster import BIN, Cluster, Process, free_port, is_serving, wait_for
-from tests.support.images import build_image
-from tests.support.pki import CertificateAuthority, ClusterPKI, Leaf, tls_args
-from tests.support.specs import job_spec
 
 
 def _worker(address: str, credentials: grpc.ChannelCredentials | None) -> tuple:

@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
+from devsupport.cluster import Cluster
+from devsupport.images import build_image
+from devsupport.specs import job_spec
 from tests.security.witness import AtimeWitness
-from tests.support.cluster import Cluster
-from tests.support.images import build_image
-from tests.support.specs import job_spec
 
 
 def run_job(cluster: Cluster, doc: dict[str, Any]) -> dict[str, Any]:

@@ -12,13 +12,13 @@ from typing import Any
 import grpc
 import pytest
 
+from devsupport.cluster import BIN, Cluster, wait_for
+from devsupport.pki import ClusterPKI
+from devsupport.specs import job_spec
 from protocol.conversion import spec_to_proto
 from protocol.gen.h2k.v1 import job_pb2, services_pb2, services_pb2_grpc
 from protocol.spec import parse_spec
 from tests.security.conftest import CI_TOKEN, MAX_STREAMS
-from tests.support.cluster import BIN, Cluster, wait_for
-from tests.support.pki import ClusterPKI
-from tests.support.specs import job_spec
 
 Call = Callable[["Stubs"], Any]
 CANCELLED = job_pb2.JOB_STATE_CANCELLED

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import grpc
 
+from devsupport.cluster import Cluster, wait_for
+from devsupport.pki import ClusterPKI
 from protocol.gen.h2k.v1 import services_pb2
 from tests.security.conftest import MAX_STREAMS
 from tests.security.test_roles import Stubs, _spec, _submit, connected
-from tests.support.cluster import Cluster, wait_for
-from tests.support.pki import ClusterPKI
 
 
 def _probe_batches(stubs: Stubs, job_id: str) -> tuple[grpc.StatusCode, str]:

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from controlplane.store import JobStore, open_store
+from tests.support.builders import Builders
 from tests.support.postgres import PostgresServer, started_server
-from tests.unit.controlplane.conftest import Builders
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import psycopg
 
-from tests.support.cluster import free_port, wait_for
+from devsupport.cluster import free_port, wait_for
 
 UNPRIVILEGED_USER = "nobody"
 

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from client.views import event_to_dict, job_to_dict
-from tests.support.cluster import Cluster, wait_for
-from tests.support.specs import job_spec
+from devsupport.cluster import Cluster, wait_for
+from devsupport.specs import job_spec
 
 TERMINAL = ("COMPLETED", "FAILED", "CANCELLED")
 

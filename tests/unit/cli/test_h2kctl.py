@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from cli.agents import parse_duration
 from cli.main import app
 from protocol.gen.h2k.v1 import job_pb2
-from tests.unit.cli.h2k_cli_doubles import convert_events
+from tests.support.job_service_double import convert_events
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 EXAMPLE_FILES = sorted(EXAMPLES.glob("*.json"))

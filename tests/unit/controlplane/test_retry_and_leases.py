@@ -13,7 +13,7 @@ from controlplane.models import AgentRecord, JobRecord, Transition
 from controlplane.retry import Outcome, RetryPolicy, decide, next_attempt_at, retries_used
 from protocol.gen.h2k.v1 import agent_pb2
 from protocol.states import JobState
-from tests.unit.controlplane.conftest import T0, queued_job
+from tests.support.builders import T0, queued_job
 
 POLICY = RetryPolicy(backoff_base=timedelta(seconds=2), backoff_max=timedelta(seconds=10))
 

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 
+from devsupport.specs import example, job_spec
 from protocol.conversion import (
     event_from_json,
     event_to_json,
@@ -14,7 +15,6 @@ from protocol.errors import InvalidArgument
 from protocol.gen.h2k.v1 import job_pb2
 from protocol.spec import parse_spec
 from protocol.states import JobState
-from tests.support.specs import example, job_spec
 
 
 @pytest.mark.parametrize("name", ["convert", "inspect", "offline-fix"])

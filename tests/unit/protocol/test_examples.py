@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.specs import EXAMPLES
+from devsupport.specs import EXAMPLES
 
 UPSTREAM = Path(__file__).resolve().parents[4] / "shared" / "examples"
 

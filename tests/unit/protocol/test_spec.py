@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import pytest
 
+from devsupport.specs import example, job_spec
 from protocol.errors import InvalidArgument
 from protocol.spec import Operation, parse_spec
-from tests.support.specs import example, job_spec
 
 
 @pytest.mark.parametrize("name", ["convert", "inspect", "offline-fix"])

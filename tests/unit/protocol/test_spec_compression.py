@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
+from devsupport.specs import job_spec
 from protocol.errors import InvalidArgument
 from protocol.spec import CompressionType, parse_spec
-from tests.support.specs import job_spec
 
 
 def _params(**parameters: Any) -> Any:

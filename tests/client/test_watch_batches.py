@@ -12,7 +12,7 @@ import pytest
 
 from client import H2KClient, ReconnectPolicy
 from protocol.gen.h2k.v1 import job_pb2, services_pb2, services_pb2_grpc
-from tests.unit.cli.h2k_cli_doubles import FakeJobService, convert_events
+from tests.support.job_service_double import FakeJobService, convert_events
 
 FAST = ReconnectPolicy(initial_backoff=0.01, max_backoff=0.05, max_total_wait=3.0)
 

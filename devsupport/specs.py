@@ -10,7 +10,7 @@ from typing import Any
 
 # The repository keeps a copy of the upstream example files (../shared/examples);
 # tests/unit/protocol/test_examples.py checks that the copy is unchanged.
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
 def example(name: str) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """Helpers for fault-injection scenarios: a cluster with short timings, polls, evidence.
 
-Shared by the reliability tests and by ``bench/soak.py`` (which loops the same scenarios).
+Shared by the reliability and HA tests and by ``bench/soak.py`` (which loops the same
+scenarios).
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ import psutil
 
 from agent.events import EventLog
 from client import H2KClient
+from devsupport.cluster import Cluster, wait_for
+from devsupport.specs import job_spec
 from protocol.gen.h2k.v1 import job_pb2
-from tests.support.cluster import Cluster, wait_for
-from tests.support.specs import job_spec
 
 MiB = 1 << 20
 TERMINAL = ("COMPLETED", "FAILED", "CANCELLED")

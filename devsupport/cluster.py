@@ -1,6 +1,6 @@
 """Start real h2k-controlplane and h2k-agent processes on free loopback ports.
 
-Used by the integration tests and by the demo. Everything runs as real processes; the
+Used by the tests, the demo and the benchmarks. Everything runs as real processes; the
 harness only starts them, waits for their health service, and stops them.
 """
 
@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.support.pki import ClusterPKI
+from devsupport.pki import ClusterPKI
 
 BIN = Path(sys.executable).parent
 T = TypeVar("T")

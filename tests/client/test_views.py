@@ -8,7 +8,7 @@ from client.views import agent_to_dict, event_to_dict, job_to_dict
 from protocol.conversion import dict_to_struct, spec_to_proto
 from protocol.gen.h2k.v1 import agent_pb2, job_pb2
 from protocol.spec import parse_spec
-from tests.unit.cli.h2k_cli_doubles import make_event, timestamp
+from tests.support.job_service_double import make_event, timestamp
 
 SPEC = {
     "job_id": "convert-001",

@@ -1,10 +1,14 @@
 """Test data builders and an in-process test double of the control plane's JobService.
 
-The double stands in for the PEER; the client and the CLI under test are real.
+The double stands in for the PEER; the client library (tests/client) and h2kctl
+(tests/unit/cli) under test are real.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from concurrent import futures
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -131,3 +135,22 @@ class FakeJobService(services_pb2_grpc.JobServiceServicer):
             yield event
             if first_watch and event.seq == self.end_early_after_seq:
                 return
+
+
+@dataclass
+class RunningDouble:
+    service: FakeJobService
+    address: str
+
+
+@contextmanager
+def served(service: FakeJobService) -> Iterator[RunningDouble]:
+    """Serve ``service`` on a free loopback port until the block ends."""
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    services_pb2_grpc.add_JobServiceServicer_to_server(service, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        yield RunningDouble(service=service, address=f"127.0.0.1:{port}")
+    finally:
+        server.stop(grace=None)
