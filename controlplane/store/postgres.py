@@ -18,7 +18,6 @@ again by itself once the server is back.
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
 from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
@@ -28,25 +27,18 @@ from typing import Any
 
 import psycopg
 import psycopg_pool
-from google.protobuf import json_format
 from psycopg.rows import dict_row
 
-from controlplane.capabilities import needs_kind
 from controlplane.models import AgentRecord, JobRecord, QueuedJob, QueueKind, Transition
-from controlplane.store.base import (
-    ACTIVE_STATES,
-    UPDATABLE_FIELDS,
-    JobPage,
-    JobStore,
-    event_rows,
-)
+from controlplane.store import rows, rules
+from controlplane.store.base import ACTIVE_STATES, JobPage, JobStore, event_rows
 from controlplane.store.pg_listen import CHANNEL, ChangeFeed
 from controlplane.store.postgres_schema import migrate
 from protocol.conversion import event_from_json, event_to_json, utcnow
-from protocol.errors import AlreadyExists, NotFound, Unavailable
+from protocol.errors import NotFound, Unavailable
 from protocol.gen.h2k.v1 import agent_pb2, job_pb2
 from protocol.spec import JobSpec
-from protocol.states import JobState, check_transition
+from protocol.states import JobState
 
 log = logging.getLogger(__name__)
 
@@ -60,12 +52,8 @@ CONNECT_WAIT_SECONDS = 3.0
 RECONNECT_GIVE_UP_SECONDS = 8.0
 _ACTIVE = [s.value for s in ACTIVE_STATES]
 _TERMINAL = [s.value for s in JobState if s.is_terminal]
-
-
-def _column_value(name: str, value: Any) -> Any:
-    if name == "result":
-        return None if value is None else json.dumps(value, sort_keys=True)
-    return value
+# psycopg takes and gives datetimes and booleans as they are.
+CODEC = rows.Codec()
 
 
 @asynccontextmanager
@@ -164,39 +152,21 @@ class PostgresStore(JobStore):
     async def _insert_job(
         self, conn: Conn, spec: JobSpec, now: datetime, trace_context: str, field: str
     ) -> tuple[JobRecord, bool]:
-        """Insert a new job (QUEUED); ``field`` names the spec's job_id in a conflict."""
-        fingerprint = spec.fingerprint()
+        """Insert a new job and queue it; ``field`` names the spec's job_id in a conflict."""
         cursor = await conn.execute(
-            "INSERT INTO jobs (job_id, spec, fingerprint, state, priority, submitted_at, "
-            "updated_at, trace_context, needs_kind) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) "
-            "ON CONFLICT (job_id) DO NOTHING RETURNING job_id",
-            (
-                spec.job_id,
-                spec.model_dump_json(),
-                fingerprint,
-                JobState.CREATED.value,
-                spec.execution_policy.priority,
-                now,
-                now,
-                trace_context,
-                needs_kind(spec),
-            ),
+            rows.insert_job_sql(CODEC).encode(),
+            rows.new_job_values(spec, now, trace_context, CODEC),
         )
         created = await cursor.fetchone() is not None
         if created:
-            submitted = f"spec valid; submitted by {spec.audit.requested_by}"
-            await self._apply(conn, spec.job_id, JobState.VALIDATED, submitted, now, {})
-            await self._apply(conn, spec.job_id, JobState.QUEUED, "waiting for an agent", now, {})
+            for to_state, reason in rules.admission_steps(spec):
+                await self._apply(conn, spec.job_id, to_state, reason, now, {})
         else:
             cursor = await conn.execute(
                 "SELECT fingerprint FROM jobs WHERE job_id = %s", (spec.job_id,)
             )
             row = await cursor.fetchone()
-            if row is not None and row["fingerprint"] != fingerprint:
-                raise AlreadyExists(
-                    f"{field}: job {spec.job_id} already exists with a different spec"
-                )
+            rules.check_resubmission(field, spec, None if row is None else row["fingerprint"])
         return await self._load(conn, spec.job_id), created
 
     async def get_job(self, job_id: str) -> JobRecord:
@@ -210,25 +180,17 @@ class PostgresStore(JobStore):
             raise NotFound(f"job {job_id} not found")
         return (await self._records(conn, [row]))[0]
 
-    async def _records(self, conn: Conn, rows: list[Row]) -> list[JobRecord]:
+    async def _records(self, conn: Conn, found: list[Row]) -> list[JobRecord]:
         """Records of job rows, with every history read in one query."""
-        history: dict[str, list[Transition]] = {r["job_id"]: [] for r in rows}
-        if rows:
+        history: dict[str, list[Transition]] = {r["job_id"]: [] for r in found}
+        if found:
             cursor = await conn.execute(
                 "SELECT * FROM job_transitions WHERE job_id = ANY(%s) ORDER BY id",
                 (list(history),),
             )
             for h in await cursor.fetchall():
-                history[h["job_id"]].append(
-                    Transition(
-                        from_state=JobState(h["from_state"]),
-                        to_state=JobState(h["to_state"]),
-                        time=h["time"],
-                        reason=h["reason"],
-                        attempt=h["attempt"],
-                    )
-                )
-        return [_job(row, history[row["job_id"]]) for row in rows]
+                history[h["job_id"]].append(rows.transition_record(h, CODEC))
+        return [rows.job_record(row, history[row["job_id"]], CODEC) for row in found]
 
     async def list_jobs(
         self,
@@ -245,40 +207,38 @@ class PostgresStore(JobStore):
         params.extend([None if limit is None else limit + 1, offset])
         async with self._conn() as conn:
             cursor = await conn.execute(sql.encode(), params)
-            rows = await cursor.fetchall()
-            more = limit is not None and len(rows) > limit
-            jobs = await self._records(conn, rows[:limit])
+            found = await cursor.fetchall()
+            more = limit is not None and len(found) > limit
+            jobs = await self._records(conn, found[:limit])
         return JobPage(jobs=jobs, next_offset=offset + len(jobs) if more else None)
 
     # --- the queue, as the scheduler reads it ---------------------------------------------
 
     async def _fill_in_kinds(self) -> None:
         """Give unfinished jobs stored before schema version 3 their kind."""
-        live = [s.value for s in JobState if not s.is_terminal]
+        live = [s.value for s in rules.LIVE_STATES]
         async with self._write() as conn:
             cursor = await conn.execute(
                 "SELECT job_id, spec FROM jobs WHERE state = ANY(%s) AND needs_kind = '' "
                 "FOR UPDATE",
                 (live,),
             )
-            rows = await cursor.fetchall()
-            for row in rows:
-                kind = needs_kind(JobSpec.model_validate_json(row["spec"]))
+            kinds = rows.missing_kinds(await cursor.fetchall())
+            for kind, job_id in kinds:
                 await conn.execute(
-                    "UPDATE jobs SET needs_kind = %s WHERE job_id = %s", (kind, row["job_id"])
+                    "UPDATE jobs SET needs_kind = %s WHERE job_id = %s", (kind, job_id)
                 )
-        if rows:
-            log.info("job kinds filled in jobs=%d", len(rows))
+        if kinds:
+            log.info("job kinds filled in jobs=%d", len(kinds))
 
     async def queue_summary(self) -> list[QueueKind]:
         async with self._conn() as conn:
             cursor = await conn.execute(
-                "SELECT needs_kind, COUNT(*) AS n, MIN(submitted_at) AS oldest "
-                "FROM jobs WHERE state = %s GROUP BY needs_kind",
+                f"SELECT {rows.QUEUE_SUMMARY_COLUMNS} FROM jobs WHERE state = %s "
+                "GROUP BY needs_kind".encode(),
                 (JobState.QUEUED.value,),
             )
-            rows = await cursor.fetchall()
-        return [QueueKind(r["needs_kind"], r["n"], r["oldest"]) for r in rows]
+            return [rows.queue_kind(r, CODEC) for r in await cursor.fetchall()]
 
     async def list_queued(
         self, kinds: Collection[str], limit: int, exclude: Collection[str] = ()
@@ -287,22 +247,12 @@ class PostgresStore(JobStore):
             return []
         async with self._conn() as conn:
             cursor = await conn.execute(
-                "SELECT job_id, priority, submitted_at, attempt, needs_kind FROM jobs "
+                f"SELECT {rows.QUEUED_JOB_COLUMNS} FROM jobs "
                 "WHERE state = %s AND needs_kind = ANY(%s) AND NOT (job_id = ANY(%s)) "
-                "ORDER BY priority, submitted_at, job_id LIMIT %s",
+                "ORDER BY priority, submitted_at, job_id LIMIT %s".encode(),
                 (JobState.QUEUED.value, list(kinds), list(exclude), limit),
             )
-            rows = await cursor.fetchall()
-        return [
-            QueuedJob(
-                job_id=r["job_id"],
-                priority=r["priority"],
-                submitted_at=r["submitted_at"],
-                attempt=r["attempt"],
-                kind=r["needs_kind"],
-            )
-            for r in rows
-        ]
+            return [rows.queued_job(r, CODEC) for r in await cursor.fetchall()]
 
     async def set_queue_reasons(
         self, reasons: Mapping[str, str], keep: Collection[str] = ()
@@ -346,37 +296,22 @@ class PostgresStore(JobStore):
         row = await cursor.fetchone()
         if row is None:
             raise NotFound(f"job {job_id} not found")
-        from_state = JobState(row["state"])
-        check_transition(from_state, to_state)
-        await self._update_row(conn, job_id, {**updates, "state": to_state.value}, now)
-        if not (from_state is JobState.PROGRESSING and to_state is JobState.PROGRESSING):
+        plan = rules.plan_transition(
+            JobState(row["state"]), row["attempt"], to_state, reason, updates
+        )
+        await self._update_row(conn, job_id, plan.updates, now)
+        if plan.history is not None:
             await conn.execute(
-                "INSERT INTO job_transitions (job_id, from_state, to_state, time, reason, "
-                "attempt) VALUES (%s, %s, %s, %s, %s, %s)",
-                (
-                    job_id,
-                    from_state.value,
-                    to_state.value,
-                    now,
-                    reason,
-                    updates.get("attempt", row["attempt"]),
-                ),
+                rows.insert_history_sql(CODEC).encode(),
+                rows.history_values(job_id, plan.history, now, CODEC),
             )
 
     async def _update_row(
         self, conn: Conn, job_id: str, updates: dict[str, Any], now: datetime
     ) -> None:
-        unknown = set(updates) - UPDATABLE_FIELDS - {"state"}
-        if unknown:
-            raise ValueError(f"cannot update job fields {sorted(unknown)}")
-        columns = {name: _column_value(name, value) for name, value in updates.items()}
-        columns["updated_at"] = now
-        # Column names come from UPDATABLE_FIELDS (checked above), never from a caller's text.
-        assignments = ", ".join(f"{name} = %s" for name in columns)
-        cursor = await conn.execute(
-            f"UPDATE jobs SET {assignments} WHERE job_id = %s".encode(),
-            [*columns.values(), job_id],
-        )
+        rules.check_field_updates(updates)
+        sql, params = rows.update_job_statement(job_id, updates, now, CODEC)
+        cursor = await conn.execute(sql.encode(), params)
         if cursor.rowcount == 0:
             raise NotFound(f"job {job_id} not found")
 
@@ -393,19 +328,12 @@ class PostgresStore(JobStore):
                 "AND state = ANY(%s) ORDER BY submitted_at, job_id",
                 (_ACTIVE,),
             )
-            rows = await cursor.fetchall()
-        running: dict[str, list[str]] = {}
-        for row in rows:
-            running.setdefault(row["assigned_agent"], []).append(row["job_id"])
-        return running
+            return rows.jobs_by_agent(await cursor.fetchall())
 
     async def count_jobs_by_state(self) -> dict[JobState, int]:
-        counts = dict.fromkeys(JobState, 0)
         async with self._conn() as conn:
             cursor = await conn.execute("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state")
-            for row in await cursor.fetchall():
-                counts[JobState(row["state"])] = row["n"]
-        return counts
+            return rows.counts_by_state(await cursor.fetchall())
 
     # --- events -------------------------------------------------------------------------
 
@@ -429,30 +357,15 @@ class PostgresStore(JobStore):
                 "SELECT event FROM job_events WHERE job_id = %s AND seq > %s ORDER BY seq LIMIT %s",
                 (job_id, after_seq, limit),
             )
-            rows = await cursor.fetchall()
-        return [event_from_json(row["event"]) for row in rows]
+            found = await cursor.fetchall()
+        return [event_from_json(row["event"]) for row in found]
 
     # --- agents -------------------------------------------------------------------------
 
     async def upsert_agent(self, agent: AgentRecord) -> AgentRecord:
         async with self._write() as conn:
             await conn.execute(
-                "INSERT INTO agents (name, address, capabilities, max_concurrent_jobs, "
-                "registered_at, last_heartbeat, version) VALUES (%s, %s, %s, %s, %s, %s, %s) "
-                "ON CONFLICT (name) DO UPDATE SET address = excluded.address, "
-                "capabilities = excluded.capabilities, "
-                "max_concurrent_jobs = excluded.max_concurrent_jobs, "
-                "registered_at = excluded.registered_at, "
-                "last_heartbeat = excluded.last_heartbeat, version = excluded.version",
-                (
-                    agent.name,
-                    agent.address,
-                    json_format.MessageToJson(agent.capabilities, indent=None),
-                    agent.max_concurrent_jobs,
-                    agent.registered_at,
-                    agent.last_heartbeat,
-                    agent.version,
-                ),
+                rows.upsert_agent_sql(CODEC).encode(), rows.agent_values(agent, CODEC)
             )
             return await self._load_agent(conn, agent.name)
 
@@ -465,19 +378,17 @@ class PostgresStore(JobStore):
         row = await cursor.fetchone()
         if row is None:
             raise NotFound(f"agent {name} not found")
-        return _agent(row)
+        return rows.agent_record(row, CODEC)
 
     async def list_agents(self) -> list[AgentRecord]:
         async with self._conn() as conn:
             cursor = await conn.execute("SELECT * FROM agents ORDER BY name")
-            return [_agent(r) for r in await cursor.fetchall()]
+            return [rows.agent_record(r, CODEC) for r in await cursor.fetchall()]
 
     async def record_heartbeat(
         self, name: str, now: datetime, capabilities: agent_pb2.Capabilities | None
     ) -> bool:
-        body = (
-            None if capabilities is None else json_format.MessageToJson(capabilities, indent=None)
-        )
+        body = rows.capabilities_json(capabilities)
         async with self._write() as conn:
             # GREATEST: heartbeats handled by two replicas never move the time backwards.
             cursor = await conn.execute(
@@ -497,10 +408,8 @@ class PostgresStore(JobStore):
     ) -> AgentRecord:
         async with self._write() as conn:
             cursor = await conn.execute(
-                "UPDATE agents SET cordoned = COALESCE(%s, cordoned), "
-                "draining = COALESCE(%s, draining), "
-                "drain_deadline = COALESCE(%s, drain_deadline) WHERE name = %s",
-                (cordoned, draining, drain_deadline, name),
+                rows.set_agent_flags_sql(CODEC).encode(),
+                rows.agent_flag_values(name, cordoned, draining, drain_deadline, CODEC),
             )
             if cursor.rowcount == 0:
                 raise NotFound(f"agent {name} not found")
@@ -573,59 +482,20 @@ class PostgresStore(JobStore):
     async def record_events(
         self, job_id: str, events: Sequence[job_pb2.ProgressEvent], **updates: Any
     ) -> JobRecord:
-        rows = event_rows(job_id, events, updates)
+        bodies = event_rows(job_id, events, updates)
         async with self._write() as conn:
             # The row first: it is locked until the commit, and an unknown job is NotFound
             # before any event is inserted.
             await self._update_row(conn, job_id, updates, utcnow())
-            if rows:
+            if bodies:
                 async with conn.cursor() as cursor:
                     await cursor.executemany(
                         "INSERT INTO job_events (job_id, seq, event) VALUES (%s, %s, %s) "
                         "ON CONFLICT (job_id, seq) DO NOTHING",
-                        rows,
+                        bodies,
                     )
             await self._notify(conn, job_id)
             return await self._load(conn, job_id)
-
-
-def _job(row: Row, history: list[Transition]) -> JobRecord:
-    return JobRecord(
-        job_id=row["job_id"],
-        spec=JobSpec.model_validate_json(row["spec"]),
-        fingerprint=row["fingerprint"],
-        state=JobState(row["state"]),
-        submitted_at=row["submitted_at"],
-        updated_at=row["updated_at"],
-        attempt=row["attempt"],
-        assigned_agent=row["assigned_agent"],
-        queue_reason=row["queue_reason"],
-        result=None if row["result"] is None else json.loads(row["result"]),
-        error=row["error"],
-        started_at=row["started_at"],
-        finished_at=row["finished_at"],
-        last_seq=row["last_seq"],
-        phase=row["phase"],
-        progress_percent=row["progress_percent"],
-        cancel_requested=row["cancel_requested"],
-        history=history,
-        trace_context=row["trace_context"],
-    )
-
-
-def _agent(row: Row) -> AgentRecord:
-    return AgentRecord(
-        name=row["name"],
-        address=row["address"],
-        capabilities=json_format.Parse(row["capabilities"], agent_pb2.Capabilities()),
-        max_concurrent_jobs=row["max_concurrent_jobs"],
-        registered_at=row["registered_at"],
-        last_heartbeat=row["last_heartbeat"],
-        version=row["version"],
-        cordoned=row["cordoned"],
-        draining=row["draining"],
-        drain_deadline=row["drain_deadline"],
-    )
 
 
 def _redacted(url: str) -> str:
