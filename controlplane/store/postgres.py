@@ -1,73 +1,47 @@
 """The PostgreSQL job store, shared by several control-plane replicas.
 
-psycopg 3 with an async connection pool; every write is one committed transaction before
-the awaiting coroutine resumes. What makes several replicas safe:
+psycopg 3 with an async connection pool (:mod:`~controlplane.store.postgres_pool`); every
+write is one committed transaction before the awaiting coroutine resumes. What is written is
+decided in :mod:`~controlplane.store.rules` and :mod:`~controlplane.store.rows`, as for
+SQLite. What makes several replicas safe:
 
 * a transition locks the job's row (``SELECT ... FOR UPDATE``) before it checks the state
   table, so of two replicas moving the same job QUEUED -> ASSIGNED one wins and the other
   gets :class:`IllegalTransition` (it then leaves the job alone);
 * leases (job streams, the scheduler role) are compare-and-set rows judged by the
-  database's clock, never a replica's (see :mod:`controlplane.ownership`);
+  database's clock, never a replica's (:mod:`~controlplane.store.postgres_leases`);
 * every event stored and every transition sends ``NOTIFY`` (delivered on commit) so that
   watchers connected to other replicas hear of it (see :mod:`controlplane.store.pg_listen`).
-
-Losing the database is not fatal: each call that cannot reach it raises
-:class:`~protocol.errors.Unavailable` (the RPC answers UNAVAILABLE), and the pool connects
-again by itself once the server is back.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
-import psycopg_pool
-from psycopg.rows import dict_row
 
 from controlplane.models import AgentRecord, JobRecord, QueuedJob, QueueKind, Transition
 from controlplane.store import rows, rules
 from controlplane.store.base import ACTIVE_STATES, JobPage, JobStore, event_rows
 from controlplane.store.pg_listen import CHANNEL, ChangeFeed
+from controlplane.store.postgres_leases import Leases
+from controlplane.store.postgres_pool import Conn, Connections, Row, reachable, redacted
 from controlplane.store.postgres_schema import migrate
 from protocol.conversion import event_from_json, event_to_json, utcnow
-from protocol.errors import NotFound, Unavailable
+from protocol.errors import NotFound
 from protocol.gen.h2k.v1 import agent_pb2, job_pb2
 from protocol.spec import JobSpec
 from protocol.states import JobState
 
 log = logging.getLogger(__name__)
 
-Row = dict[str, Any]
-Conn = psycopg.AsyncConnection[Row]
-
-# How long an RPC waits for a pooled connection before it answers UNAVAILABLE.
-CONNECT_WAIT_SECONDS = 3.0
-# The pool gives up on one reconnection attempt after this long (its backoff doubles up to
-# it) and starts afresh on the next request: recovery stays within seconds of the server.
-RECONNECT_GIVE_UP_SECONDS = 8.0
 _ACTIVE = [s.value for s in ACTIVE_STATES]
-_TERMINAL = [s.value for s in JobState if s.is_terminal]
 # psycopg takes and gives datetimes and booleans as they are.
 CODEC = rows.Codec()
-
-
-@asynccontextmanager
-async def _reachable() -> AsyncIterator[None]:
-    """Turn "the database cannot be reached" into UNAVAILABLE for the caller."""
-    try:
-        yield
-    except (psycopg.OperationalError, psycopg.InterfaceError, psycopg_pool.PoolTimeout) as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise Unavailable(f"job store: database unavailable ({first_line})") from exc
-
-
-async def _configure(conn: Conn) -> None:
-    await conn.execute("SET TIME ZONE 'UTC'")
 
 
 class PostgresStore(JobStore):
@@ -79,47 +53,26 @@ class PostgresStore(JobStore):
         self.url = url
         # Tells this replica's notifications apart from the others'.
         self.instance_id = uuid.uuid4().hex[:12]
-        self._pool: psycopg_pool.AsyncConnectionPool[Conn] = psycopg_pool.AsyncConnectionPool(
-            url,
-            min_size=1,
-            max_size=max_connections,
-            open=False,
-            timeout=CONNECT_WAIT_SECONDS,
-            reconnect_timeout=RECONNECT_GIVE_UP_SECONDS,
-            check=psycopg_pool.AsyncConnectionPool.check_connection,
-            configure=_configure,
-            kwargs={"autocommit": True, "row_factory": dict_row, "connect_timeout": 3},
-            name="h2k-store",
-        )
+        self._db = Connections(url, max_connections)
+        self._leases = Leases(self._db)
         self._feed: ChangeFeed | None = None
-
-    @asynccontextmanager
-    async def _conn(self) -> AsyncIterator[Conn]:
-        async with _reachable(), self._pool.connection() as conn:
-            yield conn
-
-    @asynccontextmanager
-    async def _write(self) -> AsyncIterator[Conn]:
-        """One committed transaction (rolled back when the body raises)."""
-        async with self._conn() as conn, conn.transaction():
-            yield conn
 
     # --- lifecycle ----------------------------------------------------------------------
 
     async def open(self) -> None:
         # The first connection is made here so a wrong URL fails the start, not a later RPC.
-        async with _reachable():
+        async with reachable():
             async with await psycopg.AsyncConnection.connect(self.url, connect_timeout=10) as conn:
                 await migrate(conn)
-            await self._pool.open(wait=True, timeout=10)
+            await self._db.open()
             await self._fill_in_kinds()
-        log.info("store opened url=%s", _redacted(self.url))
+        log.info("store opened url=%s", redacted(self.url))
 
     async def close(self) -> None:
         if self._feed is not None:
             await self._feed.stop()
             self._feed = None
-        await self._pool.close()
+        await self._db.close()
 
     def start_change_feed(
         self, on_change: Callable[[str | None], None], on_live: Callable[[bool], None]
@@ -136,14 +89,14 @@ class PostgresStore(JobStore):
     async def create_job(
         self, spec: JobSpec, now: datetime, trace_context: str = ""
     ) -> tuple[JobRecord, bool]:
-        async with self._write() as conn:
+        async with self._db.transaction() as conn:
             return await self._insert_job(conn, spec, now, trace_context, "job_id")
 
     async def create_jobs(
         self, specs: Sequence[JobSpec], now: datetime, trace_context: str = ""
     ) -> list[tuple[JobRecord, bool]]:
         # One transaction: a conflict raises out of it and nothing is stored.
-        async with self._write() as conn:
+        async with self._db.transaction() as conn:
             return [
                 await self._insert_job(conn, spec, now, trace_context, f"specs[{i}].job_id")
                 for i, spec in enumerate(specs)
@@ -170,7 +123,7 @@ class PostgresStore(JobStore):
         return await self._load(conn, spec.job_id), created
 
     async def get_job(self, job_id: str) -> JobRecord:
-        async with self._conn() as conn:
+        async with self._db.connection() as conn:
             return await self._load(conn, job_id)
 
     async def _load(self, conn: Conn, job_id: str) -> JobRecord:
@@ -205,7 +158,7 @@ class PostgresStore(JobStore):
             params.append([s.value for s in states])
         sql += " ORDER BY submitted_at, job_id LIMIT %s OFFSET %s"
         params.extend([None if limit is None else limit + 1, offset])
-        async with self._conn() as conn:
+        async with self._db.connection() as conn:
             cursor = await conn.execute(sql.encode(), params)
             found = await cursor.fetchall()
             more = limit is not None and len(found) > limit
@@ -217,7 +170,7 @@ class PostgresStore(JobStore):
     async def _fill_in_kinds(self) -> None:
         """Give unfinished jobs stored before schema version 3 their kind."""
         live = [s.value for s in rules.LIVE_STATES]
-        async with self._write() as conn:
+        async with self._db.transaction() as conn:
             cursor = await conn.execute(
                 "SELECT job_id, spec FROM jobs WHERE state = ANY(%s) AND needs_kind = '' "
                 "FOR UPDATE",
@@ -232,7 +185,7 @@ class PostgresStore(JobStore):
             log.info("job kinds filled in jobs=%d", len(kinds))
 
     async def queue_summary(self) -> list[QueueKind]:
-        async with self._conn() as conn:
+        async with self._db.connection() as conn:
             cursor = await conn.execute(
                 f"SELECT {rows.QUEUE_SUMMARY_COLUMNS} FROM jobs WHERE state = %s "
                 "GROUP BY needs_kind".encode(),
@@ -245,7 +198,7 @@ class PostgresStore(JobStore):
     ) -> list[QueuedJob]:
         if not kinds or limit <= 0:
             return []
-        async with self._conn() as conn:
+        async with self._db.connection() as conn:
             cursor = await conn.execute(
                 f"SELECT {rows.QUEUED_JOB_COLUMNS} FROM jobs "
                 "WHERE state = %s AND needs_kind = ANY(%s) AND NOT (job_id = ANY(%s)) "
@@ -258,7 +211,7 @@ class PostgresStore(JobStore):
         self, reasons: Mapping[str, str], keep: Collection[str] = ()
     ) -> int:
         changed = 0
-        async with self._write() as conn:
+        async with self._db.transaction() as conn:
             for kind, reason in reasons.items():
                 cursor = await conn.execute(
                     "UPDATE jobs SET queue_reason = %s, updated_at = %s WHERE state = %s "
@@ -271,7 +224,7 @@ class PostgresStore(JobStore):
     async def transition(
         self, job_id: str, to_state: JobState, reason: str, **updates: Any
     ) -> JobRecord:
-        async with self._write() as conn:
+        async with self._db.transaction() as conn:
             await self._apply(conn, job_id, to_state, reason, utcnow(), updates)
             await self._notify(conn, job_id)
             return await self._load(conn, job_id)
@@ -316,13 +269,13 @@ class PostgresStore(JobStore):
             raise NotFound(f"job {job_id} not found")
 
     async def update_job(self, job_id: str, **updates: Any) -> JobRecord:
-        async with self._write() as conn:
+        async with self._db.transaction() as conn:
             await self._update_row(conn, job_id, updates, utcnow())
             await self._notify(conn, job_id)
             return await self._load(conn, job_id)
 
     async def running_jobs_by_agent(self) -> dict[str, list[str]]:
-        async with self._conn() as conn:
+        async with self._db.connection() as conn:
             cursor = await conn.execute(
                 "SELECT assigned_agent, job_id FROM jobs WHERE assigned_agent IS NOT NULL "
                 "AND state = ANY(%s) ORDER BY submitted_at, job_id",
@@ -331,14 +284,14 @@ class PostgresStore(JobStore):
             return rows.jobs_by_agent(await cursor.fetchall())
 
     async def count_jobs_by_state(self) -> dict[JobState, int]:
-        async with self._conn() as conn:
+        async with self._db.connection() as conn:
             cursor = await conn.execute("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state")
             return rows.counts_by_state(await cursor.fetchall())
 
     # --- events -------------------------------------------------------------------------
 
     async def append_event(self, event: job_pb2.ProgressEvent) -> bool:
-        async with self._write() as conn:
+        async with self._db.transaction() as conn:
             cursor = await conn.execute(
                 "INSERT INTO job_events (job_id, seq, event) VALUES (%s, %s, %s) "
                 "ON CONFLICT (job_id, seq) DO NOTHING",
@@ -352,7 +305,7 @@ class PostgresStore(JobStore):
     async def list_events(
         self, job_id: str, after_seq: int = 0, limit: int | None = None
     ) -> list[job_pb2.ProgressEvent]:
-        async with self._conn() as conn:
+        async with self._db.connection() as conn:
             cursor = await conn.execute(
                 "SELECT event FROM job_events WHERE job_id = %s AND seq > %s ORDER BY seq LIMIT %s",
                 (job_id, after_seq, limit),
@@ -363,14 +316,14 @@ class PostgresStore(JobStore):
     # --- agents -------------------------------------------------------------------------
 
     async def upsert_agent(self, agent: AgentRecord) -> AgentRecord:
-        async with self._write() as conn:
+        async with self._db.transaction() as conn:
             await conn.execute(
                 rows.upsert_agent_sql(CODEC).encode(), rows.agent_values(agent, CODEC)
             )
             return await self._load_agent(conn, agent.name)
 
     async def get_agent(self, name: str) -> AgentRecord:
-        async with self._conn() as conn:
+        async with self._db.connection() as conn:
             return await self._load_agent(conn, name)
 
     async def _load_agent(self, conn: Conn, name: str) -> AgentRecord:
@@ -381,7 +334,7 @@ class PostgresStore(JobStore):
         return rows.agent_record(row, CODEC)
 
     async def list_agents(self) -> list[AgentRecord]:
-        async with self._conn() as conn:
+        async with self._db.connection() as conn:
             cursor = await conn.execute("SELECT * FROM agents ORDER BY name")
             return [rows.agent_record(r, CODEC) for r in await cursor.fetchall()]
 
@@ -389,7 +342,7 @@ class PostgresStore(JobStore):
         self, name: str, now: datetime, capabilities: agent_pb2.Capabilities | None
     ) -> bool:
         body = rows.capabilities_json(capabilities)
-        async with self._write() as conn:
+        async with self._db.transaction() as conn:
             # GREATEST: heartbeats handled by two replicas never move the time backwards.
             cursor = await conn.execute(
                 "UPDATE agents SET last_heartbeat = GREATEST(last_heartbeat, %s), "
@@ -406,7 +359,7 @@ class PostgresStore(JobStore):
         draining: bool | None = None,
         drain_deadline: datetime | None = None,
     ) -> AgentRecord:
-        async with self._write() as conn:
+        async with self._db.transaction() as conn:
             cursor = await conn.execute(
                 rows.set_agent_flags_sql(CODEC).encode(),
                 rows.agent_flag_values(name, cordoned, draining, drain_deadline, CODEC),
@@ -415,67 +368,22 @@ class PostgresStore(JobStore):
                 raise NotFound(f"agent {name} not found")
             return await self._load_agent(conn, name)
 
-    # --- leases of several replicas (database time) -------------------------------------
+    # --- leases of several replicas (database time; postgres_leases.py) -----------------
 
     async def claim_stream(self, job_id: str, owner: str, lease: timedelta) -> bool:
-        # Free to take: no lease yet, ours already, run out, or the job is not active (a
-        # requeued job's old lease must not keep the scheduler from assigning it again).
-        async with self._write() as conn:
-            cursor = await conn.execute(
-                "INSERT INTO job_streams AS s (job_id, owner, expires_at) "
-                "VALUES (%s, %s, clock_timestamp() + %s) "
-                "ON CONFLICT (job_id) DO UPDATE SET owner = excluded.owner, "
-                "expires_at = excluded.expires_at "
-                "WHERE s.owner = excluded.owner OR s.expires_at < clock_timestamp() "
-                "OR NOT EXISTS (SELECT 1 FROM jobs j WHERE j.job_id = s.job_id "
-                "AND j.state = ANY(%s)) RETURNING s.job_id",
-                (job_id, owner, lease, _ACTIVE),
-            )
-            return await cursor.fetchone() is not None
+        return await self._leases.claim_stream(job_id, owner, lease)
 
     async def renew_streams(self, owner: str, lease: timedelta) -> list[str]:
-        async with self._write() as conn:
-            # Leases of finished jobs are dropped by whoever renews first.
-            await conn.execute(
-                "DELETE FROM job_streams s USING jobs j "
-                "WHERE s.job_id = j.job_id AND j.state = ANY(%s)",
-                (_TERMINAL,),
-            )
-            cursor = await conn.execute(
-                "UPDATE job_streams SET expires_at = clock_timestamp() + %s "
-                "WHERE owner = %s RETURNING job_id",
-                (lease, owner),
-            )
-            return [row["job_id"] for row in await cursor.fetchall()]
+        return await self._leases.renew_streams(owner, lease)
 
     async def unowned_active_jobs(self) -> list[str]:
-        async with self._conn() as conn:
-            cursor = await conn.execute(
-                "SELECT j.job_id FROM jobs j LEFT JOIN job_streams s ON s.job_id = j.job_id "
-                "WHERE j.state = ANY(%s) "
-                "AND (s.job_id IS NULL OR s.expires_at < clock_timestamp()) "
-                "ORDER BY j.submitted_at, j.job_id",
-                (_ACTIVE,),
-            )
-            return [row["job_id"] for row in await cursor.fetchall()]
+        return await self._leases.unowned_active_jobs()
 
     async def release_streams(self, owner: str) -> None:
-        async with self._write() as conn:
-            await conn.execute("DELETE FROM job_streams WHERE owner = %s", (owner,))
-            await conn.execute("DELETE FROM roles WHERE owner = %s", (owner,))
+        await self._leases.release_streams(owner)
 
     async def claim_role(self, role: str, owner: str, lease: timedelta) -> bool:
-        async with self._write() as conn:
-            cursor = await conn.execute(
-                "INSERT INTO roles AS r (name, owner, expires_at) "
-                "VALUES (%s, %s, clock_timestamp() + %s) "
-                "ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, "
-                "expires_at = excluded.expires_at "
-                "WHERE r.owner = excluded.owner OR r.expires_at < clock_timestamp() "
-                "RETURNING r.name",
-                (role, owner, lease),
-            )
-            return await cursor.fetchone() is not None
+        return await self._leases.claim_role(role, owner, lease)
 
     # --- progress in batches ------------------------------------------------------------
 
@@ -483,7 +391,7 @@ class PostgresStore(JobStore):
         self, job_id: str, events: Sequence[job_pb2.ProgressEvent], **updates: Any
     ) -> JobRecord:
         bodies = event_rows(job_id, events, updates)
-        async with self._write() as conn:
+        async with self._db.transaction() as conn:
             # The row first: it is locked until the commit, and an unknown job is NotFound
             # before any event is inserted.
             await self._update_row(conn, job_id, updates, utcnow())
@@ -496,12 +404,3 @@ class PostgresStore(JobStore):
                     )
             await self._notify(conn, job_id)
             return await self._load(conn, job_id)
-
-
-def _redacted(url: str) -> str:
-    """The URL without its password, for logs."""
-    scheme, sep, rest = url.partition("://")
-    userinfo, at, host = rest.rpartition("@")
-    if not at or ":" not in userinfo:
-        return url
-    return f"{scheme}{sep}{userinfo.split(':', 1)[0]}:***@{host}"

@@ -1,14 +1,13 @@
 """The SQLite job store: one file, WAL, synchronous=FULL, one dedicated thread.
 
 Every call runs on the thread that owns the connection, and writes share group commits
-(:mod:`controlplane.store.sqlite_writes`). Each write is one committed transaction before the
+(:mod:`controlplane.store.sqlite_thread`). Each write is one committed transaction before the
 awaiting coroutine resumes. What is written is decided in :mod:`~controlplane.store.rules`
 and :mod:`~controlplane.store.rows`, as for PostgreSQL; this module is SQLite's SQL.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
 import sqlite3
@@ -21,7 +20,7 @@ from controlplane.models import AgentRecord, JobRecord, QueuedJob, QueueKind
 from controlplane.store import rows, rules
 from controlplane.store.base import ACTIVE_STATES, JobPage, JobStore, event_rows
 from controlplane.store.sqlite_schema import migrate
-from controlplane.store.sqlite_writes import StoreThread
+from controlplane.store.sqlite_thread import StoreThread
 from protocol.conversion import event_from_json, event_to_json, utcnow
 from protocol.errors import NotFound
 from protocol.gen.h2k.v1 import agent_pb2, job_pb2
@@ -70,33 +69,14 @@ class SqliteStore(JobStore):
         await self._thread.run(self._open)
 
     def _open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, isolation_level=None)
-        conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA journal_mode = WAL")
-        # FULL: a commit is on disk (WAL fsynced) before SubmitJob answers.
-        conn.execute("PRAGMA synchronous = FULL")
-        conn.execute("PRAGMA foreign_keys = ON")
-        conn.execute("PRAGMA busy_timeout = 5000")
+        conn = self._thread.connect(self.path)
         migrate(conn)
         self._thread.conn = conn
         self._fill_in_kinds()
         log.info("store opened path=%s", self.path)
 
     async def close(self) -> None:
-        if self._thread.conn is not None:
-            await self._thread.run(self._close)
-        self._thread.shutdown()
-
-    def _close(self) -> None:
-        conn = self._thread.conn
-        if conn is not None:
-            # Every commit is already durable (WAL, synchronous=FULL); folding the WAL into
-            # the database file leaves a tidy single file behind.
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            conn.close()
-            self._thread.conn = None
+        await self._thread.close()
 
     # --- jobs ---------------------------------------------------------------------------
 

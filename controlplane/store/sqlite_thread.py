@@ -1,19 +1,21 @@
-"""Group commit for the SQLite store: writes waiting meanwhile share one transaction.
+"""The SQLite store's transaction model: one thread owns the connection; group commit.
 
-Every call runs on one thread that owns the connection (the event loop never waits on
-disk). Writes that arrive while that thread is busy share one ``BEGIN IMMEDIATE``
-transaction and one fsync; each runs in its own savepoint, so a failing write leaves the
-others alone, and each caller resumes only after the commit.
+Every call runs on one thread that owns the connection (WAL, synchronous=FULL), so the event
+loop never waits on disk. Writes that arrive while that thread is busy share one ``BEGIN
+IMMEDIATE`` transaction and one fsync; each runs in its own savepoint, so a failing write
+leaves the others alone, and each caller resumes only after the commit.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -52,8 +54,32 @@ class StoreThread:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, fn, *args)
 
-    def shutdown(self) -> None:
+    def connect(self, path: Path) -> sqlite3.Connection:
+        """Open the database file (on the store thread, before any other call)."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(path, isolation_level=None)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode = WAL")
+        # FULL: a commit is on disk (WAL fsynced) before SubmitJob answers.
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute("PRAGMA foreign_keys = ON")
+        conn.execute("PRAGMA busy_timeout = 5000")
+        return conn
+
+    async def close(self) -> None:
+        """Close the connection (if open) and stop the thread."""
+        if self.conn is not None:
+            await self.run(self._disconnect)
         self._executor.shutdown(wait=True)
+
+    def _disconnect(self) -> None:
+        if self.conn is not None:
+            # Every commit is already durable (WAL, synchronous=FULL); folding the WAL into
+            # the database file leaves a tidy single file behind.
+            with contextlib.suppress(sqlite3.Error):
+                self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self.conn.close()
+            self.conn = None
 
     async def batched(self, work: Callable[[], Any], after: Callable[[Any], T]) -> T:
         """Run ``work`` in a write transaction shared with the writes waiting meanwhile;
