@@ -1,85 +1,47 @@
 """The PostgreSQL job store, shared by several control-plane replicas.
 
-psycopg 3 with an async connection pool; every write is one committed transaction before
-the awaiting coroutine resumes. What makes several replicas safe:
+psycopg 3 with an async connection pool (:mod:`~controlplane.store.postgres_pool`); every
+write is one committed transaction before the awaiting coroutine resumes. What is written is
+decided in :mod:`~controlplane.store.rules` and :mod:`~controlplane.store.rows`, as for
+SQLite. What makes several replicas safe:
 
 * a transition locks the job's row (``SELECT ... FOR UPDATE``) before it checks the state
   table, so of two replicas moving the same job QUEUED -> ASSIGNED one wins and the other
   gets :class:`IllegalTransition` (it then leaves the job alone);
 * leases (job streams, the scheduler role) are compare-and-set rows judged by the
-  database's clock, never a replica's (see :mod:`controlplane.ownership`);
+  database's clock, never a replica's (:mod:`~controlplane.store.postgres_leases`);
 * every event stored and every transition sends ``NOTIFY`` (delivered on commit) so that
   watchers connected to other replicas hear of it (see :mod:`controlplane.store.pg_listen`).
-
-Losing the database is not fatal: each call that cannot reach it raises
-:class:`~protocol.errors.Unavailable` (the RPC answers UNAVAILABLE), and the pool connects
-again by itself once the server is back.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
-from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
-import psycopg_pool
-from google.protobuf import json_format
-from psycopg.rows import dict_row
 
-from controlplane.capabilities import needs_kind
 from controlplane.models import AgentRecord, JobRecord, QueuedJob, QueueKind, Transition
-from controlplane.store.base import (
-    ACTIVE_STATES,
-    UPDATABLE_FIELDS,
-    JobPage,
-    JobStore,
-    event_rows,
-)
+from controlplane.store import rows, rules
+from controlplane.store.base import ACTIVE_STATES, JobPage, JobStore, event_rows
 from controlplane.store.pg_listen import CHANNEL, ChangeFeed
+from controlplane.store.postgres_leases import Leases
+from controlplane.store.postgres_pool import Conn, Connections, Row, reachable, redacted
 from controlplane.store.postgres_schema import migrate
 from protocol.conversion import event_from_json, event_to_json, utcnow
-from protocol.errors import AlreadyExists, NotFound, Unavailable
+from protocol.errors import NotFound
 from protocol.gen.h2k.v1 import agent_pb2, job_pb2
 from protocol.spec import JobSpec
-from protocol.states import JobState, check_transition
+from protocol.states import JobState
 
 log = logging.getLogger(__name__)
 
-Row = dict[str, Any]
-Conn = psycopg.AsyncConnection[Row]
-
-# How long an RPC waits for a pooled connection before it answers UNAVAILABLE.
-CONNECT_WAIT_SECONDS = 3.0
-# The pool gives up on one reconnection attempt after this long (its backoff doubles up to
-# it) and starts afresh on the next request: recovery stays within seconds of the server.
-RECONNECT_GIVE_UP_SECONDS = 8.0
 _ACTIVE = [s.value for s in ACTIVE_STATES]
-_TERMINAL = [s.value for s in JobState if s.is_terminal]
-
-
-def _column_value(name: str, value: Any) -> Any:
-    if name == "result":
-        return None if value is None else json.dumps(value, sort_keys=True)
-    return value
-
-
-@asynccontextmanager
-async def _reachable() -> AsyncIterator[None]:
-    """Turn "the database cannot be reached" into UNAVAILABLE for the caller."""
-    try:
-        yield
-    except (psycopg.OperationalError, psycopg.InterfaceError, psycopg_pool.PoolTimeout) as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise Unavailable(f"job store: database unavailable ({first_line})") from exc
-
-
-async def _configure(conn: Conn) -> None:
-    await conn.execute("SET TIME ZONE 'UTC'")
+# psycopg takes and gives datetimes and booleans as they are.
+CODEC = rows.Codec()
 
 
 class PostgresStore(JobStore):
@@ -91,47 +53,26 @@ class PostgresStore(JobStore):
         self.url = url
         # Tells this replica's notifications apart from the others'.
         self.instance_id = uuid.uuid4().hex[:12]
-        self._pool: psycopg_pool.AsyncConnectionPool[Conn] = psycopg_pool.AsyncConnectionPool(
-            url,
-            min_size=1,
-            max_size=max_connections,
-            open=False,
-            timeout=CONNECT_WAIT_SECONDS,
-            reconnect_timeout=RECONNECT_GIVE_UP_SECONDS,
-            check=psycopg_pool.AsyncConnectionPool.check_connection,
-            configure=_configure,
-            kwargs={"autocommit": True, "row_factory": dict_row, "connect_timeout": 3},
-            name="h2k-store",
-        )
+        self._db = Connections(url, max_connections)
+        self._leases = Leases(self._db)
         self._feed: ChangeFeed | None = None
-
-    @asynccontextmanager
-    async def _conn(self) -> AsyncIterator[Conn]:
-        async with _reachable(), self._pool.connection() as conn:
-            yield conn
-
-    @asynccontextmanager
-    async def _write(self) -> AsyncIterator[Conn]:
-        """One committed transaction (rolled back when the body raises)."""
-        async with self._conn() as conn, conn.transaction():
-            yield conn
 
     # --- lifecycle ----------------------------------------------------------------------
 
     async def open(self) -> None:
         # The first connection is made here so a wrong URL fails the start, not a later RPC.
-        async with _reachable():
+        async with reachable():
             async with await psycopg.AsyncConnection.connect(self.url, connect_timeout=10) as conn:
                 await migrate(conn)
-            await self._pool.open(wait=True, timeout=10)
+            await self._db.open()
             await self._fill_in_kinds()
-        log.info("store opened url=%s", _redacted(self.url))
+        log.info("store opened url=%s", redacted(self.url))
 
     async def close(self) -> None:
         if self._feed is not None:
             await self._feed.stop()
             self._feed = None
-        await self._pool.close()
+        await self._db.close()
 
     def start_change_feed(
         self, on_change: Callable[[str | None], None], on_live: Callable[[bool], None]
@@ -148,14 +89,14 @@ class PostgresStore(JobStore):
     async def create_job(
         self, spec: JobSpec, now: datetime, trace_context: str = ""
     ) -> tuple[JobRecord, bool]:
-        async with self._write() as conn:
+        async with self._db.transaction() as conn:
             return await self._insert_job(conn, spec, now, trace_context, "job_id")
 
     async def create_jobs(
         self, specs: Sequence[JobSpec], now: datetime, trace_context: str = ""
     ) -> list[tuple[JobRecord, bool]]:
         # One transaction: a conflict raises out of it and nothing is stored.
-        async with self._write() as conn:
+        async with self._db.transaction() as conn:
             return [
                 await self._insert_job(conn, spec, now, trace_context, f"specs[{i}].job_id")
                 for i, spec in enumerate(specs)
@@ -164,43 +105,25 @@ class PostgresStore(JobStore):
     async def _insert_job(
         self, conn: Conn, spec: JobSpec, now: datetime, trace_context: str, field: str
     ) -> tuple[JobRecord, bool]:
-        """Insert a new job (QUEUED); ``field`` names the spec's job_id in a conflict."""
-        fingerprint = spec.fingerprint()
+        """Insert a new job and queue it; ``field`` names the spec's job_id in a conflict."""
         cursor = await conn.execute(
-            "INSERT INTO jobs (job_id, spec, fingerprint, state, priority, submitted_at, "
-            "updated_at, trace_context, needs_kind) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) "
-            "ON CONFLICT (job_id) DO NOTHING RETURNING job_id",
-            (
-                spec.job_id,
-                spec.model_dump_json(),
-                fingerprint,
-                JobState.CREATED.value,
-                spec.execution_policy.priority,
-                now,
-                now,
-                trace_context,
-                needs_kind(spec),
-            ),
+            rows.insert_job_sql(CODEC).encode(),
+            rows.new_job_values(spec, now, trace_context, CODEC),
         )
         created = await cursor.fetchone() is not None
         if created:
-            submitted = f"spec valid; submitted by {spec.audit.requested_by}"
-            await self._apply(conn, spec.job_id, JobState.VALIDATED, submitted, now, {})
-            await self._apply(conn, spec.job_id, JobState.QUEUED, "waiting for an agent", now, {})
+            for to_state, reason in rules.admission_steps(spec):
+                await self._apply(conn, spec.job_id, to_state, reason, now, {})
         else:
             cursor = await conn.execute(
                 "SELECT fingerprint FROM jobs WHERE job_id = %s", (spec.job_id,)
             )
             row = await cursor.fetchone()
-            if row is not None and row["fingerprint"] != fingerprint:
-                raise AlreadyExists(
-                    f"{field}: job {spec.job_id} already exists with a different spec"
-                )
+            rules.check_resubmission(field, spec, None if row is None else row["fingerprint"])
         return await self._load(conn, spec.job_id), created
 
     async def get_job(self, job_id: str) -> JobRecord:
-        async with self._conn() as conn:
+        async with self._db.connection() as conn:
             return await self._load(conn, job_id)
 
     async def _load(self, conn: Conn, job_id: str) -> JobRecord:
@@ -210,25 +133,17 @@ class PostgresStore(JobStore):
             raise NotFound(f"job {job_id} not found")
         return (await self._records(conn, [row]))[0]
 
-    async def _records(self, conn: Conn, rows: list[Row]) -> list[JobRecord]:
+    async def _records(self, conn: Conn, found: list[Row]) -> list[JobRecord]:
         """Records of job rows, with every history read in one query."""
-        history: dict[str, list[Transition]] = {r["job_id"]: [] for r in rows}
-        if rows:
+        history: dict[str, list[Transition]] = {r["job_id"]: [] for r in found}
+        if found:
             cursor = await conn.execute(
                 "SELECT * FROM job_transitions WHERE job_id = ANY(%s) ORDER BY id",
                 (list(history),),
             )
             for h in await cursor.fetchall():
-                history[h["job_id"]].append(
-                    Transition(
-                        from_state=JobState(h["from_state"]),
-                        to_state=JobState(h["to_state"]),
-                        time=h["time"],
-                        reason=h["reason"],
-                        attempt=h["attempt"],
-                    )
-                )
-        return [_job(row, history[row["job_id"]]) for row in rows]
+                history[h["job_id"]].append(rows.transition_record(h, CODEC))
+        return [rows.job_record(row, history[row["job_id"]], CODEC) for row in found]
 
     async def list_jobs(
         self,
@@ -243,72 +158,60 @@ class PostgresStore(JobStore):
             params.append([s.value for s in states])
         sql += " ORDER BY submitted_at, job_id LIMIT %s OFFSET %s"
         params.extend([None if limit is None else limit + 1, offset])
-        async with self._conn() as conn:
+        async with self._db.connection() as conn:
             cursor = await conn.execute(sql.encode(), params)
-            rows = await cursor.fetchall()
-            more = limit is not None and len(rows) > limit
-            jobs = await self._records(conn, rows[:limit])
+            found = await cursor.fetchall()
+            more = limit is not None and len(found) > limit
+            jobs = await self._records(conn, found[:limit])
         return JobPage(jobs=jobs, next_offset=offset + len(jobs) if more else None)
 
     # --- the queue, as the scheduler reads it ---------------------------------------------
 
     async def _fill_in_kinds(self) -> None:
         """Give unfinished jobs stored before schema version 3 their kind."""
-        live = [s.value for s in JobState if not s.is_terminal]
-        async with self._write() as conn:
+        live = [s.value for s in rules.LIVE_STATES]
+        async with self._db.transaction() as conn:
             cursor = await conn.execute(
                 "SELECT job_id, spec FROM jobs WHERE state = ANY(%s) AND needs_kind = '' "
                 "FOR UPDATE",
                 (live,),
             )
-            rows = await cursor.fetchall()
-            for row in rows:
-                kind = needs_kind(JobSpec.model_validate_json(row["spec"]))
+            kinds = rows.missing_kinds(await cursor.fetchall())
+            for kind, job_id in kinds:
                 await conn.execute(
-                    "UPDATE jobs SET needs_kind = %s WHERE job_id = %s", (kind, row["job_id"])
+                    "UPDATE jobs SET needs_kind = %s WHERE job_id = %s", (kind, job_id)
                 )
-        if rows:
-            log.info("job kinds filled in jobs=%d", len(rows))
+        if kinds:
+            log.info("job kinds filled in jobs=%d", len(kinds))
 
     async def queue_summary(self) -> list[QueueKind]:
-        async with self._conn() as conn:
+        async with self._db.connection() as conn:
             cursor = await conn.execute(
-                "SELECT needs_kind, COUNT(*) AS n, MIN(submitted_at) AS oldest "
-                "FROM jobs WHERE state = %s GROUP BY needs_kind",
+                f"SELECT {rows.QUEUE_SUMMARY_COLUMNS} FROM jobs WHERE state = %s "
+                "GROUP BY needs_kind".encode(),
                 (JobState.QUEUED.value,),
             )
-            rows = await cursor.fetchall()
-        return [QueueKind(r["needs_kind"], r["n"], r["oldest"]) for r in rows]
+            return [rows.queue_kind(r, CODEC) for r in await cursor.fetchall()]
 
     async def list_queued(
         self, kinds: Collection[str], limit: int, exclude: Collection[str] = ()
     ) -> list[QueuedJob]:
         if not kinds or limit <= 0:
             return []
-        async with self._conn() as conn:
+        async with self._db.connection() as conn:
             cursor = await conn.execute(
-                "SELECT job_id, priority, submitted_at, attempt, needs_kind FROM jobs "
+                f"SELECT {rows.QUEUED_JOB_COLUMNS} FROM jobs "
                 "WHERE state = %s AND needs_kind = ANY(%s) AND NOT (job_id = ANY(%s)) "
-                "ORDER BY priority, submitted_at, job_id LIMIT %s",
+                "ORDER BY priority, submitted_at, job_id LIMIT %s".encode(),
                 (JobState.QUEUED.value, list(kinds), list(exclude), limit),
             )
-            rows = await cursor.fetchall()
-        return [
-            QueuedJob(
-                job_id=r["job_id"],
-                priority=r["priority"],
-                submitted_at=r["submitted_at"],
-                attempt=r["attempt"],
-                kind=r["needs_kind"],
-            )
-            for r in rows
-        ]
+            return [rows.queued_job(r, CODEC) for r in await cursor.fetchall()]
 
     async def set_queue_reasons(
         self, reasons: Mapping[str, str], keep: Collection[str] = ()
     ) -> int:
         changed = 0
-        async with self._write() as conn:
+        async with self._db.transaction() as conn:
             for kind, reason in reasons.items():
                 cursor = await conn.execute(
                     "UPDATE jobs SET queue_reason = %s, updated_at = %s WHERE state = %s "
@@ -321,7 +224,7 @@ class PostgresStore(JobStore):
     async def transition(
         self, job_id: str, to_state: JobState, reason: str, **updates: Any
     ) -> JobRecord:
-        async with self._write() as conn:
+        async with self._db.transaction() as conn:
             await self._apply(conn, job_id, to_state, reason, utcnow(), updates)
             await self._notify(conn, job_id)
             return await self._load(conn, job_id)
@@ -346,71 +249,49 @@ class PostgresStore(JobStore):
         row = await cursor.fetchone()
         if row is None:
             raise NotFound(f"job {job_id} not found")
-        from_state = JobState(row["state"])
-        check_transition(from_state, to_state)
-        await self._update_row(conn, job_id, {**updates, "state": to_state.value}, now)
-        if not (from_state is JobState.PROGRESSING and to_state is JobState.PROGRESSING):
+        plan = rules.plan_transition(
+            JobState(row["state"]), row["attempt"], to_state, reason, updates
+        )
+        await self._update_row(conn, job_id, plan.updates, now)
+        if plan.history is not None:
             await conn.execute(
-                "INSERT INTO job_transitions (job_id, from_state, to_state, time, reason, "
-                "attempt) VALUES (%s, %s, %s, %s, %s, %s)",
-                (
-                    job_id,
-                    from_state.value,
-                    to_state.value,
-                    now,
-                    reason,
-                    updates.get("attempt", row["attempt"]),
-                ),
+                rows.insert_history_sql(CODEC).encode(),
+                rows.history_values(job_id, plan.history, now, CODEC),
             )
 
     async def _update_row(
         self, conn: Conn, job_id: str, updates: dict[str, Any], now: datetime
     ) -> None:
-        unknown = set(updates) - UPDATABLE_FIELDS - {"state"}
-        if unknown:
-            raise ValueError(f"cannot update job fields {sorted(unknown)}")
-        columns = {name: _column_value(name, value) for name, value in updates.items()}
-        columns["updated_at"] = now
-        # Column names come from UPDATABLE_FIELDS (checked above), never from a caller's text.
-        assignments = ", ".join(f"{name} = %s" for name in columns)
-        cursor = await conn.execute(
-            f"UPDATE jobs SET {assignments} WHERE job_id = %s".encode(),
-            [*columns.values(), job_id],
-        )
+        rules.check_field_updates(updates)
+        sql, params = rows.update_job_statement(job_id, updates, now, CODEC)
+        cursor = await conn.execute(sql.encode(), params)
         if cursor.rowcount == 0:
             raise NotFound(f"job {job_id} not found")
 
     async def update_job(self, job_id: str, **updates: Any) -> JobRecord:
-        async with self._write() as conn:
+        async with self._db.transaction() as conn:
             await self._update_row(conn, job_id, updates, utcnow())
             await self._notify(conn, job_id)
             return await self._load(conn, job_id)
 
     async def running_jobs_by_agent(self) -> dict[str, list[str]]:
-        async with self._conn() as conn:
+        async with self._db.connection() as conn:
             cursor = await conn.execute(
                 "SELECT assigned_agent, job_id FROM jobs WHERE assigned_agent IS NOT NULL "
                 "AND state = ANY(%s) ORDER BY submitted_at, job_id",
                 (_ACTIVE,),
             )
-            rows = await cursor.fetchall()
-        running: dict[str, list[str]] = {}
-        for row in rows:
-            running.setdefault(row["assigned_agent"], []).append(row["job_id"])
-        return running
+            return rows.jobs_by_agent(await cursor.fetchall())
 
     async def count_jobs_by_state(self) -> dict[JobState, int]:
-        counts = dict.fromkeys(JobState, 0)
-        async with self._conn() as conn:
+        async with self._db.connection() as conn:
             cursor = await conn.execute("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state")
-            for row in await cursor.fetchall():
-                counts[JobState(row["state"])] = row["n"]
-        return counts
+            return rows.counts_by_state(await cursor.fetchall())
 
     # --- events -------------------------------------------------------------------------
 
     async def append_event(self, event: job_pb2.ProgressEvent) -> bool:
-        async with self._write() as conn:
+        async with self._db.transaction() as conn:
             cursor = await conn.execute(
                 "INSERT INTO job_events (job_id, seq, event) VALUES (%s, %s, %s) "
                 "ON CONFLICT (job_id, seq) DO NOTHING",
@@ -424,40 +305,25 @@ class PostgresStore(JobStore):
     async def list_events(
         self, job_id: str, after_seq: int = 0, limit: int | None = None
     ) -> list[job_pb2.ProgressEvent]:
-        async with self._conn() as conn:
+        async with self._db.connection() as conn:
             cursor = await conn.execute(
                 "SELECT event FROM job_events WHERE job_id = %s AND seq > %s ORDER BY seq LIMIT %s",
                 (job_id, after_seq, limit),
             )
-            rows = await cursor.fetchall()
-        return [event_from_json(row["event"]) for row in rows]
+            found = await cursor.fetchall()
+        return [event_from_json(row["event"]) for row in found]
 
     # --- agents -------------------------------------------------------------------------
 
     async def upsert_agent(self, agent: AgentRecord) -> AgentRecord:
-        async with self._write() as conn:
+        async with self._db.transaction() as conn:
             await conn.execute(
-                "INSERT INTO agents (name, address, capabilities, max_concurrent_jobs, "
-                "registered_at, last_heartbeat, version) VALUES (%s, %s, %s, %s, %s, %s, %s) "
-                "ON CONFLICT (name) DO UPDATE SET address = excluded.address, "
-                "capabilities = excluded.capabilities, "
-                "max_concurrent_jobs = excluded.max_concurrent_jobs, "
-                "registered_at = excluded.registered_at, "
-                "last_heartbeat = excluded.last_heartbeat, version = excluded.version",
-                (
-                    agent.name,
-                    agent.address,
-                    json_format.MessageToJson(agent.capabilities, indent=None),
-                    agent.max_concurrent_jobs,
-                    agent.registered_at,
-                    agent.last_heartbeat,
-                    agent.version,
-                ),
+                rows.upsert_agent_sql(CODEC).encode(), rows.agent_values(agent, CODEC)
             )
             return await self._load_agent(conn, agent.name)
 
     async def get_agent(self, name: str) -> AgentRecord:
-        async with self._conn() as conn:
+        async with self._db.connection() as conn:
             return await self._load_agent(conn, name)
 
     async def _load_agent(self, conn: Conn, name: str) -> AgentRecord:
@@ -465,20 +331,18 @@ class PostgresStore(JobStore):
         row = await cursor.fetchone()
         if row is None:
             raise NotFound(f"agent {name} not found")
-        return _agent(row)
+        return rows.agent_record(row, CODEC)
 
     async def list_agents(self) -> list[AgentRecord]:
-        async with self._conn() as conn:
+        async with self._db.connection() as conn:
             cursor = await conn.execute("SELECT * FROM agents ORDER BY name")
-            return [_agent(r) for r in await cursor.fetchall()]
+            return [rows.agent_record(r, CODEC) for r in await cursor.fetchall()]
 
     async def record_heartbeat(
         self, name: str, now: datetime, capabilities: agent_pb2.Capabilities | None
     ) -> bool:
-        body = (
-            None if capabilities is None else json_format.MessageToJson(capabilities, indent=None)
-        )
-        async with self._write() as conn:
+        body = rows.capabilities_json(capabilities)
+        async with self._db.transaction() as conn:
             # GREATEST: heartbeats handled by two replicas never move the time backwards.
             cursor = await conn.execute(
                 "UPDATE agents SET last_heartbeat = GREATEST(last_heartbeat, %s), "
@@ -495,143 +359,48 @@ class PostgresStore(JobStore):
         draining: bool | None = None,
         drain_deadline: datetime | None = None,
     ) -> AgentRecord:
-        async with self._write() as conn:
+        async with self._db.transaction() as conn:
             cursor = await conn.execute(
-                "UPDATE agents SET cordoned = COALESCE(%s, cordoned), "
-                "draining = COALESCE(%s, draining), "
-                "drain_deadline = COALESCE(%s, drain_deadline) WHERE name = %s",
-                (cordoned, draining, drain_deadline, name),
+                rows.set_agent_flags_sql(CODEC).encode(),
+                rows.agent_flag_values(name, cordoned, draining, drain_deadline, CODEC),
             )
             if cursor.rowcount == 0:
                 raise NotFound(f"agent {name} not found")
             return await self._load_agent(conn, name)
 
-    # --- leases of several replicas (database time) -------------------------------------
+    # --- leases of several replicas (database time; postgres_leases.py) -----------------
 
     async def claim_stream(self, job_id: str, owner: str, lease: timedelta) -> bool:
-        # Free to take: no lease yet, ours already, run out, or the job is not active (a
-        # requeued job's old lease must not keep the scheduler from assigning it again).
-        async with self._write() as conn:
-            cursor = await conn.execute(
-                "INSERT INTO job_streams AS s (job_id, owner, expires_at) "
-                "VALUES (%s, %s, clock_timestamp() + %s) "
-                "ON CONFLICT (job_id) DO UPDATE SET owner = excluded.owner, "
-                "expires_at = excluded.expires_at "
-                "WHERE s.owner = excluded.owner OR s.expires_at < clock_timestamp() "
-                "OR NOT EXISTS (SELECT 1 FROM jobs j WHERE j.job_id = s.job_id "
-                "AND j.state = ANY(%s)) RETURNING s.job_id",
-                (job_id, owner, lease, _ACTIVE),
-            )
-            return await cursor.fetchone() is not None
+        return await self._leases.claim_stream(job_id, owner, lease)
 
     async def renew_streams(self, owner: str, lease: timedelta) -> list[str]:
-        async with self._write() as conn:
-            # Leases of finished jobs are dropped by whoever renews first.
-            await conn.execute(
-                "DELETE FROM job_streams s USING jobs j "
-                "WHERE s.job_id = j.job_id AND j.state = ANY(%s)",
-                (_TERMINAL,),
-            )
-            cursor = await conn.execute(
-                "UPDATE job_streams SET expires_at = clock_timestamp() + %s "
-                "WHERE owner = %s RETURNING job_id",
-                (lease, owner),
-            )
-            return [row["job_id"] for row in await cursor.fetchall()]
+        return await self._leases.renew_streams(owner, lease)
 
     async def unowned_active_jobs(self) -> list[str]:
-        async with self._conn() as conn:
-            cursor = await conn.execute(
-                "SELECT j.job_id FROM jobs j LEFT JOIN job_streams s ON s.job_id = j.job_id "
-                "WHERE j.state = ANY(%s) "
-                "AND (s.job_id IS NULL OR s.expires_at < clock_timestamp()) "
-                "ORDER BY j.submitted_at, j.job_id",
-                (_ACTIVE,),
-            )
-            return [row["job_id"] for row in await cursor.fetchall()]
+        return await self._leases.unowned_active_jobs()
 
     async def release_streams(self, owner: str) -> None:
-        async with self._write() as conn:
-            await conn.execute("DELETE FROM job_streams WHERE owner = %s", (owner,))
-            await conn.execute("DELETE FROM roles WHERE owner = %s", (owner,))
+        await self._leases.release_streams(owner)
 
     async def claim_role(self, role: str, owner: str, lease: timedelta) -> bool:
-        async with self._write() as conn:
-            cursor = await conn.execute(
-                "INSERT INTO roles AS r (name, owner, expires_at) "
-                "VALUES (%s, %s, clock_timestamp() + %s) "
-                "ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, "
-                "expires_at = excluded.expires_at "
-                "WHERE r.owner = excluded.owner OR r.expires_at < clock_timestamp() "
-                "RETURNING r.name",
-                (role, owner, lease),
-            )
-            return await cursor.fetchone() is not None
+        return await self._leases.claim_role(role, owner, lease)
 
     # --- progress in batches ------------------------------------------------------------
 
     async def record_events(
         self, job_id: str, events: Sequence[job_pb2.ProgressEvent], **updates: Any
     ) -> JobRecord:
-        rows = event_rows(job_id, events, updates)
-        async with self._write() as conn:
+        bodies = event_rows(job_id, events, updates)
+        async with self._db.transaction() as conn:
             # The row first: it is locked until the commit, and an unknown job is NotFound
             # before any event is inserted.
             await self._update_row(conn, job_id, updates, utcnow())
-            if rows:
+            if bodies:
                 async with conn.cursor() as cursor:
                     await cursor.executemany(
                         "INSERT INTO job_events (job_id, seq, event) VALUES (%s, %s, %s) "
                         "ON CONFLICT (job_id, seq) DO NOTHING",
-                        rows,
+                        bodies,
                     )
             await self._notify(conn, job_id)
             return await self._load(conn, job_id)
-
-
-def _job(row: Row, history: list[Transition]) -> JobRecord:
-    return JobRecord(
-        job_id=row["job_id"],
-        spec=JobSpec.model_validate_json(row["spec"]),
-        fingerprint=row["fingerprint"],
-        state=JobState(row["state"]),
-        submitted_at=row["submitted_at"],
-        updated_at=row["updated_at"],
-        attempt=row["attempt"],
-        assigned_agent=row["assigned_agent"],
-        queue_reason=row["queue_reason"],
-        result=None if row["result"] is None else json.loads(row["result"]),
-        error=row["error"],
-        started_at=row["started_at"],
-        finished_at=row["finished_at"],
-        last_seq=row["last_seq"],
-        phase=row["phase"],
-        progress_percent=row["progress_percent"],
-        cancel_requested=row["cancel_requested"],
-        history=history,
-        trace_context=row["trace_context"],
-    )
-
-
-def _agent(row: Row) -> AgentRecord:
-    return AgentRecord(
-        name=row["name"],
-        address=row["address"],
-        capabilities=json_format.Parse(row["capabilities"], agent_pb2.Capabilities()),
-        max_concurrent_jobs=row["max_concurrent_jobs"],
-        registered_at=row["registered_at"],
-        last_heartbeat=row["last_heartbeat"],
-        version=row["version"],
-        cordoned=row["cordoned"],
-        draining=row["draining"],
-        drain_deadline=row["drain_deadline"],
-    )
-
-
-def _redacted(url: str) -> str:
-    """The URL without its password, for logs."""
-    scheme, sep, rest = url.partition("://")
-    userinfo, at, host = rest.rpartition("@")
-    if not at or ":" not in userinfo:
-        return url
-    return f"{scheme}{sep}{userinfo.split(':', 1)[0]}:***@{host}"
