@@ -199,8 +199,8 @@ def _stop(daemon: Libvirtd) -> None:
     """Destroy every domain still running (QEMU outlives libvirtd), then stop the daemon."""
     if daemon.process.poll() is None:
         try:
-            for name in daemon.virsh("list", "--name").split():
-                daemon.virsh("destroy", name)
+            for uuid in daemon.virsh("list", "--uuid").split():
+                daemon.virsh("destroy", uuid)
         except (VirshError, subprocess.TimeoutExpired):
             pass  # the daemon is gone or stuck: still stop it below
         daemon.process.send_signal(signal.SIGTERM)

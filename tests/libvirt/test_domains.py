@@ -75,9 +75,11 @@ def test_domain_validates_defines_and_starts(libvirtd: Libvirtd, tmp_path: Path,
         assert sources == [o.path for o in plan_disk_outputs(vm, fmt, str(tmp_path))]
         check_firmware(live, vm)
     finally:
-        if vm.name in libvirtd.virsh("list", "--name").split():
+        if vm.name in libvirtd.virsh("list", "--name").splitlines():  # names may hold spaces
             libvirtd.virsh("destroy", vm.name)
         libvirtd.virsh("undefine", "--nvram", vm.name)
+    # Gone, not left running as a transient domain.
+    assert vm.name not in libvirtd.virsh("list", "--all", "--name").splitlines()
 
 
 def check_firmware(live: ET.Element, vm: VmDescription) -> None:
