@@ -185,7 +185,7 @@ def test_bad_name_is_refused() -> None:
         ),
     ],
 )
-def test_inconsistent_inputs_are_refused(mutate, problem: str) -> None:  # type: ignore[no-untyped-def]
+def test_inconsistent_inputs_are_refused(mutate, problem: str) -> None:
     vm, outputs = mutate(two_disk_bios_vm(), outputs_for(two_disk_bios_vm()))
     with pytest.raises(MigrationProblem) as caught:
         domain_xml(vm, outputs, network_map())
