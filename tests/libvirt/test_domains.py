@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from migration.libvirt import domain_xml
+from migration.libvirt import OvmfPaths, domain_xml
 from migration.model import NetworkMap, NetworkTarget, VmDescription
 from migration.naming import output_names, plan_disk_outputs
 from tests.libvirt.conftest import TEST_NETWORK, Libvirtd, wait_until
@@ -37,7 +37,9 @@ CASES = {
 }
 
 
-def write_domain(vm: VmDescription, directory: Path, fmt: str) -> Path:
+def write_domain(
+    vm: VmDescription, directory: Path, fmt: str, ovmf: OvmfPaths | None = None
+) -> Path:
     """Blank images for the VM's disks, and its domain XML beside them."""
     outputs = plan_disk_outputs(vm, fmt, str(directory))
     for output in outputs:
@@ -45,7 +47,7 @@ def write_domain(vm: VmDescription, directory: Path, fmt: str) -> Path:
             ["qemu-img", "create", "-q", "-f", output.format, output.path, "16M"], check=True
         )
     path = directory / output_names(vm, fmt).domain_xml
-    path.write_text(domain_xml(vm, outputs, NETWORKS, domain_type="qemu"))
+    path.write_text(domain_xml(vm, outputs, NETWORKS, domain_type="qemu", ovmf=ovmf))
     return path
 
 
@@ -101,3 +103,24 @@ def check_firmware(live: ET.Element, vm: VmDescription) -> None:
     else:
         assert loader.get("secure") in (None, "no")
         assert ".ms." not in loader.text and "secboot" not in loader.text
+
+
+def test_explicit_ovmf_paths_start(libvirtd: Libvirtd, tmp_path: Path) -> None:
+    vm = small(secure_boot_vm(name="h2k-explicit-ovmf"))
+    ovmf = OvmfPaths(
+        code="/usr/share/OVMF/OVMF_CODE_4M.ms.fd",
+        vars_template="/usr/share/OVMF/OVMF_VARS_4M.ms.fd",
+    )
+    libvirtd.virsh("define", str(write_domain(vm, tmp_path, "qcow2", ovmf)))
+    try:
+        libvirtd.virsh("start", vm.name)
+        wait_until(
+            lambda: libvirtd.virsh("domstate", vm.name).strip() == "running",
+            RUNNING_DEADLINE_S,
+            f"domain {vm.name!r} running",
+        )
+        check_firmware(ET.fromstring(libvirtd.virsh("dumpxml", vm.name)), vm)
+    finally:
+        if vm.name in libvirtd.virsh("list", "--name").splitlines():
+            libvirtd.virsh("destroy", vm.name)
+        libvirtd.virsh("undefine", "--nvram", vm.name)
