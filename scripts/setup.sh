@@ -6,6 +6,13 @@ cd "$(dirname "$0")/.."
 
 # postgresql: the tests start their own server (replicas sharing one store).
 APT_PACKAGES=(qemu-utils qemu-system-common fdisk e2fsprogs xfsprogs util-linux mount kmod postgresql)
+# tests/libvirt start their own libvirtd (in private mount and network namespaces, so nothing of
+# the host's is used or changed) and boot the generated domains under TCG: libvirt-clients has
+# virsh and virt-xml-validate (which runs libxml2-utils' xmllint), ovmf ships the UEFI builds and
+# their /usr/share/qemu/firmware descriptors, iptables is what libvirt's network driver calls to
+# start even an isolated network. Not libvirt-daemon-system: it would start the host's daemon.
+APT_PACKAGES+=(libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 ovmf
+  libxml2-utils iptables)
 # nodejs npm: only to install buf (below), which is published on npm. Checked by command, not by
 # package: a node from elsewhere (NodeSource's nodejs bundles npm and conflicts with Debian's).
 command -v npm >/dev/null 2>&1 || APT_PACKAGES+=(nodejs npm)
