@@ -65,7 +65,10 @@ def _number(field: bytes, where: str) -> int:
 
 
 def _checksum_ok(header: bytes) -> bool:
-    stored = _number(header[148:156], "tar header checksum")
+    try:
+        stored = _number(header[148:156], "tar header checksum")
+    except MigrationProblem:
+        return False
     blanked = header[:148] + b" " * 8 + header[156:]
     unsigned = sum(blanked)
     signed = sum(b - 256 if b > 127 else b for b in blanked)

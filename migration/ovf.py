@@ -180,6 +180,7 @@ def _disks(
         for element in children(section, "Disk"):
             disk_id, file_ref = attribute(element, "diskId"), attribute(element, "fileRef")
             where = f"DiskSection/Disk[ovf:diskId={disk_id}]"
+            reading.declared_disks.add(disk_id)
             capacity = _capacity(element, where, reading)
             if not file_ref:
                 reading.problems.append(
@@ -231,9 +232,7 @@ def _ordered_disks(
             continue
         attached.add(disk_id)
         if disk_id not in disks:
-            if not any(
-                p.startswith(f"DiskSection/Disk[ovf:diskId={disk_id}]") for p in reading.problems
-            ):
+            if disk_id not in reading.declared_disks:
                 reading.problems.append(
                     f"Item InstanceID={item.instance_id}: HostResource ovf:/disk/{disk_id}"
                     " is not in DiskSection"

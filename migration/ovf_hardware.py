@@ -44,6 +44,7 @@ class Reading:
         self.problems: list[str] = []
         self.ignored: list[str] = []
         self.notes: list[str] = []
+        self.declared_disks: set[str] = set()  # DiskSection ids, usable or not
 
 
 @dataclass(frozen=True)
