@@ -9,6 +9,8 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from migration.model import MigrationProblem
 from migration.ova import Member, UnpackRequired, ova_members, read_ova
@@ -190,3 +192,12 @@ def test_huge_member_size_in_base_256(tmp_path: Path) -> None:
     members = ova_members(lambda offset, length: (header + b"\0" * 1024)[offset : offset + length]
                           if offset < len(header) else b"\0" * length)  # fmt: skip
     assert members["big.vmdk"].size == 9 * 2**30
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=3000))
+def test_random_bytes_raise_only_migration_problem(raw: bytes) -> None:
+    try:
+        read_ova(lambda offset, length: raw[offset : offset + length], ova_path="/x.ova")
+    except MigrationProblem as problem:
+        assert problem.problems
