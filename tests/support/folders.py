@@ -28,6 +28,7 @@ FOLDER_MARKERS = {
     "observability": "observability",
     "deploy": "deploy",
     "bench": "bench",
+    "libvirt": "libvirt",
 }
 
 # Folder -> why its tests cannot run on this machine (None: they can). Asked once per run.
