@@ -8,6 +8,7 @@ from google.protobuf.unknown_fields import UnknownFieldSet
 from protocol.conversion import spec_from_proto
 from protocol.errors import InvalidArgument
 from protocol.gen.h2k.v1 import job_pb2
+from protocol.migration_jobs import disk_job_parameters
 from protocol.spec import JobSpec
 
 
@@ -47,6 +48,16 @@ def validate_submission(msg: job_pb2.JobSpec) -> JobSpec:
         spec = spec_from_proto(msg)
     except InvalidArgument as exc:
         problems.append(exc.message)
+    if spec is not None and not spec.operation.is_internal:
+        try:
+            disk_job_parameters(spec)
+        except InvalidArgument as exc:
+            problems.append(exc.message)
+    if spec is not None and spec.operation.is_internal:
+        problems.append(
+            f"operation: {spec.operation.value} is made by the control plane for VM migrations "
+            "only; submit a migration instead"
+        )
     if problems or spec is None:
         raise InvalidArgument("; ".join(problems))
     return spec

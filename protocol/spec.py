@@ -37,6 +37,14 @@ class Operation(StrEnum):
     LVM_REPAIR = "lvm_repair"
     FS_REPAIR = "fs_repair"
     INITRAMFS_REGENERATE = "initramfs_regenerate"
+    # Internal to VM migrations: the control plane makes these jobs, clients may not.
+    MIGRATION_PUBLISH = "migration_publish"
+    MIGRATION_CLEANUP = "migration_cleanup"
+
+    @property
+    def is_internal(self) -> bool:
+        """Only the control plane creates jobs of this operation (for a VM migration)."""
+        return self in (Operation.MIGRATION_PUBLISH, Operation.MIGRATION_CLEANUP)
 
 
 class ImageFormat(StrEnum):

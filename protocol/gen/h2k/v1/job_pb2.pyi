@@ -22,6 +22,8 @@ class Operation(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     OPERATION_LVM_REPAIR: _ClassVar[Operation]
     OPERATION_FS_REPAIR: _ClassVar[Operation]
     OPERATION_INITRAMFS_REGENERATE: _ClassVar[Operation]
+    OPERATION_MIGRATION_PUBLISH: _ClassVar[Operation]
+    OPERATION_MIGRATION_CLEANUP: _ClassVar[Operation]
 
 class JobState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -45,6 +47,8 @@ OPERATION_SELINUX_PREP: Operation
 OPERATION_LVM_REPAIR: Operation
 OPERATION_FS_REPAIR: Operation
 OPERATION_INITRAMFS_REGENERATE: Operation
+OPERATION_MIGRATION_PUBLISH: Operation
+OPERATION_MIGRATION_CLEANUP: Operation
 JOB_STATE_UNSPECIFIED: JobState
 JOB_STATE_CREATED: JobState
 JOB_STATE_VALIDATED: JobState
