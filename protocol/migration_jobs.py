@@ -70,10 +70,16 @@ class AttachedOutput(_Strict):
     format: OutputFormat
 
 
-class DiskJobParameters(_Strict):
+class _MigrationJob(_Strict):
+    migration_id: MigrationId
+    # The agent this job must run on (the one holding the VM's other outputs); the scheduler
+    # places the job there only. Agents do not act on it.
+    pinned_agent: str | None = Field(default=None, min_length=1, max_length=256)
+
+
+class DiskJobParameters(_MigrationJob):
     """``parameters.migration`` of a disk job (convert or a repair operation)."""
 
-    migration_id: MigrationId
     disk_id: str = Field(min_length=1, max_length=128)
     # The output's file name in artifacts.output_path (instead of <input stem>.<format>).
     output_name: FileName
@@ -96,21 +102,19 @@ class PublishFile(_Strict):
     format: OutputFormat | None = None  # disks: checked with qemu-img check before renaming
 
 
-class PublishParameters(_Strict):
+class PublishParameters(_MigrationJob):
     """``parameters.migration`` of a migration_publish job (artifacts.output_path: the
     output directory). Documents are written staged first; files are renamed in order, and
     the control plane puts the boot disk last."""
 
-    migration_id: MigrationId
     files: list[PublishFile] = Field(min_length=1, max_length=MAX_LIST_ITEMS)
     # Staged file name -> content (the libvirt domain, the KubeVirt manifest, the report).
     documents: dict[FileName, str] = Field(default_factory=dict, max_length=8)
 
 
-class CleanupParameters(_Strict):
+class CleanupParameters(_MigrationJob):
     """``parameters.migration`` of a migration_cleanup job: staged outputs to remove."""
 
-    migration_id: MigrationId
     staged: list[FileName] = Field(default_factory=list, max_length=MAX_LIST_ITEMS)
 
 
@@ -142,3 +146,10 @@ def publish_parameters(spec: JobSpec) -> PublishParameters:
 def cleanup_parameters(spec: JobSpec) -> CleanupParameters:
     parameters: CleanupParameters = _parse(CleanupParameters, spec)
     return parameters
+
+
+def pinned_agent(spec: JobSpec) -> str | None:
+    """The agent a migration's job must run on (None: any), read without validation."""
+    raw = spec.parameters.get("migration")
+    value = raw.get("pinned_agent") if isinstance(raw, dict) else None
+    return value if isinstance(value, str) and value else None
