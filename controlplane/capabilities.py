@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from protocol.migration_jobs import pinned_agent
 from protocol.spec import JobSpec, Operation
 
 GIB = 1024**3
@@ -75,7 +76,9 @@ def needs_kind(spec: JobSpec) -> str:
     """
     reqs = spec.capability_requirements
     needs = ",".join(need.describe() for need in capability_needs(spec))
-    return f"{needs};mem={reqs.min_memory_gb or 0};disk={reqs.min_disk_space_gb or 0}"
+    kind = f"{needs};mem={reqs.min_memory_gb or 0};disk={reqs.min_disk_space_gb or 0}"
+    pinned = pinned_agent(spec)
+    return kind if pinned is None else f"{kind};agent={pinned}"
 
 
 def format_gib(size_bytes: int) -> str:

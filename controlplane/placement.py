@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from controlplane.capabilities import GIB, capability_needs, format_gib
 from controlplane.leases import not_ready_reason
 from controlplane.models import AgentRecord
+from protocol.migration_jobs import pinned_agent
 from protocol.spec import JobSpec
 
 DEFAULT_LEASE = timedelta(seconds=15)
@@ -93,6 +94,12 @@ def judge(spec: JobSpec, agents: Sequence[AgentView], now: datetime, lease: time
     if not agents:
         return [], "no agent registered"
     capable = list(agents)
+    pinned = pinned_agent(spec)
+    if pinned is not None:
+        # A migration's job runs where the VM's other outputs are.
+        capable = [a for a in capable if a.name == pinned]
+        if not capable:
+            return [], f"waits for agent {pinned} (it holds this migration's other outputs)"
     for need in capability_needs(spec):
         capable = [a for a in capable if need.met_by(a.capabilities)]
         if not capable:

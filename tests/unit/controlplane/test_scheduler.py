@@ -141,3 +141,22 @@ def test_disk_requirement(build):
     assert plan.waiting == {
         "wide": "needs 500 GB free disk; the agent with the most has 120.5 GB free"
     }
+
+
+def test_a_pinned_migration_job_runs_only_on_its_agent_and_says_why_it_waits(build):
+    migration = {
+        "migration_id": "m1",
+        "disk_id": "d",
+        "output_name": "vm.qcow2",
+        "pinned_agent": "node-2",
+    }
+    pinned = build.queued_job("vm-repair", parameters={"migration": migration})
+    agents = [build.agent("node-1", slots=4), build.agent("node-2", slots=1, running=1)]
+    plan = schedule_queued_jobs([pinned], agents, build.t0)
+    assert plan.assignments == []
+    assert "busy" in plan.waiting["vm-repair"]
+    free = [build.agent("node-1", slots=4), build.agent("node-2", slots=1)]
+    assert schedule_queued_jobs([pinned], free, build.t0).assignments == [("vm-repair", "node-2")]
+    gone = [build.agent("node-1", slots=4)]
+    waiting = schedule_queued_jobs([pinned], gone, build.t0).waiting["vm-repair"]
+    assert waiting == "waits for agent node-2 (it holds this migration's other outputs)"
