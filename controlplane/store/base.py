@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from controlplane.models import AgentRecord, JobRecord, QueuedJob, QueueKind
+from controlplane.store.migration_base import MigrationStore
 from protocol.conversion import event_to_json
 from protocol.gen.h2k.v1 import agent_pb2, job_pb2
 from protocol.spec import JobSpec
@@ -47,7 +48,7 @@ class JobPage:
     next_offset: int | None
 
 
-class JobStore(abc.ABC):
+class JobStore(MigrationStore):
     """Durable jobs, their transitions and events, and registered agents."""
 
     # Whether several control planes may share this store. When False (SQLite) the lease

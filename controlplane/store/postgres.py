@@ -29,6 +29,7 @@ from controlplane.store import rows, rules
 from controlplane.store.base import ACTIVE_STATES, JobPage, JobStore, event_rows
 from controlplane.store.pg_listen import CHANNEL, ChangeFeed
 from controlplane.store.postgres_leases import Leases
+from controlplane.store.postgres_migrations import PostgresMigrations
 from controlplane.store.postgres_pool import Conn, Connections, Row, reachable, redacted
 from controlplane.store.postgres_schema import migrate
 from protocol.conversion import event_from_json, event_to_json, utcnow
@@ -44,7 +45,7 @@ _ACTIVE = [s.value for s in ACTIVE_STATES]
 CODEC = rows.Codec()
 
 
-class PostgresStore(JobStore):
+class PostgresStore(PostgresMigrations, JobStore):
     """A :class:`JobStore` in a PostgreSQL database, safe for several replicas."""
 
     replicated = True

@@ -100,7 +100,34 @@ CREATE TABLE roles (
 )
 """
 
-STEPS: dict[int, str] = {1: _JOBS_AND_AGENTS, 2: _TRACE_CONTEXT, 3: _NEEDS_KIND, 4: _LEASES}
+# Version 5: VM migrations (controlplane/migrations): one row each, its history as JSON; the
+# disk jobs it owns are ordinary jobs whose ids start with the migration id.
+_MIGRATIONS = """
+CREATE TABLE migrations (
+    migration_id     TEXT PRIMARY KEY,
+    spec             TEXT NOT NULL,      -- MigrationSpec as JSON
+    fingerprint      TEXT NOT NULL,
+    state            TEXT NOT NULL,
+    stage            TEXT NOT NULL,
+    source_key       TEXT NOT NULL DEFAULT '',
+    reason           TEXT NOT NULL DEFAULT '',
+    cancel_requested {flag} NOT NULL DEFAULT {false},
+    history          TEXT NOT NULL,      -- MigrationTransitions as JSON
+    outputs          TEXT NOT NULL DEFAULT '[]',
+    submitted_at     {time} NOT NULL,
+    updated_at       {time} NOT NULL,
+    finished_at      {time}
+);
+CREATE INDEX migrations_by_state ON migrations (state, submitted_at, migration_id)
+"""
+
+STEPS: dict[int, str] = {
+    1: _JOBS_AND_AGENTS,
+    2: _TRACE_CONTEXT,
+    3: _NEEDS_KIND,
+    4: _LEASES,
+    5: _MIGRATIONS,
+}
 SCHEMA_VERSION = max(STEPS)
 
 

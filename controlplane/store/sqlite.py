@@ -19,6 +19,7 @@ from typing import Any
 from controlplane.models import AgentRecord, JobRecord, QueuedJob, QueueKind
 from controlplane.store import rows, rules
 from controlplane.store.base import ACTIVE_STATES, JobPage, JobStore, event_rows
+from controlplane.store.sqlite_migrations import SqliteMigrations
 from controlplane.store.sqlite_schema import migrate
 from controlplane.store.sqlite_thread import StoreThread
 from protocol.conversion import event_from_json, event_to_json, utcnow
@@ -52,12 +53,13 @@ def _marks(values: Collection[Any]) -> str:
     return CODEC.marks(len(values))
 
 
-class SqliteStore(JobStore):
+class SqliteStore(SqliteMigrations, JobStore):
     """A :class:`JobStore` in one SQLite file."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._thread = StoreThread()
+        self._codec = CODEC
 
     @property
     def _db(self) -> sqlite3.Connection:

@@ -19,8 +19,8 @@ from tests.store.conftest import Backend
 NOW = datetime(2026, 3, 1, 9, 30, tzinfo=UTC)
 STORED_NOW = NOW.isoformat(timespec="microseconds")  # as SQLite stores it
 
-# Every table of schema version 4 and its columns in order (bookkeeping tables left out).
-TABLES_V4 = {
+# Every table of schema version 5 and its columns in order (bookkeeping tables left out).
+TABLES_V5 = {
     "agents": [
         "name",
         "address",
@@ -58,15 +58,31 @@ TABLES_V4 = {
         "trace_context",
         "needs_kind",
     ],
+    "migrations": [
+        "migration_id",
+        "spec",
+        "fingerprint",
+        "state",
+        "stage",
+        "source_key",
+        "reason",
+        "cancel_requested",
+        "history",
+        "outputs",
+        "submitted_at",
+        "updated_at",
+        "finished_at",
+    ],
     "roles": ["name", "owner", "expires_at"],
 }
-INDEXES_V4 = [
+INDEXES_V5 = [
     "job_streams_by_owner",
     "job_transitions_by_job",
     "jobs_by_kind",
     "jobs_by_state",
     "jobs_by_submission",
     "jobs_queue",
+    "migrations_by_state",
 ]
 
 
@@ -135,8 +151,8 @@ async def test_a_new_job_gets_the_same_history_in_every_backend(backend, build):
 async def test_a_schema_version_is_the_same_schema_in_every_backend(backend):
     async with backend.opened():
         pass
-    assert schema.SCHEMA_VERSION == 4
-    assert schema_of(backend) == (4, TABLES_V4, INDEXES_V4)
+    assert schema.SCHEMA_VERSION == 5
+    assert schema_of(backend) == (5, TABLES_V5, INDEXES_V5)
 
 
 def _write_legacy_database(backend: Backend, version: int, spec_json: str) -> None:
@@ -180,11 +196,11 @@ async def test_a_database_of_an_earlier_control_plane_is_upgraded(backend, build
     assert (old.spec, old.state, old.submitted_at) == (spec, JobState.QUEUED, NOW)
     assert [k.count for k in summary] == [1]  # the old job got its kind when the store opened
     assert created and new.trace_context == "00-trace"
-    assert schema_of(backend) == (4, TABLES_V4, INDEXES_V4)
+    assert schema_of(backend) == (5, TABLES_V5, INDEXES_V5)
     async with backend.opened() as store:  # a second open finds nothing to do
         assert (await store.get_job("new")).state is JobState.QUEUED
     if backend.name == "postgresql":
         with psycopg.connect(backend.url) as conn:
             rows = conn.execute("SELECT version FROM schema_migrations ORDER BY version")
             # An earlier control plane now refuses the database (its newest was 3).
-            assert rows.fetchall() == [(1,), (2,), (3,), (4,)]
+            assert rows.fetchall() == [(1,), (2,), (3,), (4,), (5,)]
