@@ -64,13 +64,18 @@ METHOD_ROLES: dict[str, frozenset[Role]] = {
     "JobService/WatchJobBatches": _READ,
     "JobService/ListJobEvents": _READ,
     "JobService/CancelJob": frozenset({Role.SUBMITTER, Role.ADMIN}),  # submitter: own jobs
+    "MigrationService/SubmitMigration": frozenset({Role.SUBMITTER, Role.ADMIN}),
+    "MigrationService/SubmitMigrations": frozenset({Role.SUBMITTER, Role.ADMIN}),
+    "MigrationService/GetMigration": _READ,
+    "MigrationService/ListMigrations": _READ,
+    "MigrationService/CancelMigration": frozenset({Role.SUBMITTER, Role.ADMIN}),  # own only
     "AgentRegistry/ListAgents": _READ,
     "AgentRegistry/CordonAgent": _ADMIN,
     "AgentRegistry/DrainAgent": _ADMIN,
     "AgentRegistry/RegisterAgent": frozenset({Role.AGENT, Role.ADMIN}),
     "AgentRegistry/Heartbeat": frozenset({Role.AGENT, Role.ADMIN}),
 }
-GUARDED_PREFIXES = ("/h2k.v1.JobService/", "/h2k.v1.AgentRegistry/")
+GUARDED_PREFIXES = ("/h2k.v1.JobService/", "/h2k.v1.AgentRegistry/", "/h2k.v1.MigrationService/")
 
 
 @dataclass(frozen=True)

@@ -16,9 +16,9 @@ from controlplane.auth import (
 )
 from controlplane.dispatch.handles import JobControl
 from controlplane.events import EventHub, Subscription
+from controlplane.job_cancel import cancel_job
 from controlplane.metrics import JOBS_SUBMITTED, observe_submit
-from controlplane.models import JobRecord
-from controlplane.store import ACTIVE_STATES, JobStore
+from controlplane.store import JobStore
 from controlplane.submission import validate_submission
 from controlplane.watch_batches import BatchMessages
 from protocol.conversion import state_from_proto, utcnow
@@ -143,22 +143,8 @@ class JobService(services_pb2_grpc.JobServiceServicer):
         reason = request.reason or "cancelled on request"
         if job.state.is_terminal:
             raise FailedPrecondition(f"job {job.job_id} is already {job.state.value}")
-        if job.state in ACTIVE_STATES:
-            job = await self._cancel_on_agent(job, reason)
-        else:
-            job = await self._dispatcher.cancel_unstarted(job, reason)
+        job = await cancel_job(self._store, self._dispatcher, job, reason)
         return job.to_proto()
-
-    async def _cancel_on_agent(self, job: JobRecord, reason: str) -> JobRecord:
-        if not job.cancel_requested:
-            job = await self._store.update_job(job.job_id, cancel_requested=True)
-        # CANCELLED is recorded when the agent confirms (its terminal event) or is lost; an
-        # agent that cannot be asked now is asked again until one of the two happens.
-        if await self._dispatcher.cancel_on_agent(job, reason):
-            log.info("cancel sent job_id=%s agent=%s", job.job_id, job.assigned_agent)
-        else:
-            log.warning("cancel pending job_id=%s agent=%s", job.job_id, job.assigned_agent)
-        return job
 
     @stream_rpc
     async def WatchJob(

@@ -20,18 +20,23 @@ from controlplane.dispatch.policy import DispatchPolicy
 from controlplane.events import DEFAULT_BUFFER, EventHub
 from controlplane.job_service import JobService
 from controlplane.metrics import RpcMetricsInterceptor, register_store_collector
+from controlplane.migrations.driver import MigrationDriver
+from controlplane.migrations.service import MigrationService
 from controlplane.store import JobStore, store_for_url
 from controlplane.worker_client import WorkerClients
-from protocol.gen.h2k.v1 import services_pb2, services_pb2_grpc
+from protocol.gen.h2k.v1 import migration_pb2, migration_pb2_grpc, services_pb2, services_pb2_grpc
 from runtime.health import MetricsServer, start_health_server
 from runtime.tls import SERVER_OPTIONS, ReloadingTLS, TLSFiles, server_credentials
 from runtime.tracing import server_interceptors
 
 log = logging.getLogger(__name__)
 
-SERVICE_NAMES = tuple(
-    services_pb2.DESCRIPTOR.services_by_name[name].full_name
-    for name in ("JobService", "AgentRegistry")
+SERVICE_NAMES = (
+    *(
+        services_pb2.DESCRIPTOR.services_by_name[name].full_name
+        for name in ("JobService", "AgentRegistry")
+    ),
+    migration_pb2.DESCRIPTOR.services_by_name["MigrationService"].full_name,
 )
 
 
@@ -100,6 +105,9 @@ class ControlPlane:
             stream_lease=timedelta(seconds=config.stream_lease_seconds),
         )
         self.dispatcher = Dispatcher(self._store, self._hub, policy, WorkerClients(self._tls))
+        self.migrations = MigrationDriver(
+            self._store, self.dispatcher, self.dispatcher.leads_scheduling, config.tick_seconds
+        )
         self._add_services()
 
     @property
@@ -117,6 +125,9 @@ class ControlPlane:
             lease_seconds=self.config.lease_seconds,
         )
         services_pb2_grpc.add_AgentRegistryServicer_to_server(registry, self._server)
+        migration_pb2_grpc.add_MigrationServiceServicer_to_server(
+            MigrationService(self._store, self.migrations.wake), self._server
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         names = (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name)
         reflection.enable_server_reflection((*names, reflection.SERVICE_NAME), self._server)
@@ -153,6 +164,7 @@ class ControlPlane:
             timedelta(seconds=self.config.lease_seconds),
         )
         await self.dispatcher.start()
+        await self.migrations.start()
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         log.info(
             "control plane serving listen=%s port=%d db=%s tls=%s",
@@ -172,6 +184,7 @@ class ControlPlane:
         await self._server.stop(self.config.grace_seconds)
         if self._health_server is not None:
             await self._health_server.stop(None)
+        await self.migrations.stop()
         await self.dispatcher.stop()
         if self._unregister_metrics is not None:
             self._unregister_metrics()

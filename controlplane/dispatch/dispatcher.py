@@ -106,6 +106,10 @@ class Dispatcher:
         """Cancel the agent's orphans, follow its jobs that nobody follows."""
         await self._reconciler.reconcile_agent(name, reported_job_ids)
 
+    async def leads_scheduling(self) -> bool:
+        """Whether this replica holds the scheduler role (it also drives migrations)."""
+        return await self._ownership.lead_scheduler()
+
     # --- life cycle ----------------------------------------------------------------------
 
     async def start(self) -> None:
