@@ -184,6 +184,9 @@ class FakeWorker(services_pb2_grpc.WorkerServicer):
         self.jobs: dict[str, FakeJob] = {}
         self.gate = asyncio.Event()
         self.reject: grpc.StatusCode | None = None
+        # Jobs that end FAILED (code TOOL_FAILED) instead of COMPLETED once released.
+        self.fail_jobs: set[str] = set()
+        self.executed: list[job_pb2.JobSpec] = []
         self.execute_calls = 0
         self.attach_calls = 0
         self._tasks: set[asyncio.Task[None]] = set()
@@ -196,6 +199,7 @@ class FakeWorker(services_pb2_grpc.WorkerServicer):
         if self.reject is not None:
             await context.abort(self.reject, "agent is full")
         job_id = request.spec.job_id
+        self.executed.append(request.spec)
         self.jobs[job_id] = job = FakeJob()
         task = asyncio.create_task(self._run(job_id, job, request.start_seq or 1, request.attempt))
         self._tasks.add(task)
@@ -252,6 +256,12 @@ class FakeWorker(services_pb2_grpc.WorkerServicer):
             return
         for percent in (40, 60, 80):
             await emit(job_pb2.JOB_STATE_PROGRESSING, "convert", percent)
+        if job_id in self.fail_jobs:
+            error = job_pb2.JobError(phase="convert", code="TOOL_FAILED", message="disk is bad")
+            await emit(
+                job_pb2.JOB_STATE_FAILED, "convert", 80, result=job_pb2.JobResult(error=error)
+            )
+            return
         output = job_pb2.JobOutput(kind="image", path="/data/output/vm.qcow2", format="qcow2")
         result = job_pb2.JobResult(outputs=[output])
         await emit(job_pb2.JOB_STATE_COMPLETED, "done", 100, result=result)
