@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 
 import pytest
 
@@ -51,7 +52,7 @@ def test_a_missing_disk_is_refused() -> None:
 
 
 def test_a_final_next_to_its_staged_file_is_a_conflict() -> None:
-    with pytest.raises(OutputExists, match="vm.xml already exists"):
+    with pytest.raises(OutputExists, match=re.escape("vm.xml already exists")):
         plan_publish(FILES, _states(S.STAGED, S.CONFLICT, S.STAGED))
 
 
@@ -69,7 +70,7 @@ def test_crashed_publish_resumes_after_the_published_prefix() -> None:
 
 def test_a_final_out_of_order_was_not_made_by_this_publish() -> None:
     # The boot disk's final exists while the data disk is still staged: someone else's file.
-    with pytest.raises(OutputExists, match="vm.qcow2 already exists while"):
+    with pytest.raises(OutputExists, match=re.escape("vm.qcow2 already exists while")):
         plan_publish(FILES, _states(S.STAGED, S.STAGED, S.PUBLISHED))
 
 
@@ -101,7 +102,7 @@ def test_renames_follow_the_order_and_report_each_file() -> None:
 
 def test_a_failed_rename_rolls_back_the_earlier_ones_newest_first() -> None:
     fake = FakeDir(fail_on="vm.qcow2")
-    with pytest.raises(RenameFailed, match="rolled back vm-disk2.qcow2, vm.xml") as exc:
+    with pytest.raises(RenameFailed, match=re.escape("rolled back vm-disk2.qcow2, vm.xml")) as exc:
         rename_in_order(FILES, fake.move, lambda f: None)
     assert exc.value.phase == "publish"
     assert fake.names == {f.staged for f in FILES}
@@ -110,7 +111,7 @@ def test_a_failed_rename_rolls_back_the_earlier_ones_newest_first() -> None:
 
 def test_a_final_appearing_meanwhile_is_output_exists_after_roll_back() -> None:
     fake = FakeDir(fail_on="vm.xml", exc=OutputExists("vm.xml already exists"))
-    with pytest.raises(OutputExists, match="rolled back vm-disk2.qcow2"):
+    with pytest.raises(OutputExists, match=re.escape("rolled back vm-disk2.qcow2")):
         rename_in_order(FILES, fake.move, lambda f: None)
     assert fake.names == {f.staged for f in FILES}
 
@@ -134,5 +135,5 @@ def test_a_roll_back_that_fails_is_named() -> None:
             super().move(source, target)
 
     fake = Stubborn(fail_on="vm.qcow2")
-    with pytest.raises(RenameFailed, match="could not roll back vm-disk2.qcow2"):
+    with pytest.raises(RenameFailed, match=re.escape("could not roll back vm-disk2.qcow2")):
         rename_in_order(FILES, fake.move, lambda f: None)
