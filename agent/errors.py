@@ -58,3 +58,9 @@ class GuestNotFound(JobFailure):
     """No partition of the disk holds a root file system the agent recognises."""
 
     code = ErrorCode.GUEST_NOT_FOUND
+
+
+class InvalidImage(JobFailure):
+    """An image the agent is about to publish is corrupt or leaks clusters."""
+
+    code = ErrorCode.INVALID_IMAGE

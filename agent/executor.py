@@ -222,15 +222,23 @@ class Executor:
 
     async def _run_operation(self, job: RunningJob) -> OpResult:
         spec = job.spec
+        if spec.operation.is_internal:
+            # A migration's publish/cleanup job reads no input: its image.path is the staged
+            # boot disk the control plane names, inside the output directory.
+            output_dir = self.policy.check_output_dir(spec.artifacts.output_path)
+            input_path = self.policy.check_inside_output_dir(spec.image.path, output_dir)
+        else:
+            input_path = self.policy.check_input(spec.image.path)
+            output_dir = self.policy.check_output_dir(spec.artifacts.output_path)
+            job.observer.observe_input(input_path)
         ctx = JobContext(
             spec=spec,
-            input_path=self.policy.check_input(spec.image.path),
-            output_dir=self.policy.check_output_dir(spec.artifacts.output_path),
+            input_path=input_path,
+            output_dir=output_dir,
             state_dir=self.state_dir,
             policy=self.policy,
             progress=job.progress,
         )
-        job.observer.observe_input(ctx.input_path)
         with job.observer.activated():
             return await OPERATIONS[spec.operation](ctx)
 

@@ -90,6 +90,27 @@ class PathPolicy:
             raise PathNotAllowed(f"{field}: {path} is not a directory")
         return resolved
 
+    def check_inside_output_dir(
+        self, path: str | Path, output_dir: Path, field: str = "image.path"
+    ) -> Path:
+        """Resolve a path that must name something inside a checked output directory.
+
+        The path need not exist (an internal migration job names a staged output with it).
+
+        Returns:
+            The resolved path.
+
+        Raises:
+            PathNotAllowed: it resolves outside ``output_dir`` (or to the directory itself).
+        """
+        resolved = _resolve(path)
+        if resolved == output_dir or not resolved.is_relative_to(output_dir):
+            shown = f"{path} (resolves to {resolved})" if str(resolved) != str(path) else path
+            raise PathNotAllowed(
+                f"{field}: {shown} is not inside the job's output directory {output_dir}"
+            )
+        return resolved
+
     def check_output_file(self, output: Path, source: Path) -> Path:
         """Check a file the agent is about to create inside a checked output directory.
 

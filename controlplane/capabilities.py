@@ -45,7 +45,9 @@ _ATTACH = CapabilityNeed((frozenset({"nbd"}), frozenset({"fuse", "qemu_storage_d
 
 def capability_needs(spec: JobSpec) -> list[CapabilityNeed]:
     """The probes an agent must have for this job (operation and capability_requirements)."""
-    names = ["qemu_img"]
+    # Every operation runs qemu-img (publish: qemu-img check) except a migration's cleanup,
+    # which only removes files.
+    names = [] if spec.operation is Operation.MIGRATION_CLEANUP else ["qemu_img"]
     alternatives: list[CapabilityNeed] = []
     if spec.operation in _REPAIR_OPERATIONS:
         names.append("mount")

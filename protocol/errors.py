@@ -31,6 +31,9 @@ class ErrorCode(StrEnum):
     AGENT_SHUTDOWN = "AGENT_SHUTDOWN"
     CAPABILITY_MISSING = "CAPABILITY_MISSING"
     GUEST_NOT_FOUND = "GUEST_NOT_FOUND"
+    # A written image fails its consistency check (qemu-img check: corruption or leaks);
+    # retrying cannot fix it, so it is not retryable.
+    INVALID_IMAGE = "INVALID_IMAGE"
 
 
 class H2KError(Exception):

@@ -86,6 +86,18 @@ def write_bytes_atomically(final: Path, data: bytes, job_id: str, state_dir: Pat
         output.commit()
 
 
+def inflight_temporaries(state_dir: Path) -> set[Path]:
+    """The temporary outputs recorded in the journal: being written by a running job."""
+    journal = state_dir / JOURNAL_DIR
+    if not journal.is_dir():
+        return set()
+    found = set()
+    for entry in journal.iterdir():
+        with contextlib.suppress(OSError):
+            found.add(Path(entry.read_text().strip()))
+    return found
+
+
 def remove_leftovers(state_dir: Path) -> list[Path]:
     """Remove temporary outputs a crashed agent left behind; returns what was removed."""
     journal = state_dir / JOURNAL_DIR

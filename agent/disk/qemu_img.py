@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from agent import proc
-from agent.errors import JobFailure, ToolFailed, UnsafeImage
+from agent.errors import InvalidImage, JobFailure, ToolFailed, UnsafeImage
 from agent.paths import PathPolicy
 
 log = logging.getLogger(__name__)
@@ -239,3 +239,35 @@ async def convert(
         await proc.run(argv, timeout=timeout, on_stdout_line=on_line)
     except proc.CommandError as exc:
         raise ToolFailed(f"qemu-img convert: {exc}") from exc
+
+
+# qemu-img check's exit statuses (see qemu-img(1)).
+CHECK_CORRUPT = 2
+CHECK_LEAKS = 3
+
+
+async def check(path: Path, fmt: str, *, timeout: float, shown: Path | None = None) -> None:
+    """``qemu-img check -f <fmt>`` under the memory limit of :func:`info`.
+
+    Args:
+        path: a checked path (or the pinned ``/proc`` path of a checked file).
+        fmt: the image's qemu driver; never probed.
+        shown: the path to name in messages (default: ``path``).
+
+    Raises:
+        InvalidImage: the image is corrupt, leaks clusters, or qemu-img cannot open it.
+        ToolFailed: qemu-img could not run or timed out.
+    """
+    argv = ["qemu-img", "check", "-f", fmt, "--output=json", str(path)]
+    shown = shown or path
+    try:
+        await proc.run(argv, timeout=timeout, memory_limit_bytes=INFO_MEMORY_LIMIT)
+    except proc.CommandFailed as exc:
+        problem = {CHECK_CORRUPT: "is corrupt", CHECK_LEAKS: "leaks clusters"}.get(
+            exc.exit_code, "cannot be checked"
+        )
+        if exc.exit_code == 127:
+            raise ToolFailed(f"qemu-img check {shown}: {exc}") from exc
+        raise InvalidImage(f"{shown} {problem} ({fmt}): {exc}") from exc
+    except proc.CommandError as exc:
+        raise ToolFailed(f"qemu-img check {shown}: {exc}") from exc

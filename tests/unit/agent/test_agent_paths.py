@@ -101,3 +101,13 @@ def test_output_equal_to_input_is_refused(tmp_path: Path) -> None:
         policy.check_output_file(shared / "disk.qcow2", policy.check_input(image))
     assert _code(exc) is ErrorCode.PATH_NOT_ALLOWED
     assert "would overwrite the input image" in str(exc.value)
+
+
+def test_internal_job_image_path_must_be_inside_the_output_dir(dirs: AgentDirs) -> None:
+    out = dirs.policy.check_output_dir(dirs.output)
+    staged = out / ".vm.qcow2.h2k-m1"
+    assert dirs.policy.check_inside_output_dir(str(staged), out) == staged  # need not exist
+    for outside in (out, out / ".." / "elsewhere.qcow2", dirs.input / "vm.qcow2"):
+        with pytest.raises(JobFailure) as exc:
+            dirs.policy.check_inside_output_dir(str(outside), out)
+        assert _code(exc) is ErrorCode.PATH_NOT_ALLOWED
