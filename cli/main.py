@@ -14,6 +14,7 @@ import typer
 
 from cli.agents import agents_app
 from cli.follow import follow
+from cli.migrations import migrate, migrations_app
 from cli.render import (
     DetailFormat,
     ListFormat,
@@ -48,6 +49,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(agents_app, name="agents")
+app.add_typer(migrations_app, name="migrations")
+app.command("migrate")(migrate)
 _TRACER = tracer("h2kctl")
 
 JobIdArgument = Annotated[str, typer.Argument(help="Job id.")]

@@ -15,7 +15,14 @@ from client.rpc import mapped_stream, rpc_errors
 from client.watch import ReconnectPolicy, follow_job_events
 from protocol.conversion import spec_to_proto, state_from_proto, state_to_proto
 from protocol.errors import H2KError
-from protocol.gen.h2k.v1 import agent_pb2, job_pb2, services_pb2, services_pb2_grpc
+from protocol.gen.h2k.v1 import (
+    agent_pb2,
+    job_pb2,
+    migration_pb2,
+    migration_pb2_grpc,
+    services_pb2,
+    services_pb2_grpc,
+)
 from protocol.spec import JobSpec, parse_spec
 from protocol.states import JobState
 
@@ -66,6 +73,7 @@ class H2KClient:
         self._channel = open_channel(server, insecure=insecure, credentials=credentials)
         self._jobs = services_pb2_grpc.JobServiceStub(self._channel)
         self._agents = services_pb2_grpc.AgentRegistryStub(self._channel)
+        self._migrations = migration_pb2_grpc.MigrationServiceStub(self._channel)
         # Whether the control plane has WatchJobBatches (None: not known yet).
         self._watch_batches: bool | None = None
 
@@ -206,3 +214,44 @@ class H2KClient:
         request = services_pb2.DrainAgentRequest(name=name, deadline_seconds=deadline_seconds)
         with rpc_errors():
             return self._agents.DrainAgent(request, timeout=self.timeout)
+
+    # --- migrations --------------------------------------------------------------------------
+
+    def submit_migrations(
+        self, specs: Sequence[migration_pb2.MigrationSpec]
+    ) -> builtins.list[migration_pb2.SubmitMigrationResponse]:
+        """Submit one migration or a wave (several: all or none).
+
+        Raises:
+            protocol.errors.InvalidArgument: naming ``specs[i].<field>`` and the rule.
+            protocol.errors.AlreadyExists: a migration_id exists with a different spec.
+        """
+        with rpc_errors():
+            if len(specs) == 1:
+                request = migration_pb2.SubmitMigrationRequest(spec=specs[0])
+                return [self._migrations.SubmitMigration(request, timeout=self.timeout)]
+            wave = migration_pb2.SubmitMigrationsRequest(specs=list(specs))
+            return list(self._migrations.SubmitMigrations(wave, timeout=self.timeout).results)
+
+    def get_migration(self, migration_id: str) -> migration_pb2.Migration:
+        with rpc_errors():
+            request = migration_pb2.GetMigrationRequest(migration_id=migration_id)
+            return self._migrations.GetMigration(request, timeout=self.timeout)
+
+    def list_migrations(self) -> builtins.list[migration_pb2.Migration]:
+        """Every migration, in submission order."""
+        found: builtins.list[migration_pb2.Migration] = []
+        token = ""
+        with rpc_errors():
+            while True:
+                request = migration_pb2.ListMigrationsRequest(page_size=500, page_token=token)
+                page = self._migrations.ListMigrations(request, timeout=self.timeout)
+                found += page.migrations
+                token = page.next_page_token
+                if not token:
+                    return found
+
+    def cancel_migration(self, migration_id: str, reason: str = "") -> migration_pb2.Migration:
+        with rpc_errors():
+            request = migration_pb2.CancelMigrationRequest(migration_id=migration_id, reason=reason)
+            return self._migrations.CancelMigration(request, timeout=self.timeout)
