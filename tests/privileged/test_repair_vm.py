@@ -9,6 +9,7 @@ is read back independently (converted to raw, loop-attached read-only, blkid).
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -17,11 +18,11 @@ from typing import Any
 
 import pytest
 
-from devsupport.cluster import Cluster
+from devsupport.cluster import Cluster, wait_for
 from protocol.migration_jobs import staged_name
 from tests.support.guests import OpenedDisk, PartitionSpec, build_disk, opened_readonly
 from tests.support.repair_checks import is_clean, leftovers, sha256
-from tests.support.repair_jobs import action, repair_spec, report_of, run_job
+from tests.support.repair_jobs import action, repair_spec, report_of, run_job, submit
 
 MIGRATION = "mig-1"
 RELEASE = 'NAME="Rocky Linux"\nID="rocky"\nID_LIKE="rhel centos fedora"\nVERSION_ID="9.3"\n'
@@ -255,3 +256,39 @@ def test_no_root_on_any_disk_fails_and_releases_both_disks(
     error = _refused(repair_cluster, root_second, outdir, _attach(data_disk))
     assert error["code"] == "GUEST_NOT_FOUND"
     assert "no partition of the 2 attached disk(s)" in error["message"]
+
+
+@pytest.fixture(scope="module")
+def slow_data_disk(repair_cluster: Cluster) -> Path:
+    """A /var disk with 4 million inodes and no uninit_bg: its e2fsck takes seconds."""
+    directory = repair_cluster.input_dir / "vm-slow"
+    directory.mkdir()
+    target = directory / "vm1-slow.vmdk"
+    slow = PartitionSpec("ext4", 2048, {}, ("-N", "4000000", "-O", "^metadata_csum,^uninit_bg"))
+    with tempfile.TemporaryDirectory(dir=directory) as scratch:
+        build_disk(target, "dos", [slow], Path(scratch))
+    return target
+
+
+def test_agent_killed_with_two_disks_attached_releases_both_on_restart(
+    repair_cluster: Cluster, root_first: TwoDiskVm, slow_data_disk: Path, outdir: Path
+) -> None:
+    data_disk = _convert_data_disk(slow_data_disk, outdir, "vm1-disk-1.qcow2")
+    doc = _vm_repair("fs_repair", root_first.first, outdir, [_attach(data_disk)])
+    job_id = submit(repair_cluster, doc)
+    with repair_cluster.client() as client:
+        phases = (event.phase for event in client.watch(job_id))
+        assert next((p for p in phases if p in ("fsck", "mount", "done")), None) == "fsck"
+    repair_cluster.agents["node-1"].stop(sig=signal.SIGKILL)
+    left = leftovers(repair_cluster.workdir)
+    assert len(left["storage_daemons"]) == 2 and len(left["loops"]) == 2, left
+    journal = repair_cluster.workdir / "node-1" / "attachments" / f"{job_id}.json"
+    assert journal.exists()
+
+    repair_cluster.start_agent("node-1")
+    wait_for(
+        lambda: is_clean(repair_cluster.workdir),
+        timeout=30,
+        what=f"leftovers released: {leftovers(repair_cluster.workdir)}",
+    )
+    assert not journal.exists()
