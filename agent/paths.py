@@ -130,6 +130,38 @@ class PathPolicy:
             )
         return output
 
+    def check_existing_output(self, path: str | Path, field: str) -> Path:
+        """Check a file the agent already wrote (and will write again) in an output directory.
+
+        The name must not be a symlink: an existing output is only ever reached by its own
+        name, so a link planted there is refused rather than followed.
+
+        Returns:
+            The resolved path.
+
+        Raises:
+            PathNotAllowed: outside the allowed output directories, missing, a symlink or not
+                a regular file.
+        """
+        resolved = _resolve(path)
+        if not _is_under(resolved, self.allow_output):
+            shown = f"{path} (resolves to {resolved})" if str(resolved) != str(path) else path
+            raise PathNotAllowed(
+                f"{field}: {shown} is outside the allowed output directories "
+                f"({_describe(self.allow_output)})"
+            )
+        try:
+            mode = os.lstat(path).st_mode
+        except FileNotFoundError:
+            raise PathNotAllowed(f"{field}: {path} does not exist") from None
+        except OSError as exc:
+            raise PathNotAllowed(f"{field}: {path} cannot be read: {exc.strerror}") from None
+        if stat.S_ISLNK(mode):
+            raise PathNotAllowed(f"{field}: {path} is a symlink; refused")
+        if not stat.S_ISREG(mode):
+            raise PathNotAllowed(f"{field}: {path} is not a regular file ({_file_kind(mode)})")
+        return resolved
+
 
 def _file_kind(mode: int) -> str:
     kinds = (
@@ -229,5 +261,28 @@ def pinned_output(
     try:
         _verify_fd(fd, target, policy.allow_output, field)
         yield PinnedFile(target, fd, os.fstat(fd))
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def pinned_existing_output(
+    policy: PathPolicy, path: str | Path, field: str, *, writable: bool
+) -> Iterator[PinnedFile]:
+    """Check an existing output file, open it without following a symlink, verify the fd.
+
+    Raises:
+        PathNotAllowed: see :meth:`PathPolicy.check_existing_output`, or swapped after the
+            check.
+    """
+    resolved = policy.check_existing_output(path, field)
+    flags = (os.O_RDWR if writable else os.O_RDONLY) | os.O_NONBLOCK
+    try:
+        fd = _open_nofollow(resolved, flags, field)
+    except InputNotFound as exc:
+        raise PathNotAllowed(exc.message) from None
+    try:
+        _verify_fd(fd, resolved, policy.allow_output, field)
+        yield PinnedFile(resolved, fd, os.fstat(fd))
     finally:
         os.close(fd)

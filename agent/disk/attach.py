@@ -5,13 +5,16 @@ raw image is loop-attached directly. Partitions come from the table (``sfdisk -J
 their own loop device by offset and size (this kernel makes no partition nodes for loops);
 a disk without a table is one loop device over the whole image. NBD is not used: the FUSE
 path needs no kernel module and works wherever ``fuse``, ``loop`` and the daemon are present.
+
+A VM's disks are attached together (:func:`attached_disks`), in the order its guest saw them:
+each partition knows the index of its disk, and everything is released in reverse order.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,9 +44,11 @@ class AttachedPartition:
     fstype: str | None = None
     uuid: str | None = None
     label: str | None = None
+    disk: int = 0  # index of its disk among the attached ones (0: the job's own disk)
 
     def describe(self) -> dict[str, Any]:
         return {
+            "disk": self.disk,
             "number": self.number,
             "offset": self.offset,
             "size": self.size,
@@ -55,14 +60,47 @@ class AttachedPartition:
 
 
 @dataclass(frozen=True)
+class DiskImage:
+    """One image to attach: ``path`` is what tools open (a pinned ``/proc`` path or the file),
+    ``shown`` its real path (for messages, and the name the kernel reports for a loop)."""
+
+    path: Path
+    format: str
+    writable: bool
+    index: int = 0
+    disk_id: str = ""
+    shown: Path | None = None
+
+    @property
+    def real_path(self) -> Path:
+        return self.shown or self.path
+
+
+@dataclass(frozen=True)
 class AttachedDisk:
     method: str  # "fuse+loop" or "loop"
     raw_path: Path
     label: str | None  # "gpt", "dos" or None
     partitions: list[AttachedPartition]
+    index: int = 0
+    disk_id: str = ""
+    image: Path | None = None
+    format: str = ""
+    writable: bool = False
 
     def partition(self, number: int) -> AttachedPartition | None:
         return next((p for p in self.partitions if p.number == number), None)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "disk_id": self.disk_id or None,
+            "image": str(self.image) if self.image else None,
+            "format": self.format,
+            "writable": self.writable,
+            "attach_method": self.method,
+            "partition_table": self.label,
+        }
 
 
 @dataclass(frozen=True)
@@ -113,18 +151,34 @@ async def attached_image(
     *,
     writable: bool,
     timeout: float,
+    index: int = 0,
+    disk_id: str = "",
+    shown: Path | None = None,
 ) -> AsyncIterator[AttachedDisk]:
     """Attach ``image`` (qemu driver ``fmt``) for the body; released in reverse order.
+
+    Args:
+        index: the disk's place among a VM's disks (names its export, tags its partitions).
+        shown: the image's real path when ``image`` is a pinned ``/proc/<pid>/fd/<n>`` path.
 
     Raises:
         ToolFailed: the export, a loop device or blkid failed.
     """
     async with contextlib.AsyncExitStack() as stack:
+        reported_as: Path | None = None
         if fmt == "raw":
-            raw_path, method = image, "loop"
+            raw_path, method, reported_as = image, "loop", shown
         else:
             raw_path = await stack.enter_async_context(
-                fuse_export(image, fmt, workdir, journal, writable=writable, timeout=timeout)
+                fuse_export(
+                    image,
+                    fmt,
+                    workdir,
+                    journal,
+                    writable=writable,
+                    timeout=timeout,
+                    name=f"disk{index}",
+                )
             )
             method = "fuse+loop"
         disk_size = raw_path.stat().st_size
@@ -138,6 +192,7 @@ async def attached_image(
                     offset=piece.offset,
                     size=piece.size,
                     read_only=not writable,
+                    reported_as=reported_as,
                 )
             )
             found = await probe_filesystem(device)
@@ -151,8 +206,54 @@ async def attached_image(
                     fstype=found.get("TYPE"),
                     uuid=found.get("UUID"),
                     label=found.get("LABEL"),
+                    disk=index,
                 )
             )
         label = table.table.get("label") if table.table else None
-        log.info("image attached image=%s method=%s partitions=%d", image, method, len(partitions))
-        yield AttachedDisk(method=method, raw_path=raw_path, label=label, partitions=partitions)
+        log.info(
+            "image attached image=%s disk=%d method=%s partitions=%d",
+            shown or image,
+            index,
+            method,
+            len(partitions),
+        )
+        yield AttachedDisk(
+            method=method,
+            raw_path=raw_path,
+            label=label,
+            partitions=partitions,
+            index=index,
+            disk_id=disk_id,
+            image=shown or image,
+            format=fmt,
+            writable=writable,
+        )
+
+
+@contextlib.asynccontextmanager
+async def attached_disks(
+    images: Sequence[DiskImage], workdir: Path, journal: AttachmentJournal, *, timeout: float
+) -> AsyncIterator[list[AttachedDisk]]:
+    """Attach a VM's disks together, in order; released in reverse order on every way out.
+
+    Raises:
+        ToolFailed: see :func:`attached_image`; what was attached before is released.
+    """
+    async with contextlib.AsyncExitStack() as stack:
+        disks = []
+        for image in images:
+            disk = await stack.enter_async_context(
+                attached_image(
+                    image.path,
+                    image.format,
+                    workdir,
+                    journal,
+                    writable=image.writable,
+                    timeout=timeout,
+                    index=image.index,
+                    disk_id=image.disk_id,
+                    shown=image.shown,
+                )
+            )
+            disks.append(disk)
+        yield disks

@@ -66,8 +66,12 @@ async def loop_device(
     offset: int = 0,
     size: int | None = None,
     read_only: bool = False,
+    reported_as: Path | None = None,
 ) -> AsyncIterator[str]:
     """Attach a loop device over ``backing`` (from ``offset``, ``size`` bytes long).
+
+    ``reported_as`` is the name the kernel shows as the backing file when ``backing`` is a
+    pinned ``/proc/<pid>/fd/<n>`` path (the file's real path); journal and release use it.
 
     Yields:
         The device path (``/dev/loopN``).
@@ -81,11 +85,10 @@ async def loop_device(
     if read_only:
         argv.append("--read-only")
     argv.append(str(backing))
+    shown = str(reported_as or backing)
     # Recorded before losetup runs: a crash in between leaves a device that recovery finds by
     # its backing file.
-    record = journal.add(
-        {"kind": "loop", "backing": str(backing), "offset": offset, "device": None}
-    )
+    record = journal.add({"kind": "loop", "backing": shown, "offset": offset, "device": None})
     device: str | None = None
     interrupted = True  # until losetup has answered, a device may exist without our knowing
     try:
@@ -102,7 +105,7 @@ async def loop_device(
         yield device
     finally:
         if device or interrupted:
-            await release_fully(lambda: _release(device, str(backing), offset))
+            await release_fully(lambda: _release(device, shown, offset))
         journal.remove(record)
 
 

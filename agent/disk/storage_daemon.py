@@ -135,8 +135,11 @@ async def fuse_export(
     *,
     writable: bool,
     timeout: float,
+    name: str = "export",
 ) -> AsyncIterator[Path]:
-    """Export ``image`` (qemu driver ``fmt``) as a raw file under ``workdir``.
+    """Export ``image`` (qemu driver ``fmt``) as a raw file ``<name>.raw`` under ``workdir``.
+
+    Several exports share a work directory when each has its own ``name``.
 
     Yields:
         The raw file (a FUSE mount point), valid for the body.
@@ -144,8 +147,8 @@ async def fuse_export(
     Raises:
         ToolFailed: the daemon could not start or export the image.
     """
-    mountpoint = workdir / "export.raw"
-    pidfile = workdir / "export.pid"
+    mountpoint = workdir / f"{name}.raw"
+    pidfile = workdir / f"{name}.pid"
     mountpoint.touch()
     record = journal.add(
         {"kind": "fuse_export", "mountpoint": str(mountpoint), "pidfile": str(pidfile)}

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from agent.disk import qemu_img
 from agent.disk.atomic import atomic_output
-from agent.disk.attach import attached_image
+from agent.disk.attach import DiskImage, attached_disks
 from agent.disk.journal import AttachmentJournal
 from agent.errors import CapabilityMissing, InvalidSpec, OperationNotImplemented, ToolFailed
 from agent.ops.base import JobContext, OpResult, Output
@@ -29,6 +29,9 @@ from agent.repair.actions import RepairPlan, plan_repair
 from agent.repair.phases import PhaseClock
 from agent.repair.report import ImageDescription, build_report, write_report
 from agent.repair.runner import NodeAbilities, RepairOutcome, phases_for, repair_disk
+from agent.repair.vm_disks import OtherDisk, check_other_disks, pinned_other_disks
+from protocol.errors import InvalidArgument
+from protocol.migration_jobs import disk_job_parameters
 from protocol.spec import CompressionType
 from protocol.spec import Operation as Op
 
@@ -74,27 +77,43 @@ async def _abilities(ctx: JobContext) -> NodeAbilities:
     )
 
 
+def _other_disks(ctx: JobContext) -> tuple[str, list[OtherDisk]]:
+    """The job's disk id and the VM's other disks to attach with it (a migration's repair).
+
+    Raises:
+        InvalidSpec: parameters.migration is malformed.
+        PathNotAllowed: an attach_outputs path the policy refuses.
+    """
+    try:
+        migration = disk_job_parameters(ctx.spec)
+    except InvalidArgument as exc:
+        raise InvalidSpec(exc.message, phase="validate") from None
+    if migration is None:
+        return "", []
+    others = check_other_disks(ctx.policy, migration.attach_outputs, own=[ctx.input_path])
+    return migration.disk_id, others
+
+
 async def _repair(
     ctx: JobContext,
     plan: RepairPlan,
     clock: PhaseClock,
-    image: Path,
-    fmt: str,
-    writable: bool,
+    image: DiskImage,
+    others: list[OtherDisk],
 ) -> tuple[RepairOutcome, str]:
     workdir = _workdir(ctx)
     journal = AttachmentJournal(ctx.state_dir, ctx.job_id)
     abilities = await _abilities(ctx)
     timeout = ctx.spec.execution_policy.timeout_seconds + TOOL_TIMEOUT_MARGIN
-    clock.enter("attach", f"attaching {image.name} ({fmt})")
+    more = f" and {len(others)} other disk(s)" if others else ""
+    clock.enter("attach", f"attaching {image.real_path.name} ({image.format}){more}")
     try:
-        async with attached_image(
-            image, fmt, workdir, journal, writable=writable, timeout=timeout
-        ) as disk:
-            outcome = await repair_disk(
-                disk, plan, workdir, journal, clock, abilities, ctx.spec.parameters
-            )
-            method = disk.method
+        with pinned_other_disks(ctx.policy, others, writable=not plan.dry_run) as extra:
+            async with attached_disks([image, *extra], workdir, journal, timeout=timeout) as disks:
+                outcome = await repair_disk(
+                    disks, plan, workdir, journal, clock, abilities, ctx.spec.parameters
+                )
+                method = disks[0].method
     finally:
         _remove_workdir(workdir)
     return outcome, method
@@ -171,6 +190,7 @@ async def run_repair(ctx: JobContext) -> OpResult:
     plan = plan_repair(ctx.spec)
     if plan.operation is Op.LVM_REPAIR:
         await _require_lvm()
+    disk_id, others = _other_disks(ctx)
     converting = not (plan.dry_run or plan.in_place)
     phases = ["inspect", *(["convert"] if converting else []), *phases_for(plan), "finalize"]
     clock = PhaseClock(ctx.progress, phases)
@@ -179,9 +199,8 @@ async def run_repair(ctx: JobContext) -> OpResult:
     if not converting:
         if plan.in_place:
             _check_in_place(info)
-        outcome, method = await _repair(
-            ctx, plan, clock, ctx.input_path, info.format, writable=plan.in_place
-        )
+        own = DiskImage(ctx.input_path, info.format, plan.in_place, disk_id=disk_id)
+        outcome, method = await _repair(ctx, plan, clock, own, others)
         repaired = ctx.input_path if plan.in_place else None
         described = ImageDescription(
             ctx.input_path, info.format, repaired, info.format if repaired else None, method
@@ -193,7 +212,8 @@ async def run_repair(ctx: JobContext) -> OpResult:
     await check_compression(ctx, ctx.spec.convert_parameters().effective_compression_type)
     with atomic_output(target, ctx.job_id, ctx.state_dir) as output:
         await _convert(ctx, info, output.tmp, fmt, clock)
-        outcome, method = await _repair(ctx, plan, clock, output.tmp, fmt, writable=True)
+        own = DiskImage(output.tmp, fmt, True, disk_id=disk_id)
+        outcome, method = await _repair(ctx, plan, clock, own, others)
         described = ImageDescription(ctx.input_path, info.format, target, fmt, method)
         result = _finish(ctx, plan, described, outcome, clock, started)
         output.commit()

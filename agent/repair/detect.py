@@ -6,8 +6,8 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.disk.attach import AttachedPartition
-from agent.repair.devices import kernel_disk
+from agent.disk.attach import AttachedDisk, AttachedPartition
+from agent.repair.devices import DiskNaming, disk_naming
 from agent.repair.fstab import TabEntry, parse_fstab
 from agent.repair.guestfs import GuestRoot
 
@@ -56,16 +56,6 @@ def family_of(release: dict[str, str]) -> str:
     if "arch" in ids:
         return "arch"
     return "unknown"
-
-
-def guest_disk(entries: list[TabEntry], root_number: int) -> str | None:
-    """The guest's kernel name for this disk (``sda``), from how fstab names the root."""
-    for entry in entries:
-        named = kernel_disk(entry.spec)
-        if entry.mountpoint == "/" and named is not None and named[1] == root_number:
-            return named[0]
-    disks = {named[0] for e in entries if (named := kernel_disk(e.spec)) is not None}
-    return disks.pop() if len(disks) == 1 else None
 
 
 def bootloaders(root: GuestRoot) -> list[str]:
@@ -123,15 +113,41 @@ class GuestInfo:
     family: str
     root_partition: AttachedPartition
     root_spec: str
-    disk: str | None
+    naming: DiskNaming
     fstab: list[TabEntry]
     bootloaders: list[str] = field(default_factory=list)
     initramfs_tools: list[str] = field(default_factory=list)
     selinux: str | None = None
-    mounted: dict[str, int] = field(default_factory=dict)  # guest mount point -> partition
+    # guest mount point -> (disk index, partition number)
+    mounted: dict[str, tuple[int, int]] = field(default_factory=dict)
+    not_mounted: list[str] = field(default_factory=list)  # fstab entries left, and why
+
+    @property
+    def disk(self) -> str | None:
+        """The guest's kernel name of the disk holding the root (``sda``), when known."""
+        return self.naming.name(self.root_partition.disk)
+
+    def _mountpoints(self) -> dict[tuple[int, int], str]:
+        return {where: point for point, where in self.mounted.items()}
+
+    def describe_disks(self, disks: list[AttachedDisk]) -> list[dict[str, Any]]:
+        """Every attached disk, its partitions (with mount points) and whether it holds /."""
+        where = self._mountpoints()
+        return [
+            {
+                **disk.describe(),
+                "guest_name": f"/dev/{name}" if (name := self.naming.name(disk.index)) else None,
+                "holds_root": disk.index == self.root_partition.disk,
+                "partitions": [
+                    {**p.describe(), "mountpoint": where.get((p.disk, p.number))}
+                    for p in disk.partitions
+                ],
+            }
+            for disk in disks
+        ]
 
     def describe(self, partitions: list[AttachedPartition]) -> dict[str, Any]:
-        where = {number: point for point, number in self.mounted.items()}
+        where = self._mountpoints()
         return {
             "distribution": self.distro,
             "name": self.name,
@@ -139,14 +155,17 @@ class GuestInfo:
             "family": self.family,
             "root_device": {
                 "fstab_spec": self.root_spec,
+                "disk": self.root_partition.disk,
                 "partition": self.root_partition.number,
                 "uuid": self.root_partition.uuid,
                 "fstype": self.root_partition.fstype,
             },
             "guest_disk_name": f"/dev/{self.disk}" if self.disk else None,
+            "disk_naming": self.naming.family or f"unknown: {self.naming.reason}",
             "filesystems": [
-                {**p.describe(), "mountpoint": where.get(p.number)} for p in partitions
+                {**p.describe(), "mountpoint": where.get((p.disk, p.number))} for p in partitions
             ],
+            "not_mounted": self.not_mounted,
             "bootloaders": self.bootloaders,
             "initramfs": self.initramfs_tools,
             "selinux": self.selinux,
@@ -166,7 +185,7 @@ def identify(root: GuestRoot, root_partition: AttachedPartition) -> GuestInfo:
         family=family_of(release),
         root_partition=root_partition,
         root_spec=root_entry.spec if root_entry else "",
-        disk=guest_disk(entries, root_partition.number),
+        naming=disk_naming(entries, root_partition),
         fstab=entries,
         bootloaders=bootloaders(root),
         initramfs_tools=initramfs_tools(root),

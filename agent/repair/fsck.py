@@ -26,9 +26,11 @@ class FsckResult:
     exit_code: int | None
     detail: str
     seconds: float
+    disk: int = 0
 
     def describe(self) -> dict[str, Any]:
         return {
+            "disk": self.disk,
             "partition": self.partition,
             "fstype": self.fstype,
             "tool": self.tool,
@@ -70,7 +72,14 @@ async def check_filesystem(partition: AttachedPartition, *, repair: bool) -> Fsc
     if argv is None:
         what = partition.fstype or "no file system"
         return FsckResult(
-            partition.number, partition.fstype, "", "skipped", None, f"{what}: no checker", 0.0
+            partition.number,
+            partition.fstype,
+            "",
+            "skipped",
+            None,
+            f"{what}: no checker",
+            0.0,
+            partition.disk,
         )
     try:
         result = await proc.run(argv, timeout=FSCK_TIMEOUT, capture_stdout=True)
@@ -90,4 +99,5 @@ async def check_filesystem(partition: AttachedPartition, *, repair: bool) -> Fsc
         code,
         detail[-2000:],
         time.monotonic() - started,
+        partition.disk,
     )

@@ -7,12 +7,14 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class TabEntry:
-    """One non-comment line of fstab (spec, mountpoint, fstype) or crypttab (name, spec)."""
+    """One non-comment line of fstab (spec, mountpoint, fstype, options) or crypttab (name,
+    spec)."""
 
     line_index: int
     spec: str
     mountpoint: str = ""
     fstype: str = ""
+    options: tuple[str, ...] = ()
 
 
 def _unescape(field: str) -> str:
@@ -25,7 +27,10 @@ def parse_fstab(text: str) -> list[TabEntry]:
         fields = line.split()
         if len(fields) < 3 or fields[0].startswith("#"):
             continue
-        entries.append(TabEntry(index, _unescape(fields[0]), _unescape(fields[1]), fields[2]))
+        options = tuple(fields[3].split(",")) if len(fields) > 3 else ()
+        entries.append(
+            TabEntry(index, _unescape(fields[0]), _unescape(fields[1]), fields[2], options)
+        )
     return entries
 
 

@@ -1,9 +1,11 @@
-"""Mount the guest: find the root file system by its contents, then /boot and /boot/efi."""
+"""Mount the guest: find the root file system by its contents on any attached disk, then the
+guest's other file systems per its fstab (/boot, /boot/efi, /var on a second disk...)."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -19,12 +21,14 @@ from agent.repair.detect import (
     looks_like_root,
 )
 from agent.repair.devices import DeviceMap
+from agent.repair.fstab import TabEntry
 from agent.repair.guestfs import GuestRoot
 
 log = logging.getLogger(__name__)
 
-# Only what the repairs read and write; other file systems stay unmounted.
-EXTRA_MOUNTPOINTS = ("/boot", "/boot/efi")
+# Mounted whatever happens (the boot repairs need them): a missing directory fails the job.
+REQUIRED_MOUNTPOINTS = ("/boot", "/boot/efi")
+MOUNTABLE = LINUX_FILESYSTEMS | {"vfat"}
 
 
 @dataclass(frozen=True)
@@ -66,13 +70,13 @@ async def _mount_partition(
 
 async def _find_root(
     stack: contextlib.AsyncExitStack,
-    disk: AttachedDisk,
+    partitions: list[AttachedPartition],
     target: Path,
     journal: AttachmentJournal,
     read_only: bool,
 ) -> AttachedPartition | None:
     """Mount candidates one by one on ``target``; the first that looks like a root stays."""
-    for partition in disk.partitions:
+    for partition in partitions:
         if partition.fstype not in LINUX_FILESYSTEMS:
             continue
         candidate = contextlib.AsyncExitStack()
@@ -80,7 +84,12 @@ async def _find_root(
             await _mount_partition(candidate, partition, target, journal, read_only)
         except ToolFailed as exc:
             await candidate.aclose()
-            log.warning("cannot mount candidate partition=%d error=%s", partition.number, exc)
+            log.warning(
+                "cannot mount candidate disk=%d partition=%d error=%s",
+                partition.disk,
+                partition.number,
+                exc,
+            )
             continue
         if looks_like_root(GuestRoot(target)):
             await stack.enter_async_context(candidate)
@@ -89,16 +98,66 @@ async def _find_root(
     return None
 
 
+def _to_mount(
+    entry: TabEntry, devices: DeviceMap, guest: GuestInfo
+) -> tuple[AttachedPartition | None, str]:
+    """The partition an fstab entry mounts (None: left unmounted) and why not."""
+    partition = devices.lookup(entry.spec)
+    if partition is None:
+        why = devices.resolve(entry.spec, entry.fstype).reason
+        return None, f"{entry.spec} is not on an attached disk ({why})"
+    if partition.fstype not in MOUNTABLE:
+        return None, f"{entry.spec} holds {partition.fstype or 'nothing'}"
+    if (partition.disk, partition.number) in guest.mounted.values():
+        return None, f"{entry.spec} is mounted already"
+    return partition, ""
+
+
+async def _mount_fstab(
+    stack: contextlib.AsyncExitStack,
+    root: GuestRoot,
+    guest: GuestInfo,
+    devices: DeviceMap,
+    journal: AttachmentJournal,
+    read_only: bool,
+) -> None:
+    """Mount the guest's other file systems as its boot would: fstab order by depth, those
+    on the attached disks only, nothing ``noauto`` (except /boot and /boot/efi)."""
+    entries = [
+        e
+        for e in guest.fstab
+        if e.mountpoint.startswith("/") and e.mountpoint != "/" and e.fstype != "swap"
+    ]
+    for entry in sorted(entries, key=lambda e: len(PurePosixPath(e.mountpoint).parts)):
+        required = entry.mountpoint in REQUIRED_MOUNTPOINTS
+        if "noauto" in entry.options and not required:
+            continue
+        partition, why = _to_mount(entry, devices, guest)
+        if partition is None:
+            if entry.spec.startswith(("/dev/", "UUID=", "LABEL=")):
+                log.warning("guest mount left mountpoint=%s reason=%s", entry.mountpoint, why)
+                guest.not_mounted.append(f"{entry.mountpoint}: {why}")
+            continue
+        if not root.is_dir(entry.mountpoint):
+            if required:
+                raise ToolFailed(f"the guest's {entry.mountpoint} is not a directory")
+            guest.not_mounted.append(f"{entry.mountpoint}: not a directory in the guest")
+            continue
+        where = root.resolve(entry.mountpoint)
+        await _mount_partition(stack, partition, where, journal, read_only)
+        guest.mounted[entry.mountpoint] = (partition.disk, partition.number)
+
+
 async def mount_guest(
     stack: contextlib.AsyncExitStack,
-    disk: AttachedDisk,
+    disks: Sequence[AttachedDisk],
     workdir: Path,
     journal: AttachmentJournal,
     *,
     read_only: bool,
 ) -> MountedGuest:
-    """Mount the guest's root and its /boot, /boot/efi on ``workdir/root`` (unmounted by
-    ``stack``).
+    """Mount the guest's root (found on any attached disk) on ``workdir/root`` and its other
+    file systems per its fstab under it; all are unmounted by ``stack``, in reverse order.
 
     Raises:
         GuestNotFound: no partition holds a root file system.
@@ -106,24 +165,18 @@ async def mount_guest(
     """
     target = workdir / "root"
     target.mkdir(exist_ok=True)
-    root_partition = await _find_root(stack, disk, target, journal, read_only)
+    partitions = [p for disk in disks for p in disk.partitions]
+    root_partition = await _find_root(stack, partitions, target, journal, read_only)
     if root_partition is None:
-        kinds = ", ".join(f"{p.number}:{p.fstype or '-'}" for p in disk.partitions)
-        raise GuestNotFound(f"no partition holds a Linux root file system (partitions {kinds})")
+        kinds = ", ".join(f"{p.disk}:{p.number}:{p.fstype or '-'}" for p in partitions)
+        raise GuestNotFound(
+            f"no partition of the {len(disks)} attached disk(s) holds a Linux root file system "
+            f"(disk:partition:type {kinds})"
+        )
     root = GuestRoot(target)
     guest = identify(root, root_partition)
-    guest.mounted["/"] = root_partition.number
-    devices = DeviceMap(disk.partitions, guest.disk)
-    extra = [e for e in guest.fstab if e.mountpoint in EXTRA_MOUNTPOINTS]
-    for entry in sorted(extra, key=lambda e: len(PurePosixPath(e.mountpoint).parts)):
-        partition = devices.lookup(entry.spec)
-        if partition is None or partition.number == root_partition.number:
-            log.warning("guest mount not found spec=%s mountpoint=%s", entry.spec, entry.mountpoint)
-            continue
-        if not root.is_dir(entry.mountpoint):
-            raise ToolFailed(f"the guest's {entry.mountpoint} is not a directory")
-        where = root.resolve(entry.mountpoint)
-        await _mount_partition(stack, partition, where, journal, read_only)
-        guest.mounted[entry.mountpoint] = partition.number
+    guest.mounted["/"] = (root_partition.disk, root_partition.number)
+    devices = DeviceMap(partitions, guest.naming, len(disks))
+    await _mount_fstab(stack, root, guest, devices, journal, read_only)
     guest.bootloaders = bootloaders(root)  # again: /boot holds most of what says so
     return MountedGuest(root=root, guest=guest, devices=devices)

@@ -41,6 +41,7 @@ def build_report(
             "repaired_format": image.repaired_format,
             "attach_method": image.attach_method,
         },
+        "disks": outcome.disks,
         "guest": outcome.guest,
         "filesystem_checks": [r.describe() for r in outcome.fsck],
         "actions": [o.describe(changes) if changes else _bare(o) for o in outcome.outcomes],

@@ -1,9 +1,11 @@
-"""Run a repair plan on an attached disk: fsck, mount, each fix, initramfs; collect outcomes."""
+"""Run a repair plan on a VM's attached disks: fsck, mount, each fix, initramfs; collect
+outcomes."""
 
 from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,6 +52,7 @@ class RepairOutcome:
     outcomes: list[Outcome] = field(default_factory=list)
     guest: dict[str, Any] | None = None
     changes: ChangeSet | None = None
+    disks: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def failed(self) -> list[Outcome]:
@@ -70,14 +73,20 @@ def phases_for(plan: A.RepairPlan) -> list[str]:
     return [*phases, "detach"]
 
 
+def _name(disk: int, number: int) -> str:
+    return f"{disk}:{number}" if disk else str(number)
+
+
 async def _check_filesystems(
-    disk: AttachedDisk, plan: A.RepairPlan, clock: PhaseClock, result: RepairOutcome
+    disks: Sequence[AttachedDisk], plan: A.RepairPlan, clock: PhaseClock, result: RepairOutcome
 ) -> None:
     started = time.monotonic()
-    checkable = [p for p in disk.partitions if p.fstype]
+    checkable = [p for disk in disks for p in disk.partitions if p.fstype]
     for index, partition in enumerate(checkable):
         clock.within(
-            "fsck", index / max(1, len(checkable)), f"checking partition {partition.number}"
+            "fsck",
+            index / max(1, len(checkable)),
+            f"checking partition {_name(partition.disk, partition.number)}",
         )
         result.fsck.append(await check_filesystem(partition, repair=not plan.dry_run))
     bad = [r for r in result.fsck if r.result in ("failed", "errors_left")]
@@ -86,12 +95,13 @@ async def _check_filesystems(
     if bad:
         status, reason = (
             OutcomeStatus.FAILED,
-            "; ".join(f"partition {r.partition}: {r.detail}" for r in bad),
+            "; ".join(f"partition {_name(r.disk, r.partition)}: {r.detail}" for r in bad),
         )
     elif found:
         status = OutcomeStatus.WOULD_APPLY if plan.dry_run else OutcomeStatus.APPLIED
         verb = "found errors on" if plan.dry_run else "repaired"
-        reason = f"{verb} partition(s) {', '.join(str(r.partition) for r in found)}"
+        names = ", ".join(_name(r.disk, r.partition) for r in found)
+        reason = f"{verb} partition(s) {names}"
     elif checked:
         how = "read-only " if plan.dry_run else ""
         status, reason = (
@@ -152,7 +162,7 @@ async def _run_fix(
 
 
 async def repair_disk(
-    disk: AttachedDisk,
+    disks: Sequence[AttachedDisk],
     plan: A.RepairPlan,
     workdir: Path,
     journal: AttachmentJournal,
@@ -160,17 +170,20 @@ async def repair_disk(
     abilities: NodeAbilities,
     parameters: dict[str, Any],
 ) -> RepairOutcome:
-    """Run the plan's actions on an attached disk; everything mounted is unmounted on return."""
+    """Run the plan's actions on a VM's attached disks (the job's own first); everything
+    mounted is unmounted on return."""
     result = RepairOutcome()
-    names = ", ".join(f"{p.number}:{p.fstype or '-'}" for p in disk.partitions)
-    clock.enter("detect", f"partitions {names}")
+    partitions = [p for disk in disks for p in disk.partitions]
+    names = ", ".join(f"{_name(p.disk, p.number)}:{p.fstype or '-'}" for p in partitions)
+    clock.enter("detect", f"{len(disks)} disk(s), partitions {names}")
     if A.FS_CHECK in plan.actions:
         clock.enter("fsck", "checking file systems")
-        await _check_filesystems(disk, plan, clock, result)
+        await _check_filesystems(disks, plan, clock, result)
     clock.enter("mount", "looking for the root file system")
     async with contextlib.AsyncExitStack() as stack:
-        guest = await mount_guest(stack, disk, workdir, journal, read_only=plan.dry_run)
-        result.guest = guest.guest.describe(disk.partitions)
+        guest = await mount_guest(stack, disks, workdir, journal, read_only=plan.dry_run)
+        result.guest = guest.guest.describe(partitions)
+        result.disks = guest.guest.describe_disks(list(disks))
         changes = ChangeSet(guest.root, dry_run=plan.dry_run)
         result.changes = changes
         ctx = FixContext(guest.root, guest.guest, guest.devices, changes, parameters)

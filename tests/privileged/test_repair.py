@@ -136,6 +136,7 @@ def test_offline_fix_rhel_with_example_actions(
     assert (guest["distribution"], guest["version"], guest["family"]) == ("rhel", "9.2", "rhel")
     assert guest["root_device"] == {
         "fstab_spec": "/dev/sda2",
+        "disk": 0,
         "partition": 2,
         "uuid": root_uuid,
         "fstype": "xfs",

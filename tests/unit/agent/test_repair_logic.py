@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -12,11 +13,19 @@ from agent.disk.attach import AttachedPartition
 from agent.errors import InvalidSpec
 from agent.repair.actions import selected_actions
 from agent.repair.changes import ChangeSet
-from agent.repair.devices import DeviceMap
+from agent.repair.devices import (
+    DeviceMap,
+    DiskNaming,
+    disk_letters,
+    disk_naming,
+    split_disk_name,
+)
 from agent.repair.fixes.network import _netplan_without_mac
 from agent.repair.fstab import parse_fstab, replace_column
 from agent.repair.guestfs import GuestPathError, GuestRoot
 from protocol.spec import Operation
+
+_SD = DiskNaming("sd")
 
 
 def _partition(number: int, fstype: str, uuid: str) -> AttachedPartition:
@@ -54,12 +63,40 @@ def test_dry_run_records_the_diff_and_writes_nothing(tmp_path: Path) -> None:
 
 
 def test_device_names_resolve_only_on_this_disk_and_matching_type() -> None:
-    devices = DeviceMap([_partition(1, "ext4", "u1"), _partition(2, "xfs", "u2")], "sda")
+    devices = DeviceMap([_partition(1, "ext4", "u1"), _partition(2, "xfs", "u2")], _SD)
     assert devices.resolve("/dev/sda2", "xfs").uuid_spec == "UUID=u2"
     assert devices.resolve("/dev/disk/by-id/scsi-36000c29-part1").uuid_spec == "UUID=u1"
-    assert "not on this disk" in devices.resolve("/dev/sdb1", "xfs").reason
+    assert "not attached (attached: /dev/sda)" in devices.resolve("/dev/sdb1", "xfs").reason
     assert "holds ext4, not xfs" in devices.resolve("/dev/sda1", "xfs").reason
     assert "no partition 3" in devices.resolve("/dev/sda3").reason
+    assert "not a /dev/sd* name" in devices.resolve("/dev/vda1").reason
+
+
+def test_device_names_resolve_across_disks_in_the_guests_order() -> None:
+    partitions = [
+        _partition(1, "ext4", "root"),
+        replace(_partition(1, "ext4", "var"), disk=1),
+        replace(_partition(2, "xfs", "srv"), disk=2),
+    ]
+    devices = DeviceMap(partitions, _SD, disk_count=3)
+    assert devices.resolve("/dev/sda1", "ext4").uuid_spec == "UUID=root"
+    assert devices.resolve("/dev/sdb1", "ext4").uuid_spec == "UUID=var"
+    assert devices.resolve("/dev/sdc2", "xfs").uuid_spec == "UUID=srv"
+    assert "/dev/sdb has no partition 2" in devices.resolve("/dev/sdb2").reason
+    assert "(attached: /dev/sda, /dev/sdb, /dev/sdc)" in devices.resolve("/dev/sdd1").reason
+    assert "ambiguous" in devices.resolve("/dev/disk/by-id/scsi-3-part1").reason
+
+
+def test_disk_naming_comes_from_where_the_root_really_is() -> None:
+    root_on_second = replace(_partition(1, "ext4", "r"), disk=1)
+    fstab = parse_fstab("/dev/vdb1 / ext4 defaults 0 1\n/dev/vda1 /srv ext4 defaults 0 2\n")
+    assert disk_naming(fstab, root_on_second) == DiskNaming("vd")
+    wrong = disk_naming(fstab, _partition(1, "ext4", "r"))
+    assert wrong.family is None and "not the guest's" in wrong.reason
+    by_uuid = parse_fstab("UUID=r / ext4 defaults 0 1\n/dev/hdb1 /var ext4 defaults 0 2\n")
+    assert disk_naming(by_uuid, root_on_second).name(1) == "hdb"
+    assert [disk_letters(i) for i in (0, 1, 25, 26, 27)] == ["a", "b", "z", "aa", "ab"]
+    assert split_disk_name("sdab") == ("sd", 27) and split_disk_name("xvdc") == ("xvd", 2)
 
 
 def test_replace_column_keeps_the_spacing() -> None:
