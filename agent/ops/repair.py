@@ -23,7 +23,7 @@ from agent.disk.journal import AttachmentJournal
 from agent.errors import CapabilityMissing, InvalidSpec, OperationNotImplemented, ToolFailed
 from agent.ops.base import JobContext, OpResult, Output
 from agent.ops.convert import _check_target, check_compression, output_path
-from agent.ops.image import inspect_input
+from agent.ops.image import inspect_input, unpinned_source
 from agent.probes import run_probe
 from agent.repair.actions import RepairPlan, plan_repair
 from agent.repair.phases import PhaseClock
@@ -112,7 +112,7 @@ async def _convert(
 
     compression = ctx.spec.convert_parameters().effective_compression_type
     await qemu_img.convert(
-        ctx.input_path,
+        unpinned_source(ctx),  # the disk's byte range of image.path, for a migration
         info.format,
         tmp,
         fmt,
