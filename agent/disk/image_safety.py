@@ -10,6 +10,11 @@ late. So the agent reads the header itself first:
 - VMDK: refused with a parent (``parentFileNameHint``) or an extent outside the image's
   directory; the extents inside it are pinned (see :mod:`agent.paths`) and qemu-img reads a
   copy of the descriptor whose extent names are the pinned ``/proc/<pid>/fd/<n>`` paths.
+
+The image can be a byte range of the file (a disk inside an OVA): every header is then read
+relative to the range, which is treated as the whole file. Such a VMDK must be a single sparse
+file (monolithicSparse or streamOptimized, what an OVA holds): a descriptor with extent files
+is refused, as there is nothing beside an OVA member for it to name.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from agent.disk.qemu_img import ByteRange, ToolImage, source_filename
 from agent.errors import UnsafeImage
 from agent.paths import PathPolicy, PinnedFile, pinned_input
 
@@ -41,13 +47,34 @@ QEMU_SPARSE_DESCRIPTOR = (0x200, 20 * SECTOR)
 _EXTENT = re.compile(r'^\s*(RW|RDONLY|NOACCESS)\b[^"]*"([^"\r\n]*)"')
 
 
-def _read_at(fd: int, offset: int, size: int) -> bytes:
-    return os.pread(fd, size, offset)
+@dataclass(frozen=True)
+class ImageBytes:
+    """The bytes of an image: ``size`` bytes of an open file from ``start`` (0: all of it)."""
+
+    fd: int
+    size: int
+    start: int = 0
+
+    def read(self, offset: int, length: int) -> bytes:
+        """Up to ``length`` bytes at ``offset`` of the image; nothing past its end."""
+        length = max(0, min(length, self.size - offset))
+        return os.pread(self.fd, length, self.start + offset) if length else b""
 
 
-def sniff_format(fd: int, size: int) -> str | None:
-    """The qemu driver an image's magic bytes say, or None when nothing known matches."""
-    head = _read_at(fd, 0, 1024)
+def sniff_format(fd: int, size: int, start: int = 0) -> str | None:
+    """The qemu driver an image's magic bytes say, or None when nothing known matches.
+
+    Args:
+        fd: the open file.
+        size: the image's size in bytes.
+        start: where the image starts in the file (a disk inside an OVA).
+    """
+    return _sniff(ImageBytes(fd, size, start))
+
+
+def _sniff(image: ImageBytes) -> str | None:
+    head = image.read(0, 1024)
+    size = image.size
     if head.startswith(QCOW2_MAGIC):
         return "qcow2"
     if head.startswith(VMDK_SPARSE_MAGIC) or head.startswith(VMDK_TEXT_MAGIC):
@@ -58,25 +85,25 @@ def sniff_format(fd: int, size: int) -> str | None:
         return "vdi"
     if head.startswith(b"conectix"):
         return "vpc"
-    if size >= SECTOR and _read_at(fd, size - SECTOR, 8) == b"conectix":
+    if size >= SECTOR and image.read(size - SECTOR, 8) == b"conectix":
         return "vpc"
     if head.startswith(b"QED\x00"):
         return "qed"  # not supported; named so the refusal says what it is
     return None
 
 
-def check_qcow2(fd: int, shown: Path) -> None:
+def check_qcow2(image: ImageBytes, shown: Path) -> None:
     """Refuse a qcow2 with a backing file or an external data file (header read directly).
 
     Raises:
         UnsafeImage: naming what the header references.
     """
-    header = _read_at(fd, 0, 112)
+    header = image.read(0, 112)
     if len(header) < 72 or not header.startswith(QCOW2_MAGIC):
         raise UnsafeImage(f"image.path: {shown} is not a qcow2 image (bad header)")
     version, backing_offset, backing_size = struct.unpack_from(">IQI", header, 4)
     if backing_offset:
-        name = _read_at(fd, backing_offset, min(backing_size, 1023)).decode(errors="replace")
+        name = image.read(backing_offset, min(backing_size, 1023)).decode(errors="replace")
         raise UnsafeImage(
             f"image.path: {shown} has a backing file ({name}); images with backing files "
             "are refused"
@@ -86,41 +113,43 @@ def check_qcow2(fd: int, shown: Path) -> None:
     incompatible, _compat, _autoclear, _refcount_order, header_length = struct.unpack_from(
         ">QQQII", header, 72
     )
-    _check_qcow2_extensions(fd, shown, header_length)  # names the data file, when it can
+    _check_qcow2_extensions(image, shown, header_length)  # names the data file, when it can
     if incompatible & QCOW2_INCOMPAT_DATA_FILE:
         raise UnsafeImage(f"image.path: {shown} has an external data file; refused")
 
 
-def _check_qcow2_extensions(fd: int, shown: Path, offset: int) -> None:
+def _check_qcow2_extensions(image: ImageBytes, shown: Path, offset: int) -> None:
     for _ in range(MAX_HEADER_EXTENSIONS):
-        kind_length = _read_at(fd, offset, 8)
+        kind_length = image.read(offset, 8)
         if len(kind_length) < 8:
             return
         kind, length = struct.unpack(">II", kind_length)
         if kind == 0:
             return
         if kind == QCOW2_EXT_DATA_FILE:
-            name = _read_at(fd, offset + 8, min(length, 1023)).decode(errors="replace")
+            name = image.read(offset + 8, min(length, 1023)).decode(errors="replace")
             raise UnsafeImage(f"image.path: {shown} has an external data file ({name}); refused")
         offset += 8 + (length + 7) // 8 * 8
 
 
-def vmdk_descriptor(fd: int, size: int, shown: Path) -> str:
+def vmdk_descriptor(image: ImageBytes, shown: Path) -> str:
     """Every descriptor text of a VMDK qemu might read: the whole text file, or for a sparse
     file both the one its header points at and the fixed window qemu reads parents from.
 
     Raises:
         UnsafeImage: a text descriptor larger than 1 MiB.
     """
-    head = _read_at(fd, 0, 64)
+    head = image.read(0, 64)
     if not head.startswith(VMDK_SPARSE_MAGIC):
-        if size > MAX_DESCRIPTOR_BYTES:
+        if image.size > MAX_DESCRIPTOR_BYTES:
             raise UnsafeImage(f"image.path: {shown}: VMDK descriptor larger than 1 MiB; refused")
-        return _read_at(fd, 0, size).decode("utf-8", errors="replace")
+        return image.read(0, image.size).decode("utf-8", errors="replace")
+    if len(head) < 44:
+        raise UnsafeImage(f"image.path: {shown} is not a VMDK image (truncated header)")
     offset, length = struct.unpack_from("<QQ", head, 28)
-    parts = [_read_at(fd, *QEMU_SPARSE_DESCRIPTOR)]
+    parts = [image.read(*QEMU_SPARSE_DESCRIPTOR)]
     if offset:
-        parts.append(_read_at(fd, offset * SECTOR, min(length * SECTOR, MAX_DESCRIPTOR_BYTES)))
+        parts.append(image.read(offset * SECTOR, min(length * SECTOR, MAX_DESCRIPTOR_BYTES)))
     return "\n".join(p.replace(b"\x00", b"\n").decode("utf-8", errors="replace") for p in parts)
 
 
@@ -166,12 +195,18 @@ class SafeInput:
     """What qemu-img is given for a checked image: the driver and a path it cannot escape."""
 
     format: str
-    tool_path: Path
+    tool_path: ToolImage
+    # For a byte range: the block node qemu-img reads (the only "extent" it may report).
+    range_node: dict[str, object] | None = None
 
 
 @contextlib.contextmanager
 def safe_input(
-    policy: PathPolicy, pinned: PinnedFile, fmt: str | None, scratch_dir: Path
+    policy: PathPolicy,
+    pinned: PinnedFile,
+    fmt: str | None,
+    scratch_dir: Path,
+    byte_range: ByteRange | None = None,
 ) -> Iterator[SafeInput]:
     """Check an image before any tool opens it; yield what to hand qemu-img.
 
@@ -180,32 +215,50 @@ def safe_input(
         pinned: the input, already opened and verified.
         fmt: the qemu driver the job named, or None to sniff it here.
         scratch_dir: agent-private space for a rewritten VMDK descriptor.
+        byte_range: the part of the file that is the image (already checked to lie inside
+            it), or None for the whole file.
 
     Raises:
         UnsafeImage: unknown or unsupported format, backing file, external data file,
-            parent or an extent outside the image's directory.
+            parent or an extent outside the image's directory; in a byte range, a VMDK that
+            is not a single sparse file.
     """
     shown = pinned.path
-    size = pinned.st.st_size
+    if byte_range is None:
+        image = ImageBytes(pinned.fd, pinned.st.st_size)
+    else:
+        image = ImageBytes(pinned.fd, byte_range.size, byte_range.offset)
     if fmt is None:
-        fmt = sniff_format(pinned.fd, size)
+        fmt = _sniff(image)
         if fmt is None:
             raise UnsafeImage(
                 f"image.format: {shown} was probed as raw (no known image header); name the "
                 'format in the job (format: "raw") if it really is a raw image'
             )
     if fmt == "qcow2":
-        check_qcow2(pinned.fd, shown)
+        check_qcow2(image, shown)
+    whole = SafeInput(
+        fmt,
+        source_filename(pinned.tool_path, byte_range),
+        byte_range.node(pinned.tool_path) if byte_range is not None else None,
+    )
     if fmt != "vmdk":
-        yield SafeInput(fmt, pinned.tool_path)
+        yield whole
         return
-    descriptor = vmdk_descriptor(pinned.fd, size, shown)
+    descriptor = vmdk_descriptor(image, shown)
     extents = vmdk_extents(descriptor, shown)
-    if _read_at(pinned.fd, 0, 4) == VMDK_SPARSE_MAGIC:
+    if image.read(0, 4) == VMDK_SPARSE_MAGIC:
         # qemu reads a sparse VMDK's data from the file itself and never opens the extent
         # lines of its embedded descriptor (VMware writes its own paths there).
-        yield SafeInput(fmt, pinned.tool_path)
+        yield whole
         return
+    if byte_range is not None:
+        raise UnsafeImage(
+            f"image.path: the VMDK in {shown} at parameters.migration.source_offset "
+            f"{byte_range.offset} is a descriptor with {len(extents)} extent file(s); a disk "
+            "inside a byte range (an OVA) must be a single-file monolithicSparse or "
+            "streamOptimized VMDK"
+        )
     with contextlib.ExitStack() as stack:
         lines = descriptor.splitlines()
         for extent in extents:

@@ -6,6 +6,13 @@ Safety rules (an image file is untrusted input):
 - images that reference other files (backing files, qcow2 external data files, VMDK extents
   outside the allowed input directories) are refused: they would make qemu-img read files the
   path policy never checked.
+
+A source can also be a byte range of a file (a disk stored inside an OVA tar, read in place):
+qemu-img is then given a ``json:`` filename whose protocol layer is the ``raw`` driver's
+``offset``/``size`` window over the pinned file, and ``-f`` puts the format driver on top::
+
+    qemu-img convert -f vmdk 'json:{"file": {"driver": "raw", "offset": N, "size": M,
+        "file": {"driver": "file", "filename": "/proc/<pid>/fd/<n>"}}}' ...
 """
 
 from __future__ import annotations
@@ -35,6 +42,33 @@ SUPPORTED_DRIVERS = frozenset({"qcow2", "vmdk", "raw", "vdi", "vpc", "vhdx"})
 _PROGRESS = re.compile(r"\(\s*(\d+(?:\.\d+)?)\s*/\s*100%\)")
 
 ProgressCallback = Callable[[float], None]
+# What qemu-img is given as an image: a path, or a json: filename (see source_filename).
+ToolImage = Path | str
+
+
+@dataclass(frozen=True)
+class ByteRange:
+    """The bytes ``[offset, offset + size)`` of a file, which hold the whole image."""
+
+    offset: int
+    size: int
+
+    def node(self, path: Path) -> dict[str, Any]:
+        """The qemu block node that reads only this range of ``path``."""
+        return {
+            "driver": "raw",
+            "offset": self.offset,
+            "size": self.size,
+            "file": {"driver": "file", "filename": str(path)},
+        }
+
+
+def source_filename(path: Path, byte_range: ByteRange | None) -> ToolImage:
+    """The image argument for qemu-img: ``path`` itself, or a json: filename reading only
+    ``byte_range`` of it (the format driver comes from ``-f``, above this node)."""
+    if byte_range is None:
+        return path
+    return "json:" + json.dumps({"file": byte_range.node(path)}, sort_keys=True)
 
 
 @dataclass(frozen=True)
@@ -53,11 +87,11 @@ class ImageInfo:
     raw: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_json(cls, doc: dict[str, Any], image: Path) -> ImageInfo:
+    def from_json(cls, doc: dict[str, Any], image: ToolImage) -> ImageInfo:
         specific = doc.get("format-specific") or {}
         data = specific.get("data") or {}
         extents = [
-            str(image.parent / e["filename"])
+            _extent_name(image, str(e["filename"]))
             for e in data.get("extents", [])
             if isinstance(e, dict) and e.get("filename")
         ]
@@ -75,6 +109,13 @@ class ImageInfo:
         )
 
 
+def _extent_name(image: ToolImage, name: str) -> str:
+    # A json: name is a block node (the byte range of a ranged source), not a relative path.
+    if name.startswith("json:") or isinstance(image, str):
+        return name
+    return str(image.parent / name)
+
+
 def parse_progress(line: str) -> float | None:
     """The percentage in one qemu-img ``-p`` line ("    (12.34/100%)"), or None."""
     match = _PROGRESS.search(line)
@@ -83,11 +124,12 @@ def parse_progress(line: str) -> float | None:
     return min(100.0, max(0.0, float(match.group(1))))
 
 
-async def info(path: Path, fmt: str | None, shown: Path | None = None) -> ImageInfo:
+async def info(path: ToolImage, fmt: str | None, shown: Path | None = None) -> ImageInfo:
     """``qemu-img info`` under a 1 GiB memory and 30 s CPU limit.
 
     Args:
-        path: a path already checked by the path policy (or its pinned ``/proc`` path).
+        path: a path already checked by the path policy (or its pinned ``/proc`` path), or
+            the json: filename of a byte range of one (:func:`source_filename`).
         fmt: the qemu driver the job named, or None to probe.
         shown: the path to name in messages (default: ``path``).
 
@@ -100,7 +142,7 @@ async def info(path: Path, fmt: str | None, shown: Path | None = None) -> ImageI
     if fmt is not None:
         argv += ["-f", fmt]
     argv.append(str(path))
-    path = shown or path
+    shown_path = shown or path
     try:
         result = await proc.run(
             argv,
@@ -111,27 +153,35 @@ async def info(path: Path, fmt: str | None, shown: Path | None = None) -> ImageI
         )
         doc = json.loads(result.stdout)
     except proc.CommandError as exc:
-        raise ToolFailed(f"qemu-img info {path}: {exc}") from exc
+        raise ToolFailed(f"qemu-img info {shown_path}: {exc}") from exc
     except ValueError as exc:
-        raise ToolFailed(f"qemu-img info {path}: output is not JSON: {exc}") from exc
-    image = ImageInfo.from_json(doc, Path(argv[-1]))
+        raise ToolFailed(f"qemu-img info {shown_path}: output is not JSON: {exc}") from exc
+    image = ImageInfo.from_json(doc, path)
     if fmt is None:
         if image.format == "raw":
             raise UnsafeImage(
-                f"image.format: {path} was probed as raw; name the format in the job "
+                f"image.format: {shown_path} was probed as raw; name the format in the job "
                 '(format: "raw") if it really is a raw image'
             )
         if image.format not in SUPPORTED_DRIVERS:
-            raise UnsafeImage(f"image.format: {path} is {image.format!r}, not a supported format")
+            raise UnsafeImage(
+                f"image.format: {shown_path} is {image.format!r}, not a supported format"
+            )
     return image
 
 
-def check_safe(image: ImageInfo, path: Path, policy: PathPolicy) -> None:
+def check_safe(
+    image: ImageInfo, path: Path, policy: PathPolicy, own_node: dict[str, Any] | None = None
+) -> None:
     """Refuse images that make qemu-img read files other than the checked one.
+
+    Args:
+        own_node: for a source that is a byte range, the block node qemu-img was given
+            (:meth:`ByteRange.node`): the only extent such an image may have.
 
     Raises:
         UnsafeImage: a backing file, an external data file, or an extent outside the
-            allowed input directories.
+            allowed input directories (for a byte range: any extent but the range itself).
     """
     if image.backing_file:
         raise UnsafeImage(
@@ -143,14 +193,31 @@ def check_safe(image: ImageInfo, path: Path, policy: PathPolicy) -> None:
             f"image.path: {path} has an external data file ({image.data_file}); refused"
         )
     for extent in image.extents:
+        if own_node is not None:
+            if not _is_node(extent, own_node):
+                raise UnsafeImage(
+                    f"image.path: the image in {path} at parameters.migration.source_offset "
+                    f"references another file ({extent}); a disk inside a byte range must be "
+                    "a single-file image"
+                )
+            continue
         try:
             policy.check_input(extent, field="image.path extent")
         except JobFailure as exc:
             raise UnsafeImage(f"image.path: {path} references an unsafe extent: {exc}") from exc
 
 
+def _is_node(extent: str, node: dict[str, Any]) -> bool:
+    if not extent.startswith("json:"):
+        return False
+    try:
+        return bool(json.loads(extent.removeprefix("json:")) == node)
+    except ValueError:
+        return False
+
+
 def convert_argv(
-    src: Path,
+    src: ToolImage,
     src_fmt: str,
     dst: Path,
     dst_fmt: str,
@@ -210,7 +277,7 @@ async def supports_compression_type(kind: str, scratch_dir: Path) -> bool:
 
 
 async def convert(
-    src: Path,
+    src: ToolImage,
     src_fmt: str,
     dst: Path,
     dst_fmt: str,
@@ -271,3 +338,53 @@ async def check(path: Path, fmt: str, *, timeout: float, shown: Path | None = No
         raise InvalidImage(f"{shown} {problem} ({fmt}): {exc}") from exc
     except proc.CommandError as exc:
         raise ToolFailed(f"qemu-img check {shown}: {exc}") from exc
+
+
+class ContentMismatch(ToolFailed):
+    """qemu-img compare found the output's content differs from the source's."""
+
+
+async def compare(
+    src: ToolImage,
+    src_fmt: str,
+    dst: Path,
+    dst_fmt: str,
+    *,
+    progress: ProgressCallback,
+    timeout: float,
+) -> None:
+    """``qemu-img compare`` of a source and its output, guest-visible content only.
+
+    Not strict (``-s``): allocation may differ (holes written as zeros are equal), and an
+    output larger than the source must be zeros past the source's end.
+
+    Raises:
+        ContentMismatch: the contents differ (qemu-img exit status 1; its message says where).
+        ToolFailed: qemu-img could not compare them (status 2) or timed out.
+    """
+    best = -1.0
+    said: list[str] = []  # what qemu-img printed besides progress ("Content mismatch at ...")
+
+    def on_line(line: str) -> None:
+        nonlocal best
+        percent = parse_progress(line)
+        if percent is not None and percent > best:
+            best = percent
+            progress(percent)
+        # The verdict follows the last progress mark on the same line (no newline between).
+        text = _PROGRESS.sub("", line).strip()
+        if text:
+            said.append(text)
+
+    argv = ["qemu-img", "compare", "-p", "-f", src_fmt, "-F", dst_fmt, str(src), str(dst)]
+    try:
+        await proc.run(argv, timeout=timeout, on_stdout_line=on_line)
+    except proc.CommandFailed as exc:
+        if exc.exit_code == 1:
+            where = "; ".join(said[-2:]) or exc.stderr_tail.strip() or "content differs"
+            raise ContentMismatch(
+                f"qemu-img compare: the output differs from the source: {where}"
+            ) from None
+        raise ToolFailed(f"qemu-img compare: {exc}") from exc
+    except proc.CommandError as exc:
+        raise ToolFailed(f"qemu-img compare: {exc}") from exc

@@ -1,8 +1,13 @@
 """The convert operation: the input image as qcow2 or raw, written atomically.
 
-Output: ``<output_path>/<input stem>.<output_format>``. It is refused when it already exists
-(unless ``parameters.overwrite`` is true) or when it would be the input itself. Progress:
-"inspect" 0-2 %, "convert" 2-98 % (qemu-img's percentage), "finalize" 98-100 %.
+Output: ``<output_path>/<input stem>.<output_format>``, or ``<output_path>/<output_name>`` for
+a migration's disk job (``parameters.migration.output_name``). It is refused when it already
+exists (unless ``parameters.overwrite`` is true) or when it would be the input itself.
+Progress: "inspect" 0-2 %, "convert" 2-98 % (qemu-img's percentage), "finalize" 98-100 %.
+
+With ``parameters.migration.verify_content`` the written temporary file is compared with the
+source (``qemu-img compare``) before it is renamed into place: "convert" 2-60 %, "verify"
+60-98 %. A difference fails the job and nothing appears at the final path.
 
 Compressed qcow2 uses zlib unless ``parameters.compression_type`` is ``zstd``: zstd is 4-10x
 faster (measured in bench/convert.py) but only qemu >= 5.1 built with zstd can open such an
@@ -20,19 +25,30 @@ from agent.disk.image_safety import check_free_space
 from agent.disk.writeback import early_writeback
 from agent.errors import CapabilityMissing, OutputExists
 from agent.ops.base import JobContext, OpResult, Output
+from agent.ops.disk_job import migration_parameters
 from agent.ops.image import CheckedInput, checked_input
-from agent.paths import pinned_output
+from agent.paths import PinnedFile, pinned_output
 from protocol.spec import CompressionType
 from runtime.tracing import tracer
 
 CONVERT_START = 2.0
 CONVERT_END = 98.0
+VERIFY_START = 60.0  # where "convert" ends and "verify" starts when the output is verified
 # The job's own timeout (enforced by the executor) is what should fire; this is a backstop.
 TOOL_TIMEOUT_MARGIN = 120.0
 _TRACER = tracer(__name__)
 
 
 def output_path(ctx: JobContext, output_format: str) -> Path:
+    """Where the job's image goes: ``parameters.migration.output_name`` when given, else
+    ``<input stem>.<output_format>``, in the output directory.
+
+    Raises:
+        InvalidSpec: ``parameters.migration`` is invalid for this operation.
+    """
+    migration = migration_parameters(ctx)
+    if migration is not None:
+        return ctx.output_dir / migration.output_name
     return ctx.output_dir / f"{ctx.input_path.stem}.{output_format}"
 
 
@@ -95,17 +111,13 @@ async def _convert(
     """
     compress = compression is not None
     total = source.info.virtual_size
+    migration = migration_parameters(ctx)
+    verify = migration is not None and migration.verify_content
+    convert_end = VERIFY_START if verify else CONVERT_END
     ctx.progress.report(
         "convert", CONVERT_START, bytes_total=total, message=f"{source.info.format} -> {fmt}"
     )
-
-    def on_progress(percent: float) -> None:
-        ctx.progress.report(
-            "convert",
-            CONVERT_START + percent * (CONVERT_END - CONVERT_START) / 100,
-            bytes_done=int(total * percent / 100),
-            bytes_total=total,
-        )
+    on_progress = _progress_between(ctx, "convert", CONVERT_START, convert_end, total)
 
     timeout = ctx.spec.execution_policy.timeout_seconds + TOOL_TIMEOUT_MARGIN
     with (
@@ -136,10 +148,57 @@ async def _convert(
                         compression.value if compression is CompressionType.ZSTD else None
                     ),
                 )
+        if verify:
+            await _verify(ctx, source, tmp, fmt, timeout)
         ctx.progress.report(
             "finalize", CONVERT_END, bytes_done=total, bytes_total=total, message="syncing"
         )
         output.commit()
+
+
+def _progress_between(
+    ctx: JobContext, phase: str, start: float, end: float, total: int
+) -> qemu_img.ProgressCallback:
+    def on_progress(percent: float) -> None:
+        ctx.progress.report(
+            phase,
+            start + percent * (end - start) / 100,
+            bytes_done=int(total * percent / 100),
+            bytes_total=total,
+        )
+
+    return on_progress
+
+
+async def _verify(
+    ctx: JobContext, source: CheckedInput, tmp: PinnedFile, fmt: str, timeout: float
+) -> None:
+    """Compare the written temporary output with the source, before it is published.
+
+    Raises:
+        ToolFailed: the contents differ (the message says where), or qemu-img failed.
+    """
+    total = source.info.virtual_size
+    ctx.progress.report(
+        "verify", VERIFY_START, bytes_total=total, message="comparing the output with the source"
+    )
+    with _TRACER.start_as_current_span(
+        "qemu-img compare", attributes={"h2k.job_id": ctx.job_id, "h2k.target_format": fmt}
+    ):
+        try:
+            await qemu_img.compare(
+                source.tool_path,
+                source.info.format,
+                tmp.tool_path,
+                fmt,
+                progress=_progress_between(ctx, "verify", VERIFY_START, CONVERT_END, total),
+                timeout=timeout,
+            )
+        except qemu_img.ContentMismatch as exc:
+            raise qemu_img.ContentMismatch(
+                f"parameters.migration.verify_content: {exc.message}; the output was not published",
+                phase="verify",
+            ) from None
 
 
 def _result(target: Path, fmt: str, virtual_size: int, compress: bool, took: float) -> OpResult:

@@ -3,6 +3,10 @@
 The input is pinned (opened, verified, handed to tools as ``/proc/<pid>/fd/<n>``), its header
 is checked in Python before any tool opens it (:mod:`agent.disk.image_safety`), and only then
 does ``qemu-img info`` run, always with an explicit format.
+
+A migration's disk job may name a byte range of the file as the image
+(``parameters.migration.source_offset`` / ``source_size``: a disk inside an OVA, read in
+place); the header checks and qemu-img then see only that range.
 """
 
 from __future__ import annotations
@@ -10,11 +14,11 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 
 from agent.disk import qemu_img
 from agent.disk.image_safety import safe_input
 from agent.ops.base import JobContext
+from agent.ops.disk_job import migration_parameters, source_range
 from agent.paths import pinned_input
 
 
@@ -23,7 +27,10 @@ class CheckedInput:
     """A checked input image: its metadata, and the path tools must be given."""
 
     info: qemu_img.ImageInfo
-    tool_path: Path  # cannot be swapped for another file while the context is open
+    # Cannot be swapped for another file while the context is open; for a byte range, the
+    # json: filename of that range of the pinned file (qemu-img only).
+    tool_path: qemu_img.ToolImage
+    byte_range: qemu_img.ByteRange | None = None
 
 
 @contextlib.asynccontextmanager
@@ -31,19 +38,21 @@ async def checked_input(ctx: JobContext) -> AsyncIterator[CheckedInput]:
     """Pin and check the input, read its metadata; the pin lasts as long as the context.
 
     Raises:
+        InvalidSpec: ``parameters.migration`` is invalid for this operation, or its byte range
+            does not lie inside the file.
         PathNotAllowed: the input was swapped after the path check, or is not a regular file.
         UnsafeImage: unknown format, backing file, external data file, unsafe extent.
         ToolFailed: qemu-img could not read the image.
     """
+    migration = migration_parameters(ctx)
     requested = ctx.spec.image.format
     fmt = requested.qemu_driver if requested is not None else None
-    with (
-        pinned_input(ctx.policy, ctx.input_path) as pinned,
-        safe_input(ctx.policy, pinned, fmt, ctx.scratch_dir) as source,
-    ):
-        info = await qemu_img.info(source.tool_path, source.format, shown=ctx.input_path)
-        qemu_img.check_safe(info, ctx.input_path, ctx.policy)
-        yield CheckedInput(info, source.tool_path)
+    with pinned_input(ctx.policy, ctx.input_path) as pinned:
+        byte_range = source_range(migration, pinned.st.st_size)
+        with safe_input(ctx.policy, pinned, fmt, ctx.scratch_dir, byte_range) as source:
+            info = await qemu_img.info(source.tool_path, source.format, shown=ctx.input_path)
+            qemu_img.check_safe(info, ctx.input_path, ctx.policy, source.range_node)
+            yield CheckedInput(info, source.tool_path, byte_range)
 
 
 async def inspect_input(ctx: JobContext) -> qemu_img.ImageInfo:
@@ -54,3 +63,14 @@ async def inspect_input(ctx: JobContext) -> qemu_img.ImageInfo:
     """
     async with checked_input(ctx) as source:
         return source.info
+
+
+def unpinned_source(ctx: JobContext) -> qemu_img.ToolImage:
+    """The checked input path as qemu-img is given it outside :func:`checked_input` (after
+    it): the path, or the json: filename of its ``parameters.migration`` byte range.
+
+    Raises:
+        InvalidSpec: see :func:`checked_input`.
+    """
+    byte_range = source_range(migration_parameters(ctx), ctx.input_path.stat().st_size)
+    return qemu_img.source_filename(ctx.input_path, byte_range)

@@ -9,11 +9,13 @@ from __future__ import annotations
 import json
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 from agent.disk.atomic import atomic_output
 from agent.disk.partitions import read_partition_table
 from agent.disk.qemu_img import ImageInfo
+from agent.errors import InvalidSpec
 from agent.ops.base import JobContext, OpResult, Output
 from agent.ops.image import checked_input
 from agent.paths import pinned_output
@@ -41,10 +43,11 @@ async def run_inspect(ctx: JobContext) -> OpResult:
     async with checked_input(ctx) as source:
         info = source.info
         document = inspection_document(ctx, info)
+        image = source.tool_path
+        if not isinstance(image, Path):  # a byte range; checked_input refuses it for inspect
+            raise InvalidSpec("parameters.migration: inspect reads whole files only")
         ctx.progress.report("partitions", 50, message="reading the partition table")
-        table = await read_partition_table(
-            source.tool_path, info.format, info.virtual_size, ctx.scratch_dir
-        )
+        table = await read_partition_table(image, info.format, info.virtual_size, ctx.scratch_dir)
     # sfdisk saw the pinned /proc path; name the image the job gave.
     document["partition_table"] = table.table and {**table.table, "device": str(ctx.input_path)}
     if table.table is None:

@@ -23,7 +23,7 @@ from agent.disk.journal import AttachmentJournal
 from agent.errors import CapabilityMissing, InvalidSpec, OperationNotImplemented, ToolFailed
 from agent.ops.base import JobContext, OpResult, Output
 from agent.ops.convert import _check_target, check_compression, output_path
-from agent.ops.image import inspect_input
+from agent.ops.image import inspect_input, unpinned_source
 from agent.probes import run_probe
 from agent.repair.actions import RepairPlan, plan_repair
 from agent.repair.phases import PhaseClock
@@ -131,7 +131,7 @@ async def _convert(
 
     compression = ctx.spec.convert_parameters().effective_compression_type
     await qemu_img.convert(
-        ctx.input_path,
+        unpinned_source(ctx),  # the disk's byte range of image.path, for a migration
         info.format,
         tmp,
         fmt,
@@ -168,20 +168,27 @@ def _finish(
     clock.enter("finalize", "writing the report")
     phase_seconds = clock.finish()
     report = build_report(ctx.job_id, plan, described, outcome, phase_seconds)
-    target = ctx.output_dir / f"{ctx.job_id}_report.json"
-    ctx.policy.check_output_file(target, ctx.input_path)
-    size = write_report(report, target, ctx.job_id, ctx.state_dir)
+    outputs: list[Output] = []
+    where = "the job's result"
+    # A migration's job writes no file of its own into the output directory (nothing may
+    # appear there before the migration publishes): its report travels in the result and
+    # becomes part of <vm>.report.json.
+    if "migration" not in ctx.spec.parameters:
+        target = ctx.output_dir / f"{ctx.job_id}_report.json"
+        ctx.policy.check_output_file(target, ctx.input_path)
+        size = write_report(report, target, ctx.job_id, ctx.state_dir)
+        outputs.append(Output(kind="report", path=target, size_bytes=size, format="json"))
+        where = str(target)
     if outcome.failed:
         names = ", ".join(f"{o.action} ({o.reason})" for o in outcome.failed)
-        raise ToolFailed(f"repair actions failed: {names}; see {target}", phase="finalize")
+        raise ToolFailed(f"repair actions failed: {names}; see {where}", phase="finalize")
     metrics = {
         "duration_seconds": round(time.monotonic() - started, 3),
         "phase_seconds": phase_seconds,
         "files_changed": len(outcome.changes.changes) if outcome.changes else 0,
         "actions": {o.action: o.status for o in outcome.outcomes},
     }
-    report_output = Output(kind="report", path=target, size_bytes=size, format="json")
-    return OpResult(outputs=[report_output], metrics=metrics, details=report)
+    return OpResult(outputs=outputs, metrics=metrics, details=report)
 
 
 async def run_repair(ctx: JobContext) -> OpResult:

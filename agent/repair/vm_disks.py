@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent.disk.attach import DiskImage
-from agent.disk.image_safety import check_qcow2, sniff_format
+from agent.disk.image_safety import ImageBytes, check_qcow2, sniff_format
 from agent.errors import PathNotAllowed, UnsafeImage
 from agent.paths import PathPolicy, PinnedFile, pinned_existing_output
 from protocol.migration_jobs import AttachedOutput
@@ -71,7 +71,7 @@ def _check_header(pinned: PinnedFile, disk: OtherDisk) -> None:
     if disk.format == "qcow2":
         if found != "qcow2":
             raise UnsafeImage(f"{disk.field}: {disk.path} is not a qcow2 image")
-        check_qcow2(pinned.fd, pinned.path)
+        check_qcow2(ImageBytes(pinned.fd, pinned.st.st_size), pinned.path)
     elif found is not None:
         raise UnsafeImage(f"{disk.field}: {disk.path} is said to be raw but is a {found} image")
 
