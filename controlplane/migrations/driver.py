@@ -22,6 +22,7 @@ from datetime import datetime
 from controlplane.dispatch.handles import JobControl
 from controlplane.job_cancel import cancel_job
 from controlplane.migrations import plan, report
+from controlplane.migrations.jobs import jobs_of
 from controlplane.migrations.plan import DiskStep
 from controlplane.migrations.records import (
     MigrationRecord,
@@ -34,7 +35,7 @@ from controlplane.migrations.status import first_failure, job_error
 from controlplane.models import JobRecord
 from controlplane.store import JobStore
 from protocol.conversion import utcnow
-from protocol.errors import NotFound, Unavailable
+from protocol.errors import Unavailable
 from protocol.spec import JobSpec
 from protocol.states import JobState
 
@@ -114,16 +115,6 @@ class MigrationDriver:
             except Exception:
                 log.exception("advancing migration failed migration_id=%s", record.migration_id)
 
-    async def _jobs_of(self, record: MigrationRecord) -> dict[str, JobRecord]:
-        mid = record.migration_id
-        ids = [s.job_id for s in plan.disk_steps(record.spec)]
-        ids += [plan.publish_job_id(mid), plan.cleanup_job_id(mid)]
-        jobs = {}
-        for job_id in ids:
-            with contextlib.suppress(NotFound):
-                jobs[job_id] = await self._store.get_job(job_id)
-        return jobs
-
     async def _save(self, record: MigrationRecord) -> MigrationRecord:
         saved = await self._store.save_migration(record)
         log.info(
@@ -146,7 +137,7 @@ class MigrationDriver:
             if started is None:
                 return
             record = started
-        jobs = await self._jobs_of(record)
+        jobs = await jobs_of(self._store, record)
         steps = plan.disk_steps(record.spec)
         if record.stage is not Stage.CLEANUP:
             failure = first_failure(steps, jobs)

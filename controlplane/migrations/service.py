@@ -6,8 +6,8 @@ import logging
 from collections.abc import Callable, Mapping
 
 from controlplane.auth import Role, current_principal
-from controlplane.migrations import plan
 from controlplane.migrations.intake import checked_spec
+from controlplane.migrations.jobs import jobs_of
 from controlplane.migrations.records import (
     MigrationRecord,
     MigrationState,
@@ -19,7 +19,7 @@ from controlplane.migrations.status import job_views, progress
 from controlplane.models import JobRecord
 from controlplane.store import JobStore
 from protocol.conversion import utcnow
-from protocol.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
+from protocol.errors import FailedPrecondition, InvalidArgument, PermissionDenied
 from protocol.gen.h2k.v1 import migration_pb2, migration_pb2_grpc
 from runtime.status import Context, unary_rpc
 
@@ -27,20 +27,6 @@ log = logging.getLogger(__name__)
 
 MAX_WAVE = 500
 MAX_PAGE = 1000
-
-
-async def jobs_of(store: JobStore, record: MigrationRecord) -> dict[str, JobRecord]:
-    """The jobs the migration made so far, by id."""
-    mid = record.migration_id
-    ids = [s.job_id for s in plan.disk_steps(record.spec)]
-    ids += [plan.publish_job_id(mid), plan.cleanup_job_id(mid)]
-    jobs = {}
-    for job_id in ids:
-        try:
-            jobs[job_id] = await store.get_job(job_id)
-        except NotFound:
-            continue
-    return jobs
 
 
 def to_proto(record: MigrationRecord, jobs: Mapping[str, JobRecord]) -> migration_pb2.Migration:
