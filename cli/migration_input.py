@@ -94,8 +94,22 @@ def read_input(
     """The MigrationSpec of one input file (its kind from its content and name).
 
     Raises:
-        MigrationProblem: the input is not readable or not valid; every problem named.
+        MigrationProblem: the input is not readable or not valid; every problem named, each
+            prefixed with ``file`` (a wave reads several).
     """
+    try:
+        return _read_input(file, migration_id, output_directory, networks)
+    except MigrationProblem as problem:
+        named = [p if p.startswith(f"{file}: ") else f"{file}: {p}" for p in problem.problems]
+        raise MigrationProblem(named) from None
+
+
+def _read_input(
+    file: str,
+    migration_id: str | None,
+    output_directory: str,
+    networks: dict[str, migration_pb2.NetworkTarget],
+) -> migration_pb2.MigrationSpec:
     path = Path(file)
     try:
         if path.suffix.lower() == ".ova":

@@ -11,7 +11,8 @@ bytes look compressed) are listed with ``problem`` set; :func:`read_ova` raises
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
 from migration.model import MigrationProblem, VmDescription, VmDisk
@@ -209,7 +210,8 @@ def read_ova(read: Read, *, ova_path: str) -> VmDescription:
 
     Raises:
         UnpackRequired: a disk's member is sparse, compressed or a link.
-        MigrationProblem: no or several .ovf descriptors, or anything :func:`read_ovf` refuses.
+        MigrationProblem: no or several .ovf descriptors, or anything :func:`read_ovf` refuses
+            (each of those problems prefixed with the descriptor's member name).
     """
     members = ova_members(read)
     descriptors = [m for m in members.values() if m.name.lower().endswith(".ovf")]
@@ -221,7 +223,8 @@ def read_ova(read: Read, *, ova_path: str) -> VmDescription:
     if descriptor.size > MAX_DESCRIPTOR or descriptor.problem:
         raise MigrationProblem([f"OVA: {descriptor.name}: {descriptor.problem or 'too big'}"])
     text = _read_exactly(read, descriptor.offset, descriptor.size, descriptor.name)
-    hrefs = ovf_references(text).values()
+    with _named(descriptor.name):
+        hrefs = ovf_references(text).values()
     refused = [href for href in hrefs if href in members and members[href].problem]
     if refused:
         raise UnpackRequired(
@@ -233,7 +236,8 @@ def read_ova(read: Read, *, ova_path: str) -> VmDescription:
         for m in members.values()
         if not m.problem
     }
-    vm = read_ovf(text, files=files)
+    with _named(descriptor.name):
+        vm = read_ovf(text, files=files)
     notes = list(vm.notes)
     if next(iter(members)) != descriptor.name:
         notes.append(
@@ -249,6 +253,15 @@ def read_ova(read: Read, *, ova_path: str) -> VmDescription:
         replace(d, checksum=d.checksum or digests.get(_member_of(d, members), "")) for d in vm.disks
     )
     return replace(vm, disks=disks, notes=tuple(notes), ignored=tuple(ignored))
+
+
+@contextmanager
+def _named(member: str) -> Iterator[None]:
+    """Prefix the problems raised inside with the OVA member they are about."""
+    try:
+        yield
+    except MigrationProblem as problem:
+        raise MigrationProblem([f"{member}: {p}" for p in problem.problems]) from None
 
 
 def _member_of(disk: VmDisk, members: dict[str, Member]) -> str:

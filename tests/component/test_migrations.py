@@ -12,48 +12,9 @@ from google.protobuf import json_format
 from protocol.gen.h2k.v1 import migration_pb2, migration_pb2_grpc, services_pb2
 from protocol.migration_jobs import staged_name
 from tests.component.conftest import capabilities
+from tests.support.builders import migration_spec
 
 S = migration_pb2
-
-
-def migration_spec(
-    migration_id: str = "web-01-m1", repair: bool = True, **fields
-) -> S.MigrationSpec:
-    spec = S.MigrationSpec(
-        migration_id=migration_id,
-        vm=S.VmDefinition(
-            name="web-01",
-            cpus=2,
-            memory_mib=4096,
-            firmware="bios",
-            provider="vsphere",
-            datacenter="DC1",
-            disks=[
-                S.VmDisk(
-                    id="disk-0",
-                    path="/in/web-01-1.vmdk",
-                    source_format="vmdk",
-                    capacity_bytes=2 << 30,
-                    role="boot",
-                ),
-                S.VmDisk(
-                    id="disk-2",
-                    path="/in/web-01-2.vmdk",
-                    source_format="vmdk",
-                    capacity_bytes=1 << 30,
-                    role="data",
-                ),
-            ],
-            nics=[S.VmNic(id="nic-0", mac="00:50:56:ab:cd:ef", network="VM Network")],
-        ),
-        pipeline=S.MigrationPipeline(
-            repair=repair, fstab_mode="stabilize-all", update_grub=True, validate=True
-        ),
-        output_directory="/data/output",
-        **fields,
-    )
-    spec.network_map["VM Network"].libvirt_network = "default"
-    return spec
 
 
 async def register(cp, address: str, slots: int) -> None:

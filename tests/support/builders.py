@@ -12,6 +12,7 @@ from typing import Any
 
 from controlplane.models import JobRecord
 from controlplane.placement import AgentView
+from protocol.gen.h2k.v1 import migration_pb2
 from protocol.spec import JobSpec, parse_spec
 from protocol.states import JobState
 
@@ -77,6 +78,48 @@ def agent(
         disk_free_bytes=int(disk_gb * GIB),
         **flags,
     )
+
+
+def migration_spec(
+    migration_id: str = "web-01-m1", repair: bool = True, **fields: Any
+) -> migration_pb2.MigrationSpec:
+    """A two-disk BIOS VM (boot disk-0, data disk-2, one NIC on 'VM Network' mapped to the
+    libvirt network ``default``), repaired unless ``repair`` is false."""
+    spec = migration_pb2.MigrationSpec(
+        migration_id=migration_id,
+        vm=migration_pb2.VmDefinition(
+            name="web-01",
+            cpus=2,
+            memory_mib=4096,
+            firmware="bios",
+            provider="vsphere",
+            datacenter="DC1",
+            disks=[
+                migration_pb2.VmDisk(
+                    id="disk-0",
+                    path="/in/web-01-1.vmdk",
+                    source_format="vmdk",
+                    capacity_bytes=2 << 30,
+                    role="boot",
+                ),
+                migration_pb2.VmDisk(
+                    id="disk-2",
+                    path="/in/web-01-2.vmdk",
+                    source_format="vmdk",
+                    capacity_bytes=1 << 30,
+                    role="data",
+                ),
+            ],
+            nics=[migration_pb2.VmNic(id="nic-0", mac="00:50:56:ab:cd:ef", network="VM Network")],
+        ),
+        pipeline=migration_pb2.MigrationPipeline(
+            repair=repair, fstab_mode="stabilize-all", update_grub=True, validate=True
+        ),
+        output_directory="/data/output",
+        **fields,
+    )
+    spec.network_map["VM Network"].libvirt_network = "default"
+    return spec
 
 
 class Builders:

@@ -46,7 +46,7 @@ def test_a_missing_disk_file_is_named_and_nothing_is_built(tmp_path):
     (tmp_path / "disk1.vmdk").unlink()
     with pytest.raises(MigrationProblem) as err:
         read_input(str(path), migration_id=None, output_directory="/out", networks={})
-    assert any(p.startswith("disks[1].local_path") for p in err.value.problems)
+    assert any(p.startswith(f"{path}: disks[1].local_path") for p in err.value.problems)
 
 
 def test_network_options_are_checked():

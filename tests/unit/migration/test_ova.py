@@ -144,7 +144,7 @@ def test_missing_disk_member_names_file_id_and_href(tmp_path: Path) -> None:
     with pytest.raises(MigrationProblem) as caught:
         read_ova(reader(ova), ova_path=str(ova))
     assert caught.value.problems == [
-        f"References/File[ovf:id=file1]: ovf:href '{DISK}' is not among the files given"
+        f"ubuntu.ovf: References/File[ovf:id=file1]: ovf:href '{DISK}' is not among the files given"
     ]
 
 
