@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from agent.disk import qemu_img
+from agent.disk.checksum import verify_sha256
 from agent.disk.image_safety import safe_input
 from agent.ops.base import JobContext
 from agent.ops.disk_job import migration_parameters, source_range
@@ -42,6 +43,7 @@ async def checked_input(ctx: JobContext) -> AsyncIterator[CheckedInput]:
             does not lie inside the file.
         PathNotAllowed: the input was swapped after the path check, or is not a regular file.
         UnsafeImage: unknown format, backing file, external data file, unsafe extent.
+        InvalidImage: the bytes do not match ``image.checksum``.
         ToolFailed: qemu-img could not read the image.
     """
     migration = migration_parameters(ctx)
@@ -49,6 +51,11 @@ async def checked_input(ctx: JobContext) -> AsyncIterator[CheckedInput]:
     fmt = requested.qemu_driver if requested is not None else None
     with pinned_input(ctx.policy, ctx.input_path) as pinned:
         byte_range = source_range(migration, pinned.st.st_size)
+        checksum = ctx.spec.image.checksum
+        if checksum is not None:
+            offset = byte_range.offset if byte_range else 0
+            size = byte_range.size if byte_range else pinned.st.st_size
+            await verify_sha256(pinned.fd, offset, size, checksum, ctx.input_path)
         with safe_input(ctx.policy, pinned, fmt, ctx.scratch_dir, byte_range) as source:
             info = await qemu_img.info(source.tool_path, source.format, shown=ctx.input_path)
             qemu_img.check_safe(info, ctx.input_path, ctx.policy, source.range_node)

@@ -117,6 +117,9 @@ def disk_job(
     operation = "offline_fix" if step.role == "repair" else "convert"
     document = _base(spec, step.job_id, operation)
     document["image"] = {"path": disk.path, "format": disk.source_format}
+    if disk.checksum:
+        # The exporter's digest (a manifest's checksum, an OVA's .mf line) of the disk's bytes.
+        document["image"]["checksum"] = disk.checksum
     migration: dict[str, Any] = {
         "migration_id": spec.migration_id,
         "disk_id": disk.id,
