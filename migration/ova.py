@@ -206,7 +206,8 @@ def read_ova(read: Read, *, ova_path: str) -> VmDescription:
     """Describe the VM in the OVA at ``ova_path`` (read through ``read``).
 
     Each disk's ``path`` is ``ova_path`` with ``offset``/``size`` of its member; a SHA256 line
-    of the OVA's .mf manifest becomes the disk's ``checksum`` (the agent hashes the member and refuses a mismatch).
+    of the OVA's .mf manifest becomes the disk's ``checksum`` (the agent hashes the member
+    and refuses a mismatch).
 
     Raises:
         UnpackRequired: a disk's member is sparse, compressed or a link.
