@@ -63,7 +63,7 @@ from agent.disk.writeback import WRITEBACK_INTERVAL, start_writeback
 from bench.common import machine_line, print_table
 from bench.convert import build_source, fresh_disk_state
 from devsupport.cluster import Cluster, running_cluster
-from devsupport.images import build_image
+from devsupport.images import VARIANTS, build_image, write_random_raw
 from devsupport.specs import job_spec
 from migration.ova import ova_members
 from protocol.gen.h2k.v1 import migration_pb2
@@ -121,12 +121,24 @@ def agent_convert(src: ToolImage, dst: Path) -> Path:
 # ---- 1. a two-disk VM ---------------------------------------------------------------------
 
 
-def build_vm_disks(directory: Path, sizes_mib: list[int], variant: str) -> list[Path]:
-    """The VM's disks, boot disk first (data and holes, see devsupport.images)."""
-    return [
-        build_image(directory, variant, size * MiB, stem=f"{VM_NAME}-disk{i}").path
-        for i, size in enumerate(sizes_mib)
-    ]
+def build_vm_disks(directory: Path, sizes_mib: list[int], variant: str, fill: str) -> list[Path]:
+    """The VM's disks, boot disk first: every byte random (``fill`` "random"), or random
+    extents between holes ("holes", devsupport.images.build_image)."""
+    if fill == "holes":
+        return [
+            build_image(directory, variant, size * MiB, stem=f"{VM_NAME}-disk{i}").path
+            for i, size in enumerate(sizes_mib)
+        ]
+    driver, options, _ = VARIANTS[variant]
+    directory.mkdir(parents=True, exist_ok=True)
+    disks = []
+    for i, size in enumerate(sizes_mib):
+        raw, disk = directory / f".disk{i}.raw", directory / f"{VM_NAME}-disk{i}.vmdk"
+        write_random_raw(raw, size)
+        qemu("convert", "-f", "raw", "-O", driver, "-o", options or "", str(raw), str(disk))
+        raw.unlink()
+        disks.append(disk)
+    return disks
 
 
 def write_manifest(path: Path, disks: list[Path], outdir: Path, validate: bool) -> Path:
@@ -154,8 +166,11 @@ def write_manifest(path: Path, disks: list[Path], outdir: Path, validate: bool) 
     return path
 
 
-def by_hand_vm(disks: list[Path], outdir: Path, validate: bool) -> list[Path]:
-    """h2k's schedule without h2k: a lane per disk in parallel, then the checks in order."""
+def by_hand_vm(
+    disks: list[Path], outdir: Path, validate: bool, parallel: bool = True
+) -> list[Path]:
+    """h2k's schedule without h2k: a lane per disk in parallel (or, for reference, one lane
+    after the other), then the checks in order."""
 
     def lane(disk: Path) -> Path:
         output = agent_convert(disk, outdir / f"{disk.stem}.qcow2")
@@ -163,7 +178,7 @@ def by_hand_vm(disks: list[Path], outdir: Path, validate: bool) -> list[Path]:
             qemu("compare", "-p", "-f", "vmdk", "-F", "qcow2", str(disk), str(output))
         return output
 
-    with ThreadPoolExecutor(len(disks)) as pool:
+    with ThreadPoolExecutor(len(disks) if parallel else 1) as pool:
         outputs = list(pool.map(lane, disks))
     if validate:
         for output in outputs:
@@ -223,6 +238,8 @@ def measure_vm(cluster: Cluster, disks: list[Path], args: argparse.Namespace) ->
     for validate in (False, True):
         label = f"validate {'on' if validate else 'off'}"
         ways[f"by hand, {label}"] = functools.partial(by_hand_vm, disks, validate=validate)
+        serial = functools.partial(by_hand_vm, disks, validate=validate, parallel=False)
+        ways[f"by hand one disk after the other, {label}"] = serial
         h2k[validate] = H2kMigration(cluster, disks, validate)
         ways[f"h2k migrate, {label}"] = h2k[validate]
     times: Times = defaultdict(list)
@@ -266,12 +283,13 @@ def report_vm(
     medians = {name: statistics.median(v) for name, v in times.items()}
     rows = []
     for name, median in medians.items():
-        baseline = medians[name.replace("h2k migrate", "by hand")]
+        baseline = medians["by hand, " + name.rsplit(", ", 1)[1]]
         rows.append([name, median, spread(times[name]), f"{median / baseline:.2f}x"])
     sizes = " + ".join(f"{int(s)} MiB" for s in args.disk_mib.split(","))
     loads_text = ", ".join(f"{load:.1f}" for load in loads)
     print_table(
-        f"two-disk VM ({sizes} VMDK {args.variant}) -> qcow2, repair off, {args.rounds} rounds; "
+        f"two-disk VM ({sizes} VMDK {args.variant}, {args.fill} data) -> qcow2, repair off, "
+        f"{args.rounds} rounds; "
         f"1-min load at each round's start: {loads_text}; {machine_line()}",
         ["way", "median s", "range s", "time vs by hand"],
         rows,
@@ -439,6 +457,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small disks, 1 round")
     parser.add_argument("--disk-mib", default="1024,512", help="disk sizes, boot disk first")
     parser.add_argument("--variant", default="vmdk-monolithicSparse")
+    parser.add_argument(
+        "--fill", choices=["random", "holes"], default="random", help="the VM disks' content"
+    )
     parser.add_argument("--ova-gib", type=float, default=2.0, help="the OVA disk's virtual size")
     parser.add_argument("--ova-data-fraction", type=float, default=0.6)
     parser.add_argument("--rounds", type=int, default=3)
@@ -452,7 +473,7 @@ def main(argv: list[str] | None = None) -> int:
         with running_cluster(work) as cluster:
             if args.only in (None, "vm"):
                 sizes = [int(s) for s in args.disk_mib.split(",")]
-                disks = build_vm_disks(cluster.input_dir / VM_NAME, sizes, args.variant)
+                disks = build_vm_disks(cluster.input_dir / VM_NAME, sizes, args.variant, args.fill)
                 measure_vm(cluster, disks, args)
             if args.only in (None, "ova"):
                 measure_ova(cluster, args)
