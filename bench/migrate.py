@@ -3,9 +3,10 @@
 Two measurements, each h2k way next to its baseline in the same run, every way once per round
 in the same order; medians and ranges over the rounds:
 
-1. A two-disk VM (a boot disk and a data disk: VMDKs built by devsupport.images from a raw
-   file with random data and holes) migrated with the guest repair off (HyperSDK's
-   pipeline.fix.enabled false: no root, no guest needed), validate off and on:
+1. A two-disk VM (a boot disk and a data disk: VMDKs of random data, devsupport.images'
+   write_random_raw; --fill holes: its data-and-holes images) migrated with the guest
+   repair off (HyperSDK's pipeline.fix.enabled false: no root, no guest needed), validate off
+   and on:
      h2k        `h2kctl migrate manifest.json --watch`, launch to exit: the control plane
                 creates the first data disk's job, the other disks' jobs once it is placed
                 (with repair off the boot disk is a plain convert, so every disk runs in
@@ -32,7 +33,8 @@ Before each way its predecessor's outputs are deleted and `sync` has run; source
 page cache for every way. Every output is checked equal to its source (qemu-img compare,
 outside the timers) in the first round.
 
-    python -m bench.migrate [--quick] [--disk-mib 1024,512] [--ova-gib 1.5] [--rounds 3]
+    python -m bench.migrate [--quick] [--disk-mib 1024,512] [--fill random|holes] [--ova-gib 2]
+                            [--rounds 3] [--only vm|ova]
 """
 
 from __future__ import annotations
