@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from bench import convert, fanout, memory, schedule, submit
+from bench import convert, fanout, memory, migrate, schedule, submit
 from bench.common import wait_quiet
 
 # The full runs the numbers in BENCHMARKS.md come from, and a short pass of each script.
@@ -16,6 +16,7 @@ FULL: dict[str, tuple[Callable[[list[str]], int], list[str]]] = {
     "schedule": (schedule.main, []),
     "fanout": (fanout.main, []),
     "memory": (memory.main, []),
+    "migrate": (migrate.main, ["--rounds", "3"]),
 }
 QUICK: dict[str, list[str]] = {
     "convert": ["--size-gib", "0.25", "--rounds", "1", "--subformats", "monolithicSparse"],
@@ -23,6 +24,7 @@ QUICK: dict[str, list[str]] = {
     "schedule": ["--jobs", "500", "--agents", "20", "--latency-jobs", "50"],
     "fanout": ["--watchers", "1,10", "--seconds", "1", "--lead-in", "1"],
     "memory": ["--jobs", "2000", "--image-gib", "0.25"],
+    "migrate": ["--quick"],
 }
 
 

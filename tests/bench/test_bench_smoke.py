@@ -9,7 +9,7 @@ import shutil
 
 import pytest
 
-from bench import convert, fanout, memory, schedule, submit
+from bench import convert, fanout, memory, migrate, schedule, submit
 
 
 def table_rows(out: str) -> list[str]:
@@ -82,3 +82,23 @@ def test_convert_prints_every_way(capsys):
     assert "every way's output equals the source (qemu-img compare)" in out
     assert "bar: h2k <= 1.10 x best by hand" in out
     assert "h2k zstd phases (medians, s): CLI start + submit" in out
+
+
+@pytest.mark.skipif(shutil.which("qemu-img") is None, reason="needs qemu-img")
+def test_migrate_prints_vm_and_ova_tables_and_h2k_completes(capsys):
+    migrate.main(["--disk-mib", "16,8", "--ova-gib", "0.03", "--rounds", "1"])
+    out = capsys.readouterr().out
+    names = [r.split("|")[1].strip() for r in table_rows(out)]
+    assert {
+        "by hand, validate off",
+        "h2k migrate, validate off",
+        "by hand, validate on",
+        "h2k migrate, validate on",
+        "in place: qemu-img convert json: raw offset/size",
+        "unpack: tar -xf, then qemu-img convert",
+        "h2k convert job of the member (h2kctl submit)",
+    } <= set(names)
+    assert "h2k migration bench-vm-v0-1: COMPLETED" in out
+    assert "h2k migration bench-vm-v1-1: COMPLETED" in out
+    assert "every output equals its source (qemu-img compare)" in out
+    assert "h2k timeline, validate on (medians, s from launch)" in out
