@@ -29,7 +29,7 @@ from protocol.gen.h2k.v1 import job_pb2, migration_pb2
 
 migrations_app = typer.Typer(help="List migrations, show one, cancel one.", no_args_is_help=True)
 MigrationIdArgument = Annotated[str, typer.Argument(help="Migration id.")]
-POLL_SECONDS = 1.0
+POLL_SECONDS = 0.25
 
 
 def state_name(value: int) -> str:

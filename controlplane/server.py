@@ -108,6 +108,7 @@ class ControlPlane:
         self.migrations = MigrationDriver(
             self._store, self.dispatcher, self.dispatcher.leads_scheduling, config.tick_seconds
         )
+        self.dispatcher.on_job_moved(self.migrations.wake)
         self._add_services()
 
     @property

@@ -64,7 +64,7 @@ class Dispatcher:
         self._recorder = recorder = ProgressRecorder(
             store,
             hub,
-            on_terminal=lambda _job_id: self.wake(),
+            on_terminal=lambda _job_id: self._job_moved(),
             retry=RetryPolicy(backoff_base=policy.retry_backoff),
             on_retry=lambda _job_id: self.wake(),
         )
@@ -85,10 +85,21 @@ class Dispatcher:
         self._reconciler = AgentReconciler(ctx, follower)
         self._takeover = StreamTakeover(ctx, follower)
         self._wakeup = asyncio.Event()
+        self._listeners: list[Callable[[], None]] = []
         self._loop_task: asyncio.Task[None] | None = None
         self._store_down = False
 
     # --- what the servicers may ask (controlplane.dispatch.handles) ----------------------
+
+    def on_job_moved(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` when a job ends or passes are placing jobs (the migration driver
+        advances a migration then, instead of on its next tick)."""
+        self._listeners.append(listener)
+
+    def _job_moved(self) -> None:
+        self.wake()
+        for listener in self._listeners:
+            listener()
 
     def wake(self) -> None:
         """Ask for a scheduling pass soon (after a submit, registration or completion)."""
@@ -139,7 +150,11 @@ class Dispatcher:
 
     async def assign_queued_jobs(self) -> SchedulePlan:
         """One scheduling pass (:mod:`.assignment`)."""
-        return await self._assigner.assign_queued_jobs()
+        plan = await self._assigner.assign_queued_jobs()
+        if plan.assignments:
+            for listener in self._listeners:
+                listener()
+        return plan
 
     async def supervise(self) -> list[Verdict]:
         """Act on lost agents, deadlines, drains and pending cancels (:mod:`.supervision`)."""
