@@ -31,7 +31,7 @@ REPLACED_DIR = "replaced"
 DIGEST_CHARS = 12
 # Job ids are "<migration id>.disk.<disk id>" (at most 128 characters, a disk id at most 64):
 # keep the VM part of a migration id short enough for any disk id.
-MAX_VM_PART = 48
+MAX_VM_PART = 45
 _ID_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _CLAIM_SUFFIX = re.compile(rf"\.[0-9a-f]{{{DIGEST_CHARS}}}$")
 _VM_NAME_IN_TEXT = re.compile(rb'"vm_name"\s*:\s*"([^"\\]{1,200})"')
