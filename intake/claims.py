@@ -277,6 +277,7 @@ class ClaimProcessor:
             with contextlib.suppress(FileExistsError):
                 os.link(boot, output / f"{result}.qcow2")
         archived = archive(claim.path, claim.queue.queue, PROCESSED_DIR, self.now())
+        self._record(claim, "completed", archived, mid)
         log.info(
             "migration completed migration_id=%s vm=%s output=%s archived=%s",
             mid,
@@ -287,6 +288,24 @@ class ClaimProcessor:
 
     # --- helpers -----------------------------------------------------------------------------
 
+    def _record(self, claim: Claim, outcome: str, archived: Path, migration_id: str = "") -> None:
+        """One JSON line per answer in ``<state-dir>/answers.jsonl`` (for operators; the
+        queue's directories stay the truth)."""
+        line = {
+            "time": self.now().isoformat(timespec="seconds"),
+            "queue": str(claim.queue.queue),
+            "manifest": claim.basename,
+            "migration_id": migration_id,
+            "outcome": outcome,
+            "archived": str(archived),
+        }
+        try:
+            self.config.state_dir.mkdir(parents=True, exist_ok=True)
+            with (self.config.state_dir / "answers.jsonl").open("a", encoding="utf-8") as f:
+                f.write(json.dumps(line) + "\n")
+        except OSError as error:
+            log.warning("state dir not writable dir=%s error=%r", self.config.state_dir, str(error))
+
     def _answer_failure(self, claim: Claim, error_name: str, text: str, *, event: str) -> None:
         """Write ``<output>/<error_name>`` and archive the claim in failed/."""
         error_path = claim.queue.output / error_name
@@ -295,6 +314,7 @@ class ClaimProcessor:
         except OSError as error:
             log.error("cannot write the error file file=%s error=%r", error_path, str(error))
         archived = archive(claim.path, claim.queue.queue, FAILED_DIR, self.now(), error=text)
+        self._record(claim, event, archived)
         log.warning(
             "%s claim=%s error_file=%s archived=%s reason=%s",
             event,
