@@ -14,6 +14,8 @@ import yaml
 
 from agent.main import build_parser as agent_parser
 from controlplane.main import parse_args as controlplane_args
+from intake.main import build_parser as intake_parser
+from intake.main import config_from_args as intake_config
 from tests.deploy.conftest import DEPLOY, find
 from tests.deploy.kustomize import Object, render
 
@@ -116,7 +118,11 @@ def test_the_control_plane_runs_unprivileged(rendered: list[Object], overlay: st
         assert db["valueFrom"]["secretKeyRef"] == {"name": "h2k-postgres", "key": "url"}
         assert not any(a.startswith("--db") for a in container["args"])
         assert not any("persistentVolumeClaim" in v for v in pod["volumes"])
-        assert not [o for o in rendered if o["kind"] == "PersistentVolumeClaim"]
+        assert not [
+            o
+            for o in rendered
+            if o["kind"] == "PersistentVolumeClaim" and o["metadata"]["name"].startswith("h2k-c")
+        ]  # the intake's queue and output volumes are not the control plane's
     else:
         # SQLite on one volume: one replica, never two pods at once.
         assert deployment["spec"]["replicas"] == 1
@@ -232,3 +238,29 @@ def test_the_renderer_agrees_with_kubectl_kustomize(overlay: str, rendered: list
 def test_base_renders_too() -> None:
     objects = render(DEPLOY / "base")
     assert find(objects, "Namespace", "h2k")
+
+
+def test_the_intake_serves_its_volumes_unprivileged_as_a_submitter(rendered: list[Object]) -> None:
+    deployment = find(rendered, "Deployment", "h2k-intake")
+    pod = _pod(deployment)
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["automountServiceAccountToken"] is False
+    container = _container(deployment, "intake")
+    assert container["command"] == ["h2k-intake"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    config = find(rendered, "ConfigMap", "h2k-config")["data"]
+    args = [_expand(a, config) for a in container["args"]]
+    plain = [a for a in args if not a.startswith("--tls-")]  # the files are not here
+    parsed = intake_parser().parse_args([*plain, "--insecure"])
+    intake = intake_config(parsed)
+    (pair,) = intake.queues
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    for directory in (pair.queue, pair.output):
+        claim = volumes[mounts[str(directory)]]["persistentVolumeClaim"]["claimName"]
+        pvc = find(rendered, "PersistentVolumeClaim", claim)
+        assert pvc["spec"]["accessModes"] == ["ReadWriteMany"]  # shared with HyperSDK, agents
+    assert str(intake.state_dir) in mounts
+    roles = yaml.safe_load(config["roles.yaml"])
+    assert roles["identities"]["h2k-intake"] == ["submitter"]

@@ -11,6 +11,8 @@ import pytest
 
 from agent.main import build_parser as agent_parser
 from controlplane.main import parse_args as controlplane_args
+from intake.main import build_parser as intake_parser
+from intake.main import config_from_args as intake_config
 from tests.deploy.conftest import DEPLOY
 
 UNITS = DEPLOY / "systemd"
@@ -36,7 +38,10 @@ def _argv(unit: configparser.ConfigParser, env: dict[str, str]) -> list[str]:
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze")
-@pytest.mark.parametrize("name", ["h2k-controlplane.service", "h2k-agent.service"])
+@pytest.mark.parametrize(
+    "name",
+    ["h2k-controlplane.service", "h2k-agent.service", "hyper2kvm.service", "hyper2kvm@.service"],
+)
 def test_systemd_accepts_the_unit(name: str) -> None:
     result = subprocess.run(
         ["systemd-analyze", "verify", str(UNITS / name)], capture_output=True, text=True, timeout=60
@@ -79,3 +84,41 @@ def test_the_agent_unit_loads_nbd_and_waits_for_migrations() -> None:
     assert int(service["TimeoutStopSec"].removesuffix("s")) > args.shutdown_grace_seconds
     assert args.advertise_address and args.metrics_listen and args.health_listen
     assert "options nbd max_part=16" in (UNITS / "h2k-nbd.conf").read_text()
+
+
+@pytest.mark.parametrize("name", ["hyper2kvm.service", "hyper2kvm@.service"])
+def test_the_intake_units_are_what_hypersdk_looks_for_and_are_hardened(name: str) -> None:
+    unit = _unit(name)
+    service = unit["Service"]
+    assert service["Type"] == "notify" and service["User"] == "hyper2kvm"
+    for key, value in {
+        "ProtectSystem": "strict",
+        "ReadWritePaths": "/var/lib/hyper2kvm",
+        "NoNewPrivileges": "yes",
+        "PrivateTmp": "yes",
+        "ProtectHome": "yes",
+        "RestrictAddressFamilies": "AF_UNIX AF_INET AF_INET6",
+        "CapabilityBoundingSet": "",
+    }.items():
+        assert service[key] == value, key
+    # "$H2K_INTAKE_ARGS" (unbraced) splits into words, as systemd does.
+    command = service["ExecStart"].replace("$H2K_INTAKE_ARGS", "${H2K_INTAKE_ARGS}")
+    unit["Service"]["ExecStart"] = command.replace("%i", "blue")
+    argv = _argv(unit, _env("hyper2kvm.conf"))
+    assert argv[0] == "/opt/h2k/bin/h2k-intake"
+    config = intake_config(intake_parser().parse_args([*argv[1:], "--insecure"]))
+    assert config.control_plane == "controlplane.example.internal:50051"
+    assert config.default_network is not None
+    (pair,) = config.queues
+    if name == "hyper2kvm.service":
+        assert (str(pair.queue), str(pair.output)) == (
+            "/var/lib/hyper2kvm/queue",
+            "/var/lib/hyper2kvm/output",
+        )
+    else:
+        assert (str(pair.queue), str(pair.output)) == (
+            "/var/lib/hyper2kvm/blue-queue",
+            "/var/lib/hyper2kvm/blue-output",
+        )
+        files = service.get("EnvironmentFile", "")
+        assert "/etc/hyper2kvm/%i.conf" in (UNITS / name).read_text() and files
