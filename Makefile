@@ -37,7 +37,7 @@ proto-check: proto  ## fail when the committed generated code is stale
 lint: setup  ## ruff, mypy, buf lint + breaking on proto/, no import cycle
 	@$(VENV)/bin/ruff check .
 	@$(VENV)/bin/ruff format --check .
-	@$(VENV)/bin/mypy protocol runtime migration controlplane agent cli client devsupport
+	@$(VENV)/bin/mypy protocol runtime migration controlplane agent cli client devsupport intake
 	@bash scripts/check_proto.sh
 	@$(PY) scripts/check_import_cycles.py
 

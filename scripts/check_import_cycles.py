@@ -31,6 +31,7 @@ DEFAULT_FOLDERS = (
     "agent",
     "cli",
     "client",
+    "intake",
     "bench",
     "scripts",
 )

@@ -1,0 +1,1 @@
+"""HyperSDK intake: hyper2kvm direct mode (and the watch-directory daemon)."""
