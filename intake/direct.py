@@ -511,7 +511,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     # SIGTERM (HyperSDK's timeout, systemd) unwinds like Ctrl-C, so the embedded servers are
     # stopped and the temporary directory removed.
-    signal.signal(signal.SIGTERM, _raise_interrupted)
+    previous = signal.signal(signal.SIGTERM, _raise_interrupted)
     try:
         return run(args, os.environ)
     except DirectFailure as exc:
@@ -523,6 +523,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (Interrupted, KeyboardInterrupt):
         note("interrupted")
         return EXIT_INTERRUPTED
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":
