@@ -8,19 +8,16 @@ from typing import Any
 
 import pytest
 
-from intake.direct import (
+from intake.direct import build_spec, main, parse_args
+from intake.direct_parts import (
     EXIT_INVALID_INPUT,
     DirectFailure,
-    RemoteSettings,
-    build_spec,
-    embedded_layout,
-    main,
     migration_id_for,
     needs_root,
     output_lines,
-    parse_args,
     progress_line,
 )
+from intake.direct_remote import RemoteSettings, embedded_layout
 from protocol.gen.h2k.v1 import migration_pb2
 from protocol.migration_jobs import MIGRATION_ID_PATTERN
 
