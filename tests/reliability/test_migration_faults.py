@@ -214,18 +214,40 @@ def test_agent_killed_during_the_second_disk_retries_it_and_the_vm_arrives_whole
     _assert_published(faults, m, outdir)
 
 
+# The repair job's phases while the disks are attached (agent/repair/phases.py).
+ATTACHED_PHASES = ("attach", "detect", "fsck", "mount")
+
+
+def _in_phase(c: FaultCluster, job_id: str, phases: tuple[str, ...]) -> job_pb2.Job:
+    def there() -> job_pb2.Job | None:
+        job = c.job(job_id)
+        done = state(job) in ("COMPLETED", "FAILED", "CANCELLED")
+        return job if done or job.phase in phases else None
+
+    job = wait_for(there, timeout=120, interval=0.02, what=f"{job_id} in {phases}")
+    assert state(job) not in ("COMPLETED", "FAILED", "CANCELLED"), f"{job_id} ended too early"
+    return job
+
+
+@pytest.mark.parametrize("phase", ["convert", "attached"])
 def test_cancel_during_the_repair_ends_cancelled_and_leaves_nothing(
-    faults: FaultCluster, vm_images: dict[str, Path]
+    faults: FaultCluster, vm_images: dict[str, Path], phase: str
 ) -> None:
-    mid = "vm-cancelled"
+    mid = f"vm-cancelled-{phase}"
     outdir = _migrate(faults, vm_images, mid, ["boot", "var", "srv"])
-    _running(faults, f"{mid}.disk.disk-0", percent=5)
-    faults.h2kctl("migrations", "cancel", mid, check=True)
+    repair = f"{mid}.disk.disk-0"
+    if phase == "convert":  # the boot disk is being converted: h2kctl has time to start
+        _running(faults, repair, percent=5)
+        faults.h2kctl("migrations", "cancel", mid, check=True)
+    else:  # the data disks' outputs and the boot disk are attached: cancel at once
+        _in_phase(faults, repair, ATTACHED_PHASES)
+        faults.api.cancel_migration(mid, "cancelled while attached")
     m = _wait_migration(faults, mid, "CANCELLED", timeout=120)
     assert m.cancel_requested
     cleanup = faults.job(f"{mid}.cleanup")
     assert state(cleanup) == "COMPLETED", cleanup.result.error.message
-    assert state(faults.job(f"{mid}.disk.disk-0")) == "CANCELLED"
+    job = faults.job(repair)
+    assert state(job) == "CANCELLED", (job.phase, history(job))
     assert not _job_exists(faults, f"{mid}.publish")
     _assert_nothing_left(faults, m, outdir)
 
