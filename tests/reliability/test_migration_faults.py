@@ -49,7 +49,7 @@ def _disk(target: Path, tree: dict[str, Any], size_mib: int) -> Path:
 
 @pytest.fixture(scope="module")
 def vm_images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """boot (``/``, slow), var (small), srv (slow) and bad (a VMDK cut inside its header)."""
+    """boot (``/``, slow), var (small), srv (slow), and two VMDKs cut short (bad-*)."""
     directory = tmp_path_factory.mktemp("vm-disks")
     root = {
         "/etc/os-release": RELEASE,
@@ -68,9 +68,12 @@ def vm_images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             BALLAST_MIB + 48,
         ),
     }
-    bad = directory / "bad.vmdk"
-    bad.write_bytes(images["var"].read_bytes()[:40])  # a download cut short: half a header
-    images["bad"] = bad
+    # Downloads cut short: inside the header, and halfway through the grains.
+    images["bad-header"] = directory / "bad-header.vmdk"
+    images["bad-header"].write_bytes(images["var"].read_bytes()[:40])
+    images["bad-data"] = directory / "bad-data.vmdk"
+    whole = images["srv"].read_bytes()
+    images["bad-data"].write_bytes(whole[: len(whole) // 2])
     return images
 
 
@@ -276,11 +279,12 @@ def test_controlplane_killed_mid_migration_continues_it_once(
     _assert_published(faults, m, outdir)
 
 
+@pytest.mark.parametrize("cut", ["header", "data"])
 def test_a_data_disk_that_cannot_convert_fails_the_vm_naming_it(
-    faults: FaultCluster, vm_images: dict[str, Path]
+    faults: FaultCluster, vm_images: dict[str, Path], cut: str
 ) -> None:
-    mid = "vm-truncated"
-    outdir = _migrate(faults, vm_images, mid, ["boot", "srv", "bad"])
+    mid = f"vm-truncated-{cut}"
+    outdir = _migrate(faults, vm_images, mid, ["boot", "srv", f"bad-{cut}"])
     m = _wait_migration(faults, mid, "FAILED", timeout=120)
     assert "disk disk-3" in m.reason, m.reason
     assert state(faults.job(f"{mid}.disk.disk-3")) == "FAILED"
