@@ -313,7 +313,7 @@ CHECK_CORRUPT = 2
 CHECK_LEAKS = 3
 
 
-async def check(path: Path, fmt: str, *, timeout: float, shown: Path | None = None) -> None:
+async def check(path: ToolImage, fmt: str, *, timeout: float, shown: Path | None = None) -> None:
     """``qemu-img check -f <fmt>`` under the memory limit of :func:`info`.
 
     Args:
@@ -326,7 +326,7 @@ async def check(path: Path, fmt: str, *, timeout: float, shown: Path | None = No
         ToolFailed: qemu-img could not run or timed out.
     """
     argv = ["qemu-img", "check", "-f", fmt, "--output=json", str(path)]
-    shown = shown or path
+    name = shown or path
     try:
         await proc.run(argv, timeout=timeout, memory_limit_bytes=INFO_MEMORY_LIMIT)
     except proc.CommandFailed as exc:
@@ -334,10 +334,10 @@ async def check(path: Path, fmt: str, *, timeout: float, shown: Path | None = No
             exc.exit_code, "cannot be checked"
         )
         if exc.exit_code == 127:
-            raise ToolFailed(f"qemu-img check {shown}: {exc}") from exc
-        raise InvalidImage(f"{shown} {problem} ({fmt}): {exc}") from exc
+            raise ToolFailed(f"qemu-img check {name}: {exc}") from exc
+        raise InvalidImage(f"{name} {problem} ({fmt}): {exc}") from exc
     except proc.CommandError as exc:
-        raise ToolFailed(f"qemu-img check {shown}: {exc}") from exc
+        raise ToolFailed(f"qemu-img check {name}: {exc}") from exc
 
 
 class ContentMismatch(ToolFailed):

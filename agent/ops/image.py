@@ -34,6 +34,12 @@ class CheckedInput:
     byte_range: qemu_img.ByteRange | None = None
 
 
+# A sparse VMDK cut short (a download that stopped) converts without an error: qemu reads
+# the grains past the end of the file as zeros. Its check reads only the grain tables and
+# fails on such a file ("cluster offset ... points after EOF").
+CHECKED_SOURCE_FORMATS = frozenset({"vmdk"})
+
+
 @contextlib.asynccontextmanager
 async def checked_input(ctx: JobContext) -> AsyncIterator[CheckedInput]:
     """Pin and check the input, read its metadata; the pin lasts as long as the context.
@@ -43,7 +49,8 @@ async def checked_input(ctx: JobContext) -> AsyncIterator[CheckedInput]:
             does not lie inside the file.
         PathNotAllowed: the input was swapped after the path check, or is not a regular file.
         UnsafeImage: unknown format, backing file, external data file, unsafe extent.
-        InvalidImage: the bytes do not match ``image.checksum``.
+        InvalidImage: the bytes do not match ``image.checksum``, or a VMDK whose check fails
+            (cut short, say).
         ToolFailed: qemu-img could not read the image.
     """
     migration = migration_parameters(ctx)
@@ -59,6 +66,13 @@ async def checked_input(ctx: JobContext) -> AsyncIterator[CheckedInput]:
         with safe_input(ctx.policy, pinned, fmt, ctx.scratch_dir, byte_range) as source:
             info = await qemu_img.info(source.tool_path, source.format, shown=ctx.input_path)
             qemu_img.check_safe(info, ctx.input_path, ctx.policy, source.range_node)
+            if info.format in CHECKED_SOURCE_FORMATS:
+                await qemu_img.check(
+                    source.tool_path,
+                    info.format,
+                    timeout=qemu_img.INFO_TIMEOUT,
+                    shown=ctx.input_path,
+                )
             yield CheckedInput(info, source.tool_path, byte_range)
 
 

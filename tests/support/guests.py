@@ -31,7 +31,7 @@ class Link:
     target: str
 
 
-Tree = dict[str, "str | Link"]
+Tree = dict[str, "str | bytes | Link"]  # bytes: binary content (ballast, say)
 
 
 @dataclass(frozen=True)
@@ -62,6 +62,8 @@ def _write_tree(directory: Path, tree: Tree) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         if isinstance(content, Link):
             os.symlink(content.target, path)
+        elif isinstance(content, bytes):
+            path.write_bytes(content)
         elif rel.endswith("/"):
             path.mkdir(parents=True, exist_ok=True)
         else:
