@@ -145,6 +145,12 @@ def migrate(
     max_in_flight: Annotated[
         int, typer.Option("--max-in-flight", min=0, help="Per source; 0: no limit.")
     ] = 0,
+    source_key: Annotated[
+        str,
+        typer.Option(
+            "--source-key", help="Group for --max-in-flight (default: provider/datacenter)."
+        ),
+    ] = "",
     keep_partial: Annotated[
         bool, typer.Option("--keep-partial", help="A failed migration keeps its staged outputs.")
     ] = False,
@@ -168,6 +174,8 @@ def migrate(
         raise typer.Exit(EXIT_INVALID_INPUT) from None
     for spec in specs:
         spec.max_in_flight_per_source = max_in_flight
+        if source_key:
+            spec.source_key = source_key
         spec.keep_partial_outputs = keep_partial
     settings = settings_of(ctx)
     with reporting_errors(settings), settings.connect() as client:

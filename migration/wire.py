@@ -9,6 +9,7 @@ from migration.manifest import ParsedManifest
 from migration.model import (
     DiskRole,
     Firmware,
+    MigrationProblem,
     NetworkMap,
     NetworkTarget,
     VmDescription,
@@ -122,6 +123,54 @@ def pipeline_from_manifest(parsed: ParsedManifest) -> migration_pb2.MigrationPip
     )
 
 
+def manifest_notes(parsed: ParsedManifest) -> list[str]:
+    """What each manifest setting h2k does not act on as such means here (for the report)."""
+    options = parsed.options
+    notes = []
+    pipeline = options.pipeline
+    if pipeline is not None:
+        if pipeline.inspect.enabled and pipeline.inspect.collect_guest_info:
+            notes.append(
+                "pipeline.inspect.collect_guest_info: the guest found by the repair is in the "
+                "boot disk's job report"
+            )
+        if pipeline.fix.enabled and pipeline.fix.backup:
+            notes.append(
+                "pipeline.fix.backup: nothing to back up, the source disks are never written "
+                "(the repair works on the output)"
+            )
+        if pipeline.fix.enabled and pipeline.fix.print_fstab:
+            notes.append("pipeline.fix.print_fstab: the fstab diff is in the report")
+        if pipeline.convert.compress_level is not None:
+            notes.append(
+                f"pipeline.convert.compress_level {pipeline.convert.compress_level}: not used "
+                "(qemu-img has no compression level for qcow2; zlib's default is used)"
+            )
+    if options.verbose:
+        notes.append("options.verbose: h2k's logs and events are always complete")
+    if options.report.enabled and options.report.path != "report.json":
+        notes.append(f"options.report.path {options.report.path}: the report is <vm>.report.json")
+    return notes
+
+
+def check_output_filename(parsed: ParsedManifest, fmt: str) -> None:
+    """``output.filename`` other than ``<vm>.<format>`` is refused: HyperSDK waits for
+    ``<vm_name>.qcow2`` whatever the manifest says, so another name would never be found.
+
+    Raises:
+        MigrationProblem: naming the field and the name h2k writes.
+    """
+    filename = parsed.options.output.filename
+    expected = f"{parsed.vm.name}.{fmt}"
+    if filename and filename != expected:
+        raise MigrationProblem(
+            [
+                f"output.filename: {filename!r} is not supported: h2k names the boot disk "
+                f"{expected!r} (the name HyperSDK waits for); leave output.filename out"
+            ]
+        )
+
+
 def spec_from_manifest(
     parsed: ParsedManifest,
     document: str,
@@ -134,6 +183,7 @@ def spec_from_manifest(
     """The MigrationSpec of a parsed Artifact Manifest v1 (``output_directory`` overrides
     the manifest's ``output.directory``)."""
     options = parsed.options
+    check_output_filename(parsed, options.output.format)
     spec = migration_pb2.MigrationSpec(
         migration_id=migration_id,
         vm=vm_to_proto(parsed.vm, options.disk_bytes),
@@ -146,6 +196,7 @@ def spec_from_manifest(
     )
     for name, target in (network_map or {}).items():
         spec.network_map[name].CopyFrom(target)
+    spec.vm.notes.extend(manifest_notes(parsed))
     spec.labels.update(dict(options.metadata.tags))
     if requested_by:
         spec.audit.requested_by = requested_by

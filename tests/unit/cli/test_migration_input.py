@@ -73,3 +73,20 @@ def test_an_ovf_names_a_file_that_is_not_beside_it(tmp_path):
     with pytest.raises(MigrationProblem) as err:
         read_input(str(ovf), migration_id=None, output_directory="/out", networks={})
     assert any("not" in p for p in err.value.problems)
+
+
+def test_settings_h2k_does_not_act_on_are_explained_and_a_foreign_filename_is_refused(tmp_path):
+    path = manifest_with_disks(tmp_path)
+    document = json.loads(path.read_text())
+    document["pipeline"]["convert"]["compress_level"] = 6
+    path.write_text(json.dumps(document))
+    networks = dict([parse_network("VM Network=network:default")])
+    spec = read_input(str(path), migration_id=None, output_directory="", networks=networks)
+    notes = "\n".join(spec.vm.notes)
+    assert "pipeline.fix.backup: nothing to back up" in notes
+    assert "pipeline.convert.compress_level 6: not used" in notes
+    document["output"]["filename"] = "other.qcow2"
+    path.write_text(json.dumps(document))
+    with pytest.raises(MigrationProblem) as err:
+        read_input(str(path), migration_id=None, output_directory="", networks=networks)
+    assert "output.filename: 'other.qcow2' is not supported" in "\n".join(err.value.problems)
