@@ -8,28 +8,26 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 from pathlib import Path
 
 from migration.manifest import read_manifest
 from migration.model import MigrationProblem, VmDescription
+from migration.naming import migration_id_part
 from migration.ova import read_ova
 from migration.ovf import FileInfo, ovf_references, read_ovf
 from migration.wire import spec_from_manifest, vm_to_proto
 from protocol.gen.h2k.v1 import migration_pb2
 
-_ID_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 MAX_DOCUMENT = 256 * 1024
 
 
 def migration_id_for(vm_name: str, document: bytes) -> str:
     """A default migration id: the VM's name (a re-run of the same input is the same
     migration), made safe, with a short content hash when the name had to be changed."""
-    safe = _ID_UNSAFE.sub("-", vm_name).strip("-.")[:80]
-    if safe and safe == vm_name:
+    safe = migration_id_part(vm_name)
+    if safe == vm_name:
         return safe
-    digest = hashlib.sha256(document).hexdigest()[:8]
-    return f"{safe or 'vm'}-{digest}"
+    return f"{safe}-{hashlib.sha256(document).hexdigest()[:8]}"
 
 
 def parse_network(option: str) -> tuple[str, migration_pb2.NetworkTarget]:

@@ -22,17 +22,13 @@ from datetime import datetime
 from pathlib import Path
 
 from migration.model import MigrationProblem
-from migration.naming import check_vm_name
+from migration.naming import check_vm_name, migration_id_part
 
 CLAIMED_DIR = ".claimed"
 PROCESSED_DIR = "processed"
 FAILED_DIR = "failed"
 REPLACED_DIR = "replaced"
 DIGEST_CHARS = 12
-# Job ids are "<migration id>.disk.<disk id>" (at most 128 characters, a disk id at most 64):
-# keep the VM part of a migration id short enough for any disk id.
-MAX_VM_PART = 45
-_ID_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _CLAIM_SUFFIX = re.compile(rf"\.[0-9a-f]{{{DIGEST_CHARS}}}$")
 _VM_NAME_IN_TEXT = re.compile(rb'"vm_name"\s*:\s*"([^"\\]{1,200})"')
 
@@ -58,9 +54,7 @@ def migration_id_for(vm_name: str, content: bytes) -> str:
     Characters other than letters, digits, ``.``, ``_`` and ``-`` become ``-``; the id starts
     with a letter or digit; a name with nothing usable left becomes ``vm``.
     """
-    safe = _ID_UNSAFE.sub("-", vm_name)
-    safe = safe.lstrip("._-")[:MAX_VM_PART].rstrip("._-") or "vm"
-    return f"{safe}-{content_digest(content)}"
+    return f"{migration_id_part(vm_name)}-{content_digest(content)}"
 
 
 def is_safe_file_stem(name: str) -> bool:

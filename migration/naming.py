@@ -17,6 +17,11 @@ from dataclasses import dataclass
 
 from migration.model import DiskOutput, MigrationProblem, VmDescription
 
+# A migration id is at most this long when derived from a VM name, so that its jobs' ids
+# (``<id>.disk.<disk id of up to 64>``) fit the v1 job_id limit of 128 characters.
+MAX_ID_NAME_PART = 45
+_ID_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
 # The longest file name written for a VM is "<vm>-<disk id>.qcow2"; file systems cap a name at
 # 255 bytes, so the VM name and a disk id each get at most 100 (UTF-8 bytes).
 MAX_NAME_BYTES = 100
@@ -169,3 +174,11 @@ def kubevirt_volume_names(outputs: Sequence[DiskOutput]) -> list[str]:
     if problems:
         raise MigrationProblem(problems)
     return names
+
+
+def migration_id_part(vm_name: str) -> str:
+    """The VM's name made fit to start a migration id: characters other than letters, digits,
+    ``.``, ``_`` and ``-`` become ``-``, it starts and ends with a letter or digit, it is cut
+    to :data:`MAX_ID_NAME_PART`; a name with nothing usable left becomes ``vm``."""
+    safe = _ID_UNSAFE.sub("-", vm_name)
+    return safe.lstrip("._-")[:MAX_ID_NAME_PART].rstrip("._-") or "vm"

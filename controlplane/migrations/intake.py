@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 
+from controlplane.migrations import plan
 from migration.kubevirt import virtual_machine_yaml
 from migration.libvirt import domain_xml
 from migration.model import MigrationProblem, VmDescription
@@ -27,6 +28,7 @@ MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
 MAX_DISKS = 26
 MAX_INPUT_DOCUMENT = 256 * 1024
 MAX_IN_FLIGHT = 1000
+MAX_JOB_ID = 128  # the v1 job_id limit (protocol.spec.JOB_ID_PATTERN)
 
 
 def _disk_problems(spec: migration_pb2.MigrationSpec) -> list[str]:
@@ -39,6 +41,12 @@ def _disk_problems(spec: migration_pb2.MigrationSpec) -> list[str]:
     seen: dict[str, int] = {}
     for i, disk in enumerate(disks):
         where = f"vm.disks[{i}]"
+        job_id = plan.disk_job_id(spec.migration_id, disk.id)
+        if len(job_id) > MAX_JOB_ID:
+            problems.append(
+                f"{where}.id: the job id {job_id[:40]}... would be {len(job_id)} characters "
+                f"(at most {MAX_JOB_ID}): use a shorter migration_id or disk id"
+            )
         if not DISK_ID.match(disk.id):
             problems.append(f"{where}.id: must be 1-64 letters, digits, '_' or '-'")
         elif disk.id in seen:

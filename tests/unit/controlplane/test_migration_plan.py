@@ -100,3 +100,12 @@ def test_the_report_says_what_each_option_did():
     effects = option_effects(new_record(checked_spec(spec(), "a")))
     assert "fstab_uuid, grub_root_uuid" in effects["pipeline.repair"]
     assert effects["pipeline.fstab_mode"].startswith("fstab and crypttab")
+
+
+def test_a_migration_whose_job_ids_would_be_too_long_is_refused_before_anything_is_stored():
+    long = spec()
+    long.migration_id = "m" * 90
+    long.vm.disks[1].id = "d" * 60
+    with pytest.raises(InvalidArgument) as err:
+        checked_spec(long, "a")
+    assert "vm.disks[1].id: the job id" in err.value.message and "at most 128" in err.value.message

@@ -134,3 +134,13 @@ def test_kubevirt_volume_names_refuses_collisions() -> None:
     outputs = plan_disk_outputs(vm, "qcow2", "/out")
     with pytest.raises(MigrationProblem, match="KubeVirt name 'web-01-data'"):
         kubevirt_volume_names(outputs)
+
+
+def test_a_migration_id_part_is_safe_and_short_enough_for_any_disk_id():
+    from migration.naming import MAX_ID_NAME_PART, migration_id_part
+
+    assert migration_id_part("web-01") == "web-01"
+    assert migration_id_part("../web 01 (copy)") == "web-01-copy"
+    assert migration_id_part("日本") == "vm"
+    assert len(migration_id_part("x" * 300)) == MAX_ID_NAME_PART
+    assert len(f"{migration_id_part('x' * 300)}-{'f' * 12}.disk.{'d' * 64}") <= 128
