@@ -13,7 +13,6 @@ import socket
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,6 @@ from tests.support import hypersdk
 
 NETWORK = "VM Network=network:default"
 FAST = ("--settle-seconds", "0.4", "--poll-seconds", "0.2", "--follow-seconds", "0.2")
-TODAY = datetime.now().strftime("%Y-%m-%d")
 IntakeFactory = Callable[..., Process]
 
 
@@ -124,6 +122,14 @@ def _names(directory: Path) -> list[str]:
     return sorted(p.name for p in directory.iterdir()) if directory.exists() else []
 
 
+def _dated(directory: Path) -> Path:
+    """The one dated folder (YYYY-MM-DD) the daemon archived into under ``directory``; read from
+    disk rather than computed, so a test that runs across midnight finds it."""
+    days = _names(directory)
+    assert len(days) <= 1, f"more than one dated folder under {directory}: {days}"
+    return directory / days[0] if days else directory / "no-dated-folder-yet"
+
+
 def _queue_pair(place: Path, name: str = "queue") -> tuple[Path, Path]:
     queue, output = place / name, place / f"{name}-output"
     queue.mkdir()
@@ -160,9 +166,8 @@ def test_a_two_disk_vm_arrives_and_hypersdk_sees_it_only_when_complete(
     assert any("h2k-intake writes qcow2" in note for note in report["input"]["notes"])
     assert report["migration_id"] == migration_id_for("web-01", content)
     claim = f"artifact-manifest.json.{content_digest(content)}"
-    processed = queue / "processed" / TODAY
-    wait_for(lambda: (processed / claim).exists(), what="archived in processed/")
-    assert (processed / claim).read_bytes() == content
+    wait_for(lambda: (_dated(queue / "processed") / claim).exists(), what="archived in processed/")
+    assert (_dated(queue / "processed") / claim).read_bytes() == content
     assert _names(queue / ".claimed") == [] and "artifact-manifest.json" not in _names(queue)
 
 
@@ -183,7 +188,7 @@ def test_a_failing_vm_gets_an_error_whose_first_line_says_why(
     assert first.startswith(f"migration {mid} failed: ") and "disk disk-1" in first, first
     assert f"more: h2kctl migrations get {mid}" in detail
     assert _names(output) == ["web-02.error"]  # nothing at web-02.qcow2, nothing staged
-    failed = queue / "failed" / TODAY
+    failed = _dated(queue / "failed")
     assert _names(failed) == [
         f"artifact-manifest.json.{content_digest(content)}",
         f"artifact-manifest.json.{content_digest(content)}.error",
@@ -202,7 +207,7 @@ def test_two_drops_with_the_same_file_name_are_both_migrated(
     for vm, source in (("vm-a", first), ("vm-b", second)):
         outcome = hypersdk.wait_for_result(output, vm, on_success=same_content(source, "raw"))
         assert outcome.succeeded
-    wait_for(lambda: len(_names(queue / "processed" / TODAY)) == 2, what="both archived")
+    wait_for(lambda: len(_names(_dated(queue / "processed"))) == 2, what="both archived")
 
 
 def test_a_killed_intake_resumes_its_claim_and_makes_one_migration_only(
@@ -259,7 +264,7 @@ def test_half_a_document_never_finished_goes_to_failed_after_the_grace(
     outcome = hypersdk.wait_for_result(output, "half-01", timeout=30)
     assert not outcome.succeeded
     assert outcome.error.startswith("manifest artifact-manifest.json was not a complete JSON")
-    failed = queue / "failed" / TODAY
+    failed = _dated(queue / "failed")
     name = f"artifact-manifest.json.{content_digest(half)}"
     assert _names(failed) == [name, f"{name}.error"]
     assert (failed / name).read_bytes() == half
@@ -282,7 +287,7 @@ def test_a_vm_name_that_climbs_out_is_refused_by_the_manifest_name(
     assert first.startswith("manifest evil-manifest.json refused: source.vm_name"), first
     assert _names(output) == ["evil-manifest.json.error"]
     assert not (place / "etc.error").exists() and not (output.parent / "etc.qcow2").exists()
-    wait_for(lambda: len(_names(queue / "failed" / TODAY)) == 2, what="archived in failed/")
+    wait_for(lambda: len(_names(_dated(queue / "failed"))) == 2, what="archived in failed/")
 
 
 def test_an_earlier_output_is_never_overwritten_unless_replace_is_asked(
@@ -310,7 +315,7 @@ def test_an_earlier_output_is_never_overwritten_unless_replace_is_asked(
     wait_for(lambda: not error.exists(), what="the stale error removed", timeout=30)
     outcome = hypersdk.wait_for_result(output, "app-01", on_success=same_content(new, "raw"))
     assert outcome.succeeded
-    replaced = output / "replaced" / TODAY
+    replaced = _dated(output / "replaced")
     assert "app-01.qcow2" in _names(replaced)
     same_content(old, "raw")(replaced / "app-01.qcow2")
 
