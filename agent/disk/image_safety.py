@@ -29,9 +29,22 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from agent.disk import layout
+from agent.disk.layout import ImageBytes, Where, vmdk
 from agent.disk.qemu_img import ByteRange, ToolImage, source_filename
-from agent.errors import UnsafeImage
+from agent.errors import InvalidImage, UnsafeImage
 from agent.paths import PathPolicy, PinnedFile, pinned_input
+
+__all__ = [
+    "ImageBytes",
+    "SafeInput",
+    "check_free_space",
+    "check_qcow2",
+    "safe_input",
+    "sniff_format",
+    "vmdk_descriptor",
+    "vmdk_extents",
+]
 
 SECTOR = 512
 QCOW2_MAGIC = b"QFI\xfb"
@@ -45,20 +58,12 @@ MAX_HEADER_EXTENSIONS = 64
 QEMU_SPARSE_DESCRIPTOR = (0x200, 20 * SECTOR)
 # Any line qemu could take for an extent: access mode first, the file name in double quotes.
 _EXTENT = re.compile(r'^\s*(RW|RDONLY|NOACCESS)\b[^"]*"([^"\r\n]*)"')
-
-
-@dataclass(frozen=True)
-class ImageBytes:
-    """The bytes of an image: ``size`` bytes of an open file from ``start`` (0: all of it)."""
-
-    fd: int
-    size: int
-    start: int = 0
-
-    def read(self, offset: int, length: int) -> bytes:
-        """Up to ``length`` bytes at ``offset`` of the image; nothing past its end."""
-        length = max(0, min(length, self.size - offset))
-        return os.pread(self.fd, length, self.start + offset) if length else b""
+# Its parts, as the format defines them: access, size in sectors, type, "file", [offset].
+_EXTENT_PARTS = re.compile(
+    r'^\s*(?:RW|RDONLY|NOACCESS)\s+(\d+)\s+(\w+)\s+"[^"\r\n]*"(?:\s+(\d+))?', re.IGNORECASE
+)
+_PARENT_CID = re.compile(r"^\s*parentCID\s*=\s*\"?([^\s\"]*)", re.IGNORECASE | re.MULTILINE)
+NO_PARENT_CID = "ffffffff"
 
 
 def sniff_format(fd: int, size: int, start: int = 0) -> str | None:
@@ -142,8 +147,21 @@ def vmdk_descriptor(image: ImageBytes, shown: Path) -> str:
     head = image.read(0, 64)
     if not head.startswith(VMDK_SPARSE_MAGIC):
         if image.size > MAX_DESCRIPTOR_BYTES:
-            raise UnsafeImage(f"image.path: {shown}: VMDK descriptor larger than 1 MiB; refused")
-        return image.read(0, image.size).decode("utf-8", errors="replace")
+            raise InvalidImage(
+                f"image.format: {shown} is not a VMDK: it has no sparse extent header (KDMV) "
+                f"and at {image.size} bytes it is too large to be a descriptor file (at most "
+                '1 MiB); if it is a raw disk or a flat extent, name format "raw" (or give '
+                "the descriptor that names it)",
+                phase="inspect",
+            )
+        text = image.read(0, image.size).decode("utf-8", errors="replace")
+        if not _EXTENT.search(text) and "disk descriptorfile" not in text.lower():
+            raise InvalidImage(
+                f"image.format: {shown} is not a VMDK: no sparse extent header (KDMV), and "
+                "as text it is no descriptor (no '# Disk DescriptorFile', no extent lines)",
+                phase="inspect",
+            )
+        return text
     if len(head) < 44:
         raise UnsafeImage(f"image.path: {shown} is not a VMDK image (truncated header)")
     offset, length = struct.unpack_from("<QQ", head, 28)
@@ -157,6 +175,9 @@ def vmdk_descriptor(image: ImageBytes, shown: Path) -> str:
 class Extent:
     line: int
     name: str
+    sectors: int | None = None  # None: a line whose parts the format does not define
+    kind: str = ""  # SPARSE, FLAT, VMFS, ZERO, ... (upper case)
+    offset: int = 0  # a flat extent's first sector in its file
 
 
 def vmdk_extents(descriptor: str, shown: Path) -> list[Extent]:
@@ -167,12 +188,29 @@ def vmdk_extents(descriptor: str, shown: Path) -> list[Extent]:
     """
     # qemu looks for the parent with a plain substring search, anywhere in the text.
     if "parentfilenamehint" in descriptor.lower():
-        raise UnsafeImage(f"image.path: {shown} is a delta VMDK with a parent; refused")
+        raise UnsafeImage(
+            f"image.path: {shown} is a delta VMDK (its descriptor has parentFileNameHint) "
+            "whose data lives in its parent; consolidate its snapshots and migrate that"
+        )
+    for cid in _PARENT_CID.finditer(descriptor):
+        if cid.group(1).lower() != NO_PARENT_CID:
+            raise UnsafeImage(
+                f"image.path: {shown} is a delta VMDK (its descriptor has parentCID="
+                f"{cid.group(1)}, not ffffffff) whose data lives in its parent; consolidate "
+                "its snapshots and migrate that"
+            )
     extents = []
     for number, line in enumerate(descriptor.splitlines()):
         match = _EXTENT.match(line)
         if match:
-            extents.append(Extent(number, match.group(2)))
+            parts = _EXTENT_PARTS.match(line)
+            if parts is None:
+                extents.append(Extent(number, match.group(2)))
+                continue
+            sectors, kind, offset = parts.groups()
+            extents.append(
+                Extent(number, match.group(2), int(sectors), kind.upper(), int(offset or 0))
+            )
     return extents
 
 
@@ -237,6 +275,7 @@ def safe_input(
             )
     if fmt == "qcow2":
         check_qcow2(image, shown)
+    layout.check_whole(fmt, image, Where(shown))
     whole = SafeInput(
         fmt,
         source_filename(pinned.tool_path, byte_range),
@@ -250,6 +289,7 @@ def safe_input(
     if image.read(0, 4) == VMDK_SPARSE_MAGIC:
         # qemu reads a sparse VMDK's data from the file itself and never opens the extent
         # lines of its embedded descriptor (VMware writes its own paths there).
+        vmdk.check_sparse(image, Where(shown))
         yield whole
         return
     if byte_range is not None:
@@ -261,15 +301,35 @@ def safe_input(
         )
     with contextlib.ExitStack() as stack:
         lines = descriptor.splitlines()
-        for extent in extents:
+        if not extents:
+            raise InvalidImage(
+                f"image.path: {shown}: the VMDK descriptor names no extent", phase="inspect"
+            )
+        for number, extent in enumerate(extents, start=1):
             path = _extent_path(shown.parent, extent, shown)
             extent_file = stack.enter_context(pinned_input(policy, path, "image.path extent"))
+            _check_extent(extent_file, extent, Where(shown, f"extent {number} ({extent.name})"))
             lines[extent.line] = lines[extent.line].replace(
                 f'"{extent.name}"', f'"{extent_file.tool_path}"', 1
             )
         copy = _write_private(scratch_dir, "\n".join(lines) + "\n")
         stack.callback(_unlink, copy)
         yield SafeInput(fmt, copy)
+
+
+def _check_extent(extent_file: PinnedFile, extent: Extent, where: Where) -> None:
+    # The extent's file must hold what the descriptor line says it does.
+    image = ImageBytes(extent_file.fd, extent_file.st.st_size)
+    if extent.kind in ("SPARSE", "VMFSSPARSE", "SESPARSE") or image.read(0, 4) == VMDK_SPARSE_MAGIC:
+        capacity = vmdk.check_sparse(image, where)
+        if extent.sectors is not None and capacity < extent.sectors:
+            raise InvalidImage(
+                f"image.path: {where.name()}: the descriptor gives it {extent.sectors} sectors "
+                f"but its header holds {capacity}",
+                phase="inspect",
+            )
+    elif extent.kind in ("FLAT", "VMFS") and extent.sectors is not None:
+        vmdk.check_flat(image, where, extent.offset, extent.sectors)
 
 
 def _write_private(directory: Path, text: str) -> Path:

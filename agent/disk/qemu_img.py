@@ -116,6 +116,44 @@ def _extent_name(image: ToolImage, name: str) -> str:
     return str(image.parent / name)
 
 
+# What qemu-img prints when the node, not the image, failed it: another node (or a later
+# attempt) may well succeed, so these stay retryable.
+_NODE_TROUBLE = re.compile(
+    r"No space left|Cannot allocate memory|Input/output error|Stale file handle|"
+    r"Transport endpoint|Resource temporarily unavailable|Too many open files|"
+    r"Connection (?:reset|refused|timed out)|Disk quota exceeded|Read-only file system",
+    re.IGNORECASE,
+)
+IMAGE_PROBLEM = "an image problem: not retried, fix or replace the source image"
+NODE_PROBLEM = "a node problem: retried (on another node if one is free) while retries are left"
+
+
+def classify_failure(what: str, exc: proc.CommandError) -> JobFailure:
+    """The failure of a qemu-img run that reads an image, classed by cause.
+
+    The image (qemu-img exited 1 with its own message: a damaged or unsupported header, a
+    truncated table, a missing parent) -> :class:`InvalidImage`, never retried; the node (the
+    tool was killed, crashed, could not start or timed out; out of memory, space or file
+    handles; an I/O error of the storage) -> :class:`ToolFailed`, retryable. The message says
+    which.
+
+    Args:
+        what: the command and image, as the message starts ("qemu-img info /in/disk.vmdk").
+        exc: what :func:`agent.proc.run` raised.
+    """
+    if not isinstance(exc, proc.CommandFailed):
+        return ToolFailed(f"{what}: {exc} ({NODE_PROBLEM})")
+    if exc.exit_code == 1 and not _NODE_TROUBLE.search(exc.stderr_tail):
+        return InvalidImage(f"{what}: {exc} ({IMAGE_PROBLEM})", phase="inspect")
+    if exc.exit_code < 0 or exc.exit_code > 128:
+        signal_number = -exc.exit_code if exc.exit_code < 0 else exc.exit_code - 128
+        return ToolFailed(
+            f"{what}: qemu-img was killed by signal {signal_number} (crashed or out of "
+            f"memory): {exc} ({NODE_PROBLEM})"
+        )
+    return ToolFailed(f"{what}: {exc} ({NODE_PROBLEM})")
+
+
 def parse_progress(line: str) -> float | None:
     """The percentage in one qemu-img ``-p`` line ("    (12.34/100%)"), or None."""
     match = _PROGRESS.search(line)
@@ -136,7 +174,8 @@ async def info(path: ToolImage, fmt: str | None, shown: Path | None = None) -> I
     Raises:
         UnsafeImage: the probed format is raw (the job must name raw explicitly) or is not
             one the agent supports.
-        ToolFailed: qemu-img could not read the image.
+        InvalidImage: qemu-img refused the image (see :func:`classify_failure`).
+        ToolFailed: qemu-img could not run, crashed or timed out (a node problem).
     """
     argv = ["qemu-img", "info", "--output=json"]
     if fmt is not None:
@@ -153,7 +192,7 @@ async def info(path: ToolImage, fmt: str | None, shown: Path | None = None) -> I
         )
         doc = json.loads(result.stdout)
     except proc.CommandError as exc:
-        raise ToolFailed(f"qemu-img info {shown_path}: {exc}") from exc
+        raise classify_failure(f"qemu-img info {shown_path}", exc) from exc
     except ValueError as exc:
         raise ToolFailed(f"qemu-img info {shown_path}: output is not JSON: {exc}") from exc
     image = ImageInfo.from_json(doc, path)
@@ -323,21 +362,19 @@ async def check(path: ToolImage, fmt: str, *, timeout: float, shown: Path | None
 
     Raises:
         InvalidImage: the image is corrupt, leaks clusters, or qemu-img cannot open it.
-        ToolFailed: qemu-img could not run or timed out.
+        ToolFailed: qemu-img could not run, crashed or timed out (a node problem).
     """
     argv = ["qemu-img", "check", "-f", fmt, "--output=json", str(path)]
     name = shown or path
     try:
         await proc.run(argv, timeout=timeout, memory_limit_bytes=INFO_MEMORY_LIMIT)
     except proc.CommandFailed as exc:
-        problem = {CHECK_CORRUPT: "is corrupt", CHECK_LEAKS: "leaks clusters"}.get(
-            exc.exit_code, "cannot be checked"
-        )
-        if exc.exit_code == 127:
-            raise ToolFailed(f"qemu-img check {name}: {exc}") from exc
-        raise InvalidImage(f"{name} {problem} ({fmt}): {exc}") from exc
+        problem = {CHECK_CORRUPT: "is corrupt", CHECK_LEAKS: "leaks clusters"}.get(exc.exit_code)
+        if problem is None:
+            raise classify_failure(f"qemu-img check {name}", exc) from exc
+        raise InvalidImage(f"{name} {problem} ({fmt}): {exc} ({IMAGE_PROBLEM})") from exc
     except proc.CommandError as exc:
-        raise ToolFailed(f"qemu-img check {name}: {exc}") from exc
+        raise classify_failure(f"qemu-img check {name}", exc) from exc
 
 
 class ContentMismatch(ToolFailed):

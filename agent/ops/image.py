@@ -7,6 +7,11 @@ does ``qemu-img info`` run, always with an explicit format.
 A migration's disk job may name a byte range of the file as the image
 (``parameters.migration.source_offset`` / ``source_size``: a disk inside an OVA, read in
 place); the header checks and qemu-img then see only that range.
+
+Before qemu-img opens anything, the source is proved whole (:mod:`agent.disk.layout`): every
+table of the format and every entry in them lies inside the file (or the range). A raw image
+has no tables: ``image.size_bytes`` (for a migration, the manifest's per-disk ``bytes``) is
+the only proof, and without it :attr:`CheckedInput.size_check` says the size was not verified.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from dataclasses import dataclass
 from agent.disk import qemu_img
 from agent.disk.checksum import verify_sha256
 from agent.disk.image_safety import safe_input
+from agent.errors import InvalidImage
 from agent.ops.base import JobContext
 from agent.ops.disk_job import migration_parameters, source_range
 from agent.paths import pinned_input
@@ -32,6 +38,10 @@ class CheckedInput:
     # json: filename of that range of the pinned file (qemu-img only).
     tool_path: qemu_img.ToolImage
     byte_range: qemu_img.ByteRange | None = None
+    # How the source was proved whole: "metadata" (its format's tables all lie inside the
+    # file), "size_bytes" (raw, the file's size is image.size_bytes) or "not verified" (raw,
+    # no size given: a cut raw file cannot be told from a whole one).
+    size_check: str = "metadata"
 
 
 # A sparse VMDK cut short (a download that stopped) converts without an error: qemu reads
@@ -51,17 +61,20 @@ async def checked_input(ctx: JobContext) -> AsyncIterator[CheckedInput]:
         UnsafeImage: unknown format, backing file, external data file, unsafe extent.
         InvalidImage: the bytes do not match ``image.checksum``, or a VMDK whose check fails
             (cut short, say).
-        ToolFailed: qemu-img could not read the image.
+        InvalidImage: also the source is cut short (a table or entry past its end), its
+            size is not ``image.size_bytes``, or qemu-img refused it (an image problem).
+        ToolFailed: qemu-img could not run, crashed or timed out (a node problem).
     """
     migration = migration_parameters(ctx)
     requested = ctx.spec.image.format
     fmt = requested.qemu_driver if requested is not None else None
     with pinned_input(ctx.policy, ctx.input_path) as pinned:
         byte_range = source_range(migration, pinned.st.st_size)
+        size = byte_range.size if byte_range else pinned.st.st_size
+        _check_size_bytes(ctx, size, byte_range)
         checksum = ctx.spec.image.checksum
         if checksum is not None:
             offset = byte_range.offset if byte_range else 0
-            size = byte_range.size if byte_range else pinned.st.st_size
             await verify_sha256(pinned.fd, offset, size, checksum, ctx.input_path)
         with safe_input(ctx.policy, pinned, fmt, ctx.scratch_dir, byte_range) as source:
             info = await qemu_img.info(source.tool_path, source.format, shown=ctx.input_path)
@@ -73,7 +86,39 @@ async def checked_input(ctx: JobContext) -> AsyncIterator[CheckedInput]:
                     timeout=qemu_img.INFO_TIMEOUT,
                     shown=ctx.input_path,
                 )
-            yield CheckedInput(info, source.tool_path, byte_range)
+            size_check = "metadata"
+            if info.format == "raw":
+                size_check = "not verified"
+                if ctx.spec.image.size_bytes is not None:
+                    size_check = "size_bytes"
+                else:
+                    ctx.progress.report(
+                        "inspect",
+                        0,
+                        force=True,
+                        message=(
+                            "the size of the raw image was not verified: a raw file has no "
+                            "metadata to prove it whole; give image.size_bytes to check it"
+                        ),
+                    )
+            yield CheckedInput(info, source.tool_path, byte_range, size_check)
+
+
+def _check_size_bytes(ctx: JobContext, size: int, byte_range: qemu_img.ByteRange | None) -> None:
+    expected = ctx.spec.image.size_bytes
+    if expected is None or expected == size:
+        return
+    place = (
+        f"the disk at parameters.migration.source_offset {byte_range.offset} of {ctx.input_path}"
+        if byte_range is not None
+        else str(ctx.input_path)
+    )
+    shortfall = "shorter: the file looks truncated" if size < expected else "longer"
+    raise InvalidImage(
+        f"image.size_bytes: {place} is {size} bytes, not the {expected} bytes the job "
+        f"gives; it is {shortfall} (copy the source again, or correct image.size_bytes)",
+        phase="inspect",
+    )
 
 
 async def inspect_input(ctx: JobContext) -> qemu_img.ImageInfo:
