@@ -62,7 +62,9 @@ _EXTENT = re.compile(r'^\s*(RW|RDONLY|NOACCESS)\b[^"]*"([^"\r\n]*)"')
 _EXTENT_PARTS = re.compile(
     r'^\s*(?:RW|RDONLY|NOACCESS)\s+(\d+)\s+(\w+)\s+"[^"\r\n]*"(?:\s+(\d+))?', re.IGNORECASE
 )
-_PARENT_CID = re.compile(r"^\s*parentCID\s*=\s*\"?([^\s\"]*)", re.IGNORECASE | re.MULTILINE)
+_PARENT_CID = re.compile(
+    r"^[ \t]*parentCID[ \t]*=[ \t]*\"?([^\s\"]*)", re.IGNORECASE | re.MULTILINE
+)
 NO_PARENT_CID = "ffffffff"
 
 

@@ -120,6 +120,10 @@ def disk_job(
     if disk.checksum:
         # The exporter's digest (a manifest's checksum, an OVA's .mf line) of the disk's bytes.
         document["image"]["checksum"] = disk.checksum
+    if disk.file_bytes:
+        # The exporter's size of the disk's file (a manifest's bytes): the agent checks it,
+        # the only proof a raw disk was copied whole.
+        document["image"]["size_bytes"] = disk.file_bytes
     migration: dict[str, Any] = {
         "migration_id": spec.migration_id,
         "disk_id": disk.id,

@@ -109,3 +109,12 @@ def test_a_migration_whose_job_ids_would_be_too_long_is_refused_before_anything_
     with pytest.raises(InvalidArgument) as err:
         checked_spec(long, "a")
     assert "vm.disks[1].id: the job id" in err.value.message and "at most 128" in err.value.message
+
+
+def test_a_manifests_disk_bytes_reach_the_disk_job_as_image_size_bytes():
+    sized = spec()
+    sized.vm.disks[0].file_bytes = 4096
+    checked = checked_spec(sized, "a")
+    jobs = {s.disk_id: plan.disk_job(checked, s, None) for s in plan.disk_steps(checked)}
+    assert jobs["disk-0"].image.size_bytes == 4096
+    assert jobs["disk-2"].image.size_bytes is None  # bytes unknown: nothing to check
