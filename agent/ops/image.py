@@ -105,14 +105,22 @@ async def checked_input(ctx: JobContext) -> AsyncIterator[CheckedInput]:
 
 
 def _check_size_bytes(ctx: JobContext, size: int, byte_range: qemu_img.ByteRange | None) -> None:
-    expected = ctx.spec.image.size_bytes
-    if expected is None or expected == size:
-        return
     place = (
         f"the disk at parameters.migration.source_offset {byte_range.offset} of {ctx.input_path}"
         if byte_range is not None
         else str(ctx.input_path)
     )
+    check_size_bytes(ctx.spec.image.size_bytes, size, place)
+
+
+def check_size_bytes(expected: int | None, size: int, place: str) -> None:
+    """Refuse an image of ``size`` bytes when the job says ``expected`` (None: unchecked).
+
+    Raises:
+        InvalidImage: the sizes differ, naming image.size_bytes.
+    """
+    if expected is None or expected == size:
+        return
     shortfall = "shorter: the file looks truncated" if size < expected else "longer"
     raise InvalidImage(
         f"image.size_bytes: {place} is {size} bytes, not the {expected} bytes the job "
