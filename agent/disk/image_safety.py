@@ -165,7 +165,11 @@ def vmdk_descriptor(image: ImageBytes, shown: Path) -> str:
             )
         return text
     if len(head) < 44:
-        raise UnsafeImage(f"image.path: {shown} is not a VMDK image (truncated header)")
+        raise InvalidImage(
+            f"image.path: {shown}: the VMDK sparse extent header is cut short ({len(head)} "
+            "bytes) — the file looks truncated; copy the whole file again",
+            phase="inspect",
+        )
     offset, length = struct.unpack_from("<QQ", head, 28)
     parts = [image.read(*QEMU_SPARSE_DESCRIPTOR)]
     if offset:
@@ -191,15 +195,16 @@ def vmdk_extents(descriptor: str, shown: Path) -> list[Extent]:
     # qemu looks for the parent with a plain substring search, anywhere in the text.
     if "parentfilenamehint" in descriptor.lower():
         raise UnsafeImage(
-            f"image.path: {shown} is a delta VMDK (its descriptor has parentFileNameHint) "
-            "whose data lives in its parent; consolidate its snapshots and migrate that"
+            f"image.path: {shown} is a delta VMDK with a parent (its descriptor has "
+            "parentFileNameHint) whose data lives in its parent; consolidate its snapshots "
+            "and migrate that"
         )
     for cid in _PARENT_CID.finditer(descriptor):
         if cid.group(1).lower() != NO_PARENT_CID:
             raise UnsafeImage(
-                f"image.path: {shown} is a delta VMDK (its descriptor has parentCID="
-                f"{cid.group(1)}, not ffffffff) whose data lives in its parent; consolidate "
-                "its snapshots and migrate that"
+                f"image.path: {shown} is a delta VMDK with a parent (its descriptor has "
+                f"parentCID={cid.group(1)}, not ffffffff) whose data lives in its parent; "
+                "consolidate its snapshots and migrate that"
             )
     extents = []
     for number, line in enumerate(descriptor.splitlines()):
