@@ -61,6 +61,8 @@ class GuestNotFound(JobFailure):
 
 
 class InvalidImage(JobFailure):
-    """An image the agent is about to publish is corrupt or leaks clusters."""
+    """A problem of the image itself, never retried: a source cut short or corrupt, one
+    qemu-img refuses, a size or checksum that does not match, or an output that fails its
+    check."""
 
     code = ErrorCode.INVALID_IMAGE

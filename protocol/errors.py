@@ -31,8 +31,8 @@ class ErrorCode(StrEnum):
     AGENT_SHUTDOWN = "AGENT_SHUTDOWN"
     CAPABILITY_MISSING = "CAPABILITY_MISSING"
     GUEST_NOT_FOUND = "GUEST_NOT_FOUND"
-    # A written image fails its consistency check (qemu-img check: corruption or leaks);
-    # retrying cannot fix it, so it is not retryable.
+    # The image itself is bad: a source cut short, corrupt or refused by qemu-img, a size or
+    # checksum mismatch, a written image failing its check. Retrying cannot fix it.
     INVALID_IMAGE = "INVALID_IMAGE"
 
 

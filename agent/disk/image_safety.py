@@ -208,6 +208,8 @@ def vmdk_extents(descriptor: str, shown: Path) -> list[Extent]:
             )
     extents = []
     for number, line in enumerate(descriptor.splitlines()):
+        if not line or line.isspace():
+            continue  # most of a sparse file's descriptor window is NUL padding
         match = _EXTENT.match(line)
         if match:
             parts = _EXTENT_PARTS.match(line)

@@ -70,27 +70,29 @@ def check_sparse(image: ImageBytes, where: Where) -> int:
     if flags & FLAG_REDUNDANT_GT and header[8]:
         directories.append(("redundant grain directory", header[8]))
     compressed = bool(flags & FLAG_COMPRESSED)
+    grain_bytes = GRAIN_MARKER.size if compressed else grain * SECTOR
     last_grain = 0
     for name, offset in directories:
         directory = read_exactly(image, where, f"the {name}", offset * SECTOR, tables * 4)
+        redundant = name != "grain directory"
         for table_index, (table_sector,) in enumerate(struct.iter_unpack("<I", directory)):
             if not table_sector:
                 continue
-            label = (
-                f"grain table {table_index}"
-                if name == "grain directory"
-                else (f"redundant grain table {table_index}")
-            )
+            label = f"{'redundant ' if redundant else ''}grain table {table_index}"
             table = read_exactly(image, where, label, table_sector * SECTOR, per_table * 4)
-            for entry_index, (sector,) in enumerate(struct.iter_unpack("<I", table)):
-                if sector == 0 or (sector == 1 and flags & FLAG_ZEROED_GTE):
-                    continue
-                what = f"{label} entry {entry_index}"
-                if compressed:
-                    require_inside(image, where, what, sector * SECTOR, GRAIN_MARKER.size)
-                    last_grain = max(last_grain, sector)
-                else:
-                    require_inside(image, where, what, sector * SECTOR, grain * SECTOR)
+            if redundant:
+                continue  # its entries repeat the grain table's; qemu reads those
+            sectors = struct.unpack(f"<{per_table}I", table)
+            highest = max(sectors)
+            last_grain = max(last_grain, highest)
+            if highest * SECTOR + grain_bytes > image.size:
+                entry = next(
+                    i for i, s in enumerate(sectors) if s * SECTOR + grain_bytes > image.size
+                )
+                what = f"{label} entry {entry}"
+                require_inside(image, where, what, sectors[entry] * SECTOR, grain_bytes)
+    if not compressed:
+        last_grain = 0
     if last_grain:
         # Grains never overlap, so only the last one can be cut: its marker says how long.
         _lba, size = GRAIN_MARKER.unpack(image.read(last_grain * SECTOR, GRAIN_MARKER.size))
