@@ -7,9 +7,13 @@ late. So the agent reads the header itself first:
 - the format: named by the job, or sniffed from magic bytes here (qemu-img never probes, and a
   file that sniffs as nothing known is refused: raw is never guessed);
 - qcow2: refused with a backing file or an external data file;
-- VMDK: refused with a parent (``parentFileNameHint``) or an extent outside the image's
-  directory; the extents inside it are pinned (see :mod:`agent.paths`) and qemu-img reads a
-  copy of the descriptor whose extent names are the pinned ``/proc/<pid>/fd/<n>`` paths.
+- VMDK: refused with a parent (``parentFileNameHint``, a ``parentCID`` other than
+  ffffffff) or an extent outside the image's directory; the extents inside it are pinned
+  (see :mod:`agent.paths`) and qemu-img reads a copy of the descriptor whose extent names are
+  the pinned ``/proc/<pid>/fd/<n>`` paths;
+- every format: the image is whole (:mod:`agent.disk.layout` walks its metadata: each table
+  and each entry must lie inside the file, or inside its extent file for a VMDK), and it is
+  no differencing disk (VHD disk type 4, VHDX HasParent, VDI differencing).
 
 The image can be a byte range of the file (a disk inside an OVA): every header is then read
 relative to the range, which is treated as the whole file. Such a VMDK must be a single sparse

@@ -62,8 +62,18 @@ def invalid(where: Where, problem: str) -> InvalidImage:
     return InvalidImage(f"image.path: {where.name()}: {problem}", phase="inspect")
 
 
-def require_inside(image: ImageBytes, where: Where, what: str, offset: int, length: int) -> None:
+def require_inside(
+    image: ImageBytes,
+    where: Where,
+    what: str,
+    offset: int,
+    length: int,
+    end_name: str = "the file ends",
+) -> None:
     """Refuse ``what`` (``length`` bytes at ``offset``) unless it lies inside the file.
+
+    Args:
+        end_name: what ``image.size`` is, as the message says it ("the file ends").
 
     Raises:
         InvalidImage: naming ``what``, where it ends and where the file ends.
@@ -77,7 +87,7 @@ def require_inside(image: ImageBytes, where: Where, what: str, offset: int, leng
         place = f"at offset {human(offset)} runs to {human(end)}"
     raise invalid(
         where,
-        f"{what} {place}; the file ends at {human(image.size)} — the file looks truncated "
+        f"{what} {place}; {end_name} at {human(image.size)} — the file looks truncated "
         "(an interrupted copy or export?); copy the whole file again",
     )
 

@@ -87,10 +87,11 @@ def _check_bat(image: ImageBytes, where: Where, header_offset: int, footer: int 
     bat = read_exactly(image, where, "the VHD block allocation table", table_offset, entries * 4)
     # Blocks end before the footer at the end of the file.
     data_end = ImageBytes(image.fd, image.size - footer, image.start)
+    ends = "the footer at the end of the file starts" if footer else "the file ends"
     for index, (sector,) in enumerate(struct.iter_unpack(">I", bat)):
         if sector != UNALLOCATED:
             what = f"BAT entry {index}"
-            require_inside(data_end, where, what, sector * SECTOR, bitmap + block_size)
+            require_inside(data_end, where, what, sector * SECTOR, bitmap + block_size, ends)
 
 
 def _refuse_differencing(image: ImageBytes, where: Where, footer: bytes) -> None:

@@ -14,11 +14,12 @@ import pytest
 
 from agent import proc
 from agent.disk import qemu_img
-from agent.disk.image_safety import vmdk_descriptor, vmdk_extents
+from agent.disk.image_safety import safe_input, vmdk_descriptor, vmdk_extents
 from agent.disk.layout import ImageBytes, Where, check_whole, vmdk
 from agent.disk.layout import common as layout_common
 from agent.disk.layout.vhdx import crc32c
 from agent.errors import InvalidImage, ToolFailed, UnsafeImage
+from agent.paths import PathPolicy, pinned_input
 from tests.support import layouts
 
 MiB = layouts.MiB
@@ -214,3 +215,48 @@ def test_a_timed_out_qemu_img_is_a_node_problem() -> None:
     )
     assert isinstance(failure, ToolFailed)
     assert "a node problem" in failure.message
+
+
+def _descriptor(extents: list[str]) -> str:
+    return "\n".join(
+        [
+            "# Disk DescriptorFile",
+            "version=1",
+            "CID=1a2b3c4d",
+            "parentCID=ffffffff",
+            'createType="twoGbMaxExtentSparse"',
+            "",
+            *extents,
+            "",
+        ]
+    )
+
+
+def _safe(directory: Path, name: str) -> None:
+    policy = PathPolicy([directory], [directory])
+    with (
+        pinned_input(policy, directory / name) as pinned,
+        safe_input(policy, pinned, "vmdk", directory / ".scratch"),
+    ):
+        pass
+
+
+def test_a_split_vmdk_names_the_extent_file_that_is_cut(tmp_path: Path) -> None:
+    extent = layouts.vmdk_sparse(SIZE, _blocks(layouts.VMDK_BLOCK))
+    sectors = SIZE // 512
+    (tmp_path / "d-s001.vmdk").write_bytes(extent)
+    (tmp_path / "d-s002.vmdk").write_bytes(extent[: len(extent) // 2])
+    (tmp_path / "d.vmdk").write_text(
+        _descriptor([f'RW {sectors} SPARSE "d-s001.vmdk"', f'RW {sectors} SPARSE "d-s002.vmdk"'])
+    )
+    with pytest.raises(InvalidImage, match=r"extent 2 \(d-s002.vmdk\): grain table 0 entry"):
+        _safe(tmp_path, "d.vmdk")
+    (tmp_path / "d-s002.vmdk").write_bytes(extent)
+    _safe(tmp_path, "d.vmdk")
+
+
+def test_a_flat_extent_shorter_than_its_descriptor_line_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "d-flat.vmdk").write_bytes(bytes(SIZE - 512))
+    (tmp_path / "d.vmdk").write_text(_descriptor([f'RW {SIZE // 512} FLAT "d-flat.vmdk" 0']))
+    with pytest.raises(InvalidImage, match=r"extent 1 \(d-flat.vmdk\): the flat extent's"):
+        _safe(tmp_path, "d.vmdk")
