@@ -64,3 +64,15 @@ class InvalidImage(JobFailure):
     """An image the agent is about to publish is corrupt or leaks clusters."""
 
     code = ErrorCode.INVALID_IMAGE
+
+
+class OutOfSpace(JobFailure):
+    """The output does not fit on the output file system (retryable: another node may)."""
+
+    code = ErrorCode.OUT_OF_SPACE
+
+
+class ToolStalled(JobFailure):
+    """A tool made no progress for the agent's stall time and was killed (retryable)."""
+
+    code = ErrorCode.STALLED

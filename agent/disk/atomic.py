@@ -9,11 +9,14 @@ remove what a crash left behind (:func:`remove_leftovers`).
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
+
+from agent.errors import OutOfSpace
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +57,20 @@ class AtomicOutput:
             self.tmp.unlink()  # a stale one from an earlier attempt of this job
 
     def commit(self) -> None:
-        """fsync the temporary file, rename it to the final name, fsync the directory."""
-        fsync_path(self.tmp)
+        """fsync the temporary file, rename it to the final name, fsync the directory.
+
+        Raises:
+            OutOfSpace: the file system had no room for the data still in the page cache.
+        """
+        try:
+            fsync_path(self.tmp)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise OutOfSpace(
+                    f"{self.final.parent} filled up while {self.final.name} was synced "
+                    f"({exc.strerror}); the partial output was removed"
+                ) from None
+            raise
         os.replace(self.tmp, self.final)
         fsync_path(self.final.parent)
         self.committed = True

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from agent.disk import qemu_img
 from agent.disk.atomic import atomic_output
-from agent.disk.image_safety import check_free_space
+from agent.disk.space import check_space, required_bytes
 from agent.disk.writeback import early_writeback
 from agent.errors import CapabilityMissing, OutputExists
 from agent.ops.base import JobContext, OpResult, Output
@@ -89,7 +89,9 @@ async def run_convert(ctx: JobContext) -> OpResult:
     async with checked_input(ctx) as source:
         target = output_path(ctx, fmt)
         _check_target(ctx, target)
-        check_free_space(source.info.virtual_size, ctx.output_dir, ctx.input_path)
+        options = _create_options(params.effective_compression_type)
+        needed = await required_bytes(source.tool_path, source.info, fmt, options)
+        check_space(needed, ctx.output_dir, ctx.input_path)
         await _convert(ctx, source, target, fmt, params.effective_compression_type)
     total = source.info.virtual_size
     return _result(target, fmt, total, compress, time.monotonic() - started)
@@ -154,6 +156,13 @@ async def _convert(
             "finalize", CONVERT_END, bytes_done=total, bytes_total=total, message="syncing"
         )
         output.commit()
+
+
+def _create_options(compression: CompressionType | None) -> list[str]:
+    """The output's creation options as ``qemu-img measure`` is given them."""
+    if compression is CompressionType.ZSTD:
+        return ["compression_type=zstd"]
+    return []
 
 
 def _progress_between(
