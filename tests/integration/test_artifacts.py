@@ -60,9 +60,7 @@ def test_every_output_carries_its_sha256_and_log_upload_publishes_the_jobs_log(
     )
 
 
-def test_without_log_upload_no_log_is_written(
-    cluster: Cluster, images: Path, outdir: Path
-) -> None:
+def test_without_log_upload_no_log_is_written(cluster: Cluster, images: Path, outdir: Path) -> None:
     source = build_image(images, "qcow2")
     doc = job_spec(image=source.path, image_format="qcow2", output=outdir)
     job = _run(cluster, doc)
