@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 LineCallback = Callable[[str], None]
 
 KILL_GRACE_SECONDS = 5.0
+# How long a process may take to go after SIGKILL before it is left to exit on its own.
+KILL_WAIT_SECONDS = 10.0
+_REAPERS: set[asyncio.Future[int]] = set()
 STDERR_TAIL_LINES = 20
 MAX_CAPTURED_STDOUT = 16 * 1024 * 1024
 _LINE_SPLIT = re.compile(r"[\r\n]")
@@ -144,7 +147,20 @@ async def _terminate(process: asyncio.subprocess.Process, grace: float) -> None:
         log.warning("process group did not exit on SIGTERM pgid=%d; sending SIGKILL", pgid)
     # Members other than the leader (a shell's background children) may still be alive.
     _kill_group(pgid, signal.SIGKILL)
-    await process.wait()
+    try:
+        await asyncio.wait_for(asyncio.shield(process.wait()), KILL_WAIT_SECONDS)
+    except TimeoutError:
+        # Killed but not gone: stuck in the kernel on a file system that stopped answering
+        # (a hard NFS mount, a stopped FUSE daemon). Waiting longer would hold the job (and a
+        # cancel) until the server returns; it is reaped whenever it exits.
+        log.error(
+            "process did not exit after SIGKILL pid=%d (stuck on a hung file system?); "
+            "it will be reaped when it exits",
+            pgid,
+        )
+        reaper = asyncio.ensure_future(process.wait())
+        _REAPERS.add(reaper)
+        reaper.add_done_callback(_REAPERS.discard)
 
 
 async def _pump(
