@@ -7,6 +7,7 @@ one of :class:`ErrorCode` and its message names the field or path and the rule i
 from __future__ import annotations
 
 from protocol.errors import ErrorCode
+from runtime.status import cap_message
 
 
 class JobFailure(Exception):
@@ -15,6 +16,8 @@ class JobFailure(Exception):
     code: ErrorCode = ErrorCode.INTERNAL
 
     def __init__(self, message: str, *, phase: str | None = None) -> None:
+        # Capped like the control plane's status messages: a tool's stderr can be huge.
+        message = cap_message(message)
         super().__init__(message)
         self.message = message
         self.phase = phase  # None: the phase the job was in when this was raised
@@ -66,3 +69,15 @@ class InvalidImage(JobFailure):
     check."""
 
     code = ErrorCode.INVALID_IMAGE
+
+
+class OutOfSpace(JobFailure):
+    """The output does not fit on the output file system (retryable: another node may)."""
+
+    code = ErrorCode.OUT_OF_SPACE
+
+
+class ToolStalled(JobFailure):
+    """A tool made no progress for the agent's stall time and was killed (retryable)."""
+
+    code = ErrorCode.STALLED

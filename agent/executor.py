@@ -3,22 +3,32 @@
 Every accepted job emits RUNNING first, then PROGRESSING events, then exactly one terminal
 event (COMPLETED, FAILED or CANCELLED), whatever happens to it: a failure inside an operation,
 a timeout, a cancel, the agent shutting down, or a bug (INTERNAL, logged, never a crash).
+
+Before the terminal event the executor finishes what every operation's result owes: the
+sha256 of each output (hashed here when the operation did not), and with
+``artifacts.log_upload`` the job's own log beside the outputs (:mod:`agent.job_log`).
+Error messages are capped like the control plane's (:func:`runtime.status.cap_message`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import hashlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from agent.disk.atomic import remove_leftovers
+from agent import job_log, proc
+from agent.disk.atomic import remove_leftovers, writing_as
+from agent.disk.digest import sha256_of_path
 from agent.disk.leftovers import release_leftovers
 from agent.errors import JobFailure
 from agent.events import EventLog, JobEvents, Subscription
 from agent.metrics import JobObserver, ObservedProgress
-from agent.ops import OPERATIONS, JobContext, OpResult
+from agent.ops import OPERATIONS, JobContext, OpResult, Output
 from agent.paths import PathPolicy
 from agent.progress import ProgressReporter
 from agent.recovery import kill_orphans
@@ -26,6 +36,7 @@ from protocol.conversion import dict_to_struct, spec_from_proto
 from protocol.errors import AlreadyExists, ErrorCode, FailedPrecondition, ResourceExhausted
 from protocol.gen.h2k.v1 import job_pb2, services_pb2
 from protocol.spec import JobSpec
+from runtime.status import cap_message
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +49,11 @@ class RunningJob:
     events: JobEvents
     progress: ProgressReporter
     observer: JobObserver
+    attempt: int = 0
     task: asyncio.Task[None] | None = None
+    # Set once the operation's context is built: where its log goes (artifacts.log_upload).
+    context: JobContext | None = None
+    tool_runs: list[proc.ToolRun] = field(default_factory=list)
     cancel_reason: str | None = None
     # CANCELLED for a cancel asked for; AGENT_SHUTDOWN (a FAILED event) when the agent stops.
     cancel_code: ErrorCode = ErrorCode.CANCELLED
@@ -57,6 +72,7 @@ class Executor:
         state_dir: Path,
         max_concurrent_jobs: int,
         timeout_scale: float = 1.0,
+        stall_seconds: float | None = None,
     ) -> None:
         self.node_name = node_name
         self.policy = policy
@@ -65,6 +81,7 @@ class Executor:
         self.max_concurrent_jobs = max_concurrent_jobs
         # For tests only (--timeout-scale): multiplies every job's timeout_seconds.
         self.timeout_scale = timeout_scale
+        self.stall_seconds = stall_seconds
         self._jobs: dict[str, RunningJob] = {}
         self._shutting_down = False
 
@@ -131,7 +148,9 @@ class Executor:
         )
         observer = JobObserver(spec, self.node_name, request.attempt)
         progress = ObservedProgress(events, observer)
-        job = RunningJob(spec=spec, events=events, progress=progress, observer=observer)
+        job = RunningJob(
+            spec=spec, events=events, progress=progress, observer=observer, attempt=request.attempt
+        )
         self._jobs[spec.job_id] = job
         self.event_log.begin_attempt(spec.job_id)
         subscription = self.event_log.subscribe(spec.job_id)
@@ -238,9 +257,45 @@ class Executor:
             state_dir=self.state_dir,
             policy=self.policy,
             progress=job.progress,
+            node_name=self.node_name,
+            attempt=job.attempt,
+            stall_seconds=self.stall_seconds,
         )
-        with job.observer.activated():
-            return await OPERATIONS[spec.operation](ctx)
+        job.context = ctx
+        with (
+            job.observer.activated(),
+            writing_as(self.node_name, job.attempt),
+            proc.recording_tools() as runs,
+        ):
+            job.tool_runs = runs
+            result = await OPERATIONS[spec.operation](ctx)
+        outputs = [await _with_digest(o) for o in result.outputs]
+        if spec.artifacts.log_upload:
+            listed = [_output_dict(o) for o in outputs]
+            outputs.append(self._publish_log(job, {"state": "COMPLETED", "outputs": listed}))
+        return dataclasses.replace(result, outputs=outputs)
+
+    def _publish_log(self, job: RunningJob, outcome: dict[str, Any]) -> Output:
+        """Write the job's own log (artifacts.log_upload) and return its output.
+
+        Raises:
+            JobFailure, OSError: it could not be written.
+        """
+        assert job.context is not None
+        events = self.event_log.read_after(job.spec.job_id, 0)
+        data = job_log.log_lines(events, job.tool_runs, outcome)
+        return job_log.publish_log(job.context, data, hashlib.sha256(data).hexdigest())
+
+    def _failure_log(self, job: RunningJob, code: ErrorCode, message: str) -> list[Output]:
+        """On failure, the log too (best effort: the failure is what the job reports)."""
+        if not job.spec.artifacts.log_upload or job.context is None:
+            return []
+        try:
+            outcome = {"state": "FAILED", "code": code.value, "message": message}
+            return [self._publish_log(job, outcome)]
+        except (JobFailure, OSError) as exc:
+            log.warning("job log not written job_id=%s error=%s", job.spec.job_id, exc)
+            return []
 
     def _complete(self, job: RunningJob, result: OpResult) -> None:
         # Metrics first: whoever sees the terminal event finds them counted.
@@ -251,12 +306,7 @@ class Executor:
             progress_percent=100.0,
             message=f"{job.spec.operation.value} completed",
             result=job_pb2.JobResult(
-                outputs=[
-                    job_pb2.JobOutput(
-                        kind=o.kind, path=str(o.path), size_bytes=o.size_bytes, format=o.format
-                    )
-                    for o in result.outputs
-                ],
+                outputs=[_output_proto(o) for o in result.outputs],
                 metrics=dict_to_struct(result.metrics),
                 details=dict_to_struct(result.details),
             ),
@@ -273,15 +323,19 @@ class Executor:
     ) -> None:
         if job.events.finished:
             return
+        message = cap_message(message)
         phase = phase or job.progress.phase
         name = job_pb2.JobState.Name(state).removeprefix("JOB_STATE_").lower()
+        result = _error_result(phase, code, message)
+        if state == job_pb2.JOB_STATE_FAILED:
+            result.outputs.extend(_output_proto(o) for o in self._failure_log(job, code, message))
         job.observer.end(name, code.value)
         job.events.emit(
             state,
             phase=phase,
             progress_percent=job.progress.percent,
             message=message,
-            result=_error_result(phase, code, message),
+            result=result,
         )
         log.info(
             "job %s job_id=%s code=%s phase=%s message=%s",
@@ -318,4 +372,26 @@ class Executor:
 
 
 def _error_result(phase: str, code: ErrorCode, message: str) -> job_pb2.JobResult:
+    message = cap_message(message)
     return job_pb2.JobResult(error=job_pb2.JobError(phase=phase, code=code.value, message=message))
+
+
+async def _with_digest(output: Output) -> Output:
+    """The output with its sha256, hashed now when the operation did not say."""
+    if output.sha256:
+        return output
+    return dataclasses.replace(output, sha256=await sha256_of_path(output.path))
+
+
+def _output_dict(output: Output) -> dict[str, Any]:
+    return {"kind": output.kind, "path": str(output.path), "sha256": output.sha256}
+
+
+def _output_proto(output: Output) -> job_pb2.JobOutput:
+    return job_pb2.JobOutput(
+        kind=output.kind,
+        path=str(output.path),
+        size_bytes=output.size_bytes,
+        format=output.format,
+        sha256=output.sha256,
+    )

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from agent.server import AgentConfig, serve
+from agent.server import DEFAULT_STALL_SECONDS, AgentConfig, serve
 from runtime.flags import add_operations_arguments, add_timeout_scale_argument
 from runtime.health import split_host_port
 from runtime.logs import configure_logging
@@ -60,6 +60,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="on SIGTERM, how long running jobs may finish before they are cancelled and "
         "requeued (keep it below Kubernetes' terminationGracePeriodSeconds)",
     )
+    parser.add_argument(
+        "--stall-seconds",
+        type=float,
+        default=DEFAULT_STALL_SECONDS,
+        metavar="SECONDS",
+        help="kill a conversion (and fail it as retryable, STALLED) when its progress has "
+        "not moved for this long: a hung NFS or FUSE read; 0 turns the watch off",
+    )
     add_timeout_scale_argument(parser)
     add_tls_arguments(parser)
     parser.add_argument(
@@ -92,6 +100,7 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
         control_plane_identity=args.control_plane_identity,
         shutdown_grace_seconds=args.shutdown_grace_seconds,
         timeout_scale=args.timeout_scale,
+        stall_seconds=args.stall_seconds or None,
         metrics_listen=args.metrics_listen,
         health_listen=args.health_listen,
     )

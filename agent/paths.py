@@ -16,13 +16,17 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
 import stat
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from agent.errors import InputNotFound, PathNotAllowed
+
+log = logging.getLogger(__name__)
 
 
 def _resolve(path: str | Path) -> Path:
@@ -238,7 +242,24 @@ def pinned_input(
         _verify_fd(fd, resolved, policy.allow_input, field)
         yield PinnedFile(resolved, fd, os.fstat(fd))
     finally:
+        close_in_background(fd)
+
+
+def close_in_background(fd: int) -> None:
+    """Close a descriptor without blocking the caller (the event loop).
+
+    Closing a file on a share that stopped answering (a hung NFS server, a stopped FUSE
+    daemon) waits for the server's flush; done inline it would freeze the whole agent,
+    heartbeats included. The descriptor number is released at once either way.
+    """
+    threading.Thread(target=_close_quietly, args=(fd,), name=f"close-{fd}", daemon=True).start()
+
+
+def _close_quietly(fd: int) -> None:
+    try:
         os.close(fd)
+    except OSError as exc:
+        log.warning("closing an input failed fd=%d error=%s", fd, exc)
 
 
 @contextlib.contextmanager

@@ -16,8 +16,10 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
@@ -25,6 +27,9 @@ log = logging.getLogger(__name__)
 LineCallback = Callable[[str], None]
 
 KILL_GRACE_SECONDS = 5.0
+# How long a process may take to go after SIGKILL before it is left to exit on its own.
+KILL_WAIT_SECONDS = 10.0
+_REAPERS: set[asyncio.Future[int]] = set()
 STDERR_TAIL_LINES = 20
 MAX_CAPTURED_STDOUT = 16 * 1024 * 1024
 _LINE_SPLIT = re.compile(r"[\r\n]")
@@ -62,6 +67,36 @@ class CommandResult:
     exit_code: int
     stdout: str  # only filled when the caller asked to capture it
     stderr_tail: str
+
+
+@dataclass(frozen=True)
+class ToolRun:
+    """One finished command as a job's own log shows it."""
+
+    argv: list[str]
+    exit_code: int | None  # None: killed (timeout or cancel)
+    seconds: float
+    stderr_tail: str
+
+
+_tool_runs: ContextVar[list[ToolRun] | None] = ContextVar("h2k_tool_runs", default=None)
+
+
+@contextlib.contextmanager
+def recording_tools() -> Iterator[list[ToolRun]]:
+    """Collect every command :func:`run` finishes in this context (a job's task)."""
+    runs: list[ToolRun] = []
+    token = _tool_runs.set(runs)
+    try:
+        yield runs
+    finally:
+        _tool_runs.reset(token)
+
+
+def _record(argv: Sequence[str], exit_code: int | None, started: float, tail: str) -> None:
+    runs = _tool_runs.get()
+    if runs is not None:
+        runs.append(ToolRun(list(argv), exit_code, round(time.monotonic() - started, 3), tail))
 
 
 def which(name: str) -> str | None:
@@ -112,7 +147,20 @@ async def _terminate(process: asyncio.subprocess.Process, grace: float) -> None:
         log.warning("process group did not exit on SIGTERM pgid=%d; sending SIGKILL", pgid)
     # Members other than the leader (a shell's background children) may still be alive.
     _kill_group(pgid, signal.SIGKILL)
-    await process.wait()
+    try:
+        await asyncio.wait_for(asyncio.shield(process.wait()), KILL_WAIT_SECONDS)
+    except TimeoutError:
+        # Killed but not gone: stuck in the kernel on a file system that stopped answering
+        # (a hard NFS mount, a stopped FUSE daemon). Waiting longer would hold the job (and a
+        # cancel) until the server returns; it is reaped whenever it exits.
+        log.error(
+            "process did not exit after SIGKILL pid=%d (stuck on a hung file system?); "
+            "it will be reaped when it exits",
+            pgid,
+        )
+        reaper = asyncio.ensure_future(process.wait())
+        _REAPERS.add(reaper)
+        reaper.add_done_callback(_REAPERS.discard)
 
 
 async def _pump(
@@ -181,6 +229,7 @@ async def run(
         asyncio.CancelledError: the caller was cancelled (after the group was killed).
     """
     full_argv = limited_argv(argv, memory_limit_bytes, cpu_seconds)
+    started = time.monotonic()
     try:
         process = await asyncio.create_subprocess_exec(
             *full_argv,
@@ -206,13 +255,16 @@ async def run(
             exit_code = await process.wait()
     except TimeoutError:
         await _terminate(process, grace_seconds)
+        _record(argv, None, started, "\n".join(tail))
         raise CommandTimeout(argv, timeout) from None
     except BaseException:
         await _terminate(process, grace_seconds)
+        _record(argv, None, started, "\n".join(tail))
         raise
     finally:
         pumps.cancel()
     stderr_tail = "\n".join(tail)
+    _record(argv, exit_code, started, stderr_tail)
     if exit_code != 0:
         raise CommandFailed(argv, exit_code, stderr_tail)
     return CommandResult(list(argv), exit_code, "".join(captured or []), stderr_tail)

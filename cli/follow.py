@@ -72,7 +72,7 @@ def print_outcome(job: job_pb2.Job) -> int:
     for output in view["result"]["outputs"]:
         typer.echo(
             f"output kind={output['kind']} path={output['path']} format={output['format']} "
-            f"size={format_bytes(output['size_bytes'])}"
+            f"size={format_bytes(output['size_bytes'])} sha256={output['sha256'] or '-'}"
         )
     if view["result"]["error"]:
         typer.echo(f"error: {error_text(view['result']['error'])}", err=True)

@@ -148,7 +148,7 @@ def history_table(history: list[dict[str, Any]]) -> Table:
 
 def outputs_table(outputs: list[dict[str, Any]]) -> Table:
     table = Table(title="Outputs", title_justify="left", box=None, header_style="bold")
-    for column in ("KIND", "PATH", "FORMAT", "SIZE"):
+    for column in ("KIND", "PATH", "FORMAT", "SIZE", "SHA256"):
         table.add_column(column, no_wrap=True)
     for output in outputs:
         table.add_row(
@@ -156,6 +156,7 @@ def outputs_table(outputs: list[dict[str, Any]]) -> Table:
             output["path"],
             _dash(output["format"]),
             format_bytes(output["size_bytes"]),
+            _dash(output.get("sha256", "")),
         )
     return table
 

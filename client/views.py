@@ -67,6 +67,7 @@ def result_to_dict(result: job_pb2.JobResult) -> dict[str, Any]:
                 "path": output.path,
                 "size_bytes": int(output.size_bytes),
                 "format": output.format,
+                "sha256": output.sha256,
             }
             for output in result.outputs
         ],

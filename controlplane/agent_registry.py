@@ -6,6 +6,7 @@ import logging
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
+from controlplane.auth import check_agent_name, current_principal
 from controlplane.dispatch.handles import AgentEvents
 from controlplane.leases import AgentLiveness, agent_liveness
 from controlplane.models import AgentRecord
@@ -59,6 +60,7 @@ class AgentRegistry(services_pb2_grpc.AgentRegistryServicer):
             problems.append("max_concurrent_jobs: must be at least 1")
         if problems:
             raise InvalidArgument("; ".join(problems))
+        check_agent_name(request.name, current_principal(), "RegisterAgent")
         now = utcnow()
         agent = await self._store.upsert_agent(
             AgentRecord(
@@ -90,6 +92,7 @@ class AgentRegistry(services_pb2_grpc.AgentRegistryServicer):
     async def Heartbeat(
         self, request: services_pb2.HeartbeatRequest, context: Context
     ) -> services_pb2.HeartbeatResponse:
+        check_agent_name(request.name, current_principal(), "Heartbeat")
         capabilities = request.capabilities if request.HasField("capabilities") else None
         known = await self._store.record_heartbeat(request.name, utcnow(), capabilities)
         if not known:

@@ -13,8 +13,10 @@ come from the roles file (``--roles-file``)::
       ci-bot: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
 
 Roles: ``viewer`` reads; ``submitter`` reads, submits and cancels its own jobs; ``admin`` does
-everything (cancel any job, cordon, drain); ``agent`` registers and heartbeats. Without TLS
-(``--insecure``) every caller is an anonymous admin.
+everything (cancel any job, cordon, drain); ``agent`` registers and heartbeats under its own
+identity only (:func:`check_agent_name`: the name it registers is its certificate's, so one
+node cannot take over another's jobs). Without TLS (``--insecure``) every caller is an
+anonymous admin.
 """
 
 from __future__ import annotations
@@ -277,6 +279,24 @@ def attribute_submission(spec: JobSpec, principal: Principal) -> JobSpec:
         )
     audit = spec.audit.model_copy(update={"requested_by": principal.name, "tags": tags})
     return spec.model_copy(update={"audit": audit})
+
+
+def check_agent_name(name: str, principal: Principal, method: str) -> None:
+    """An agent registers and heartbeats only under its own identity (its certificate's
+    common name, else its first SAN; a service account's name); admins and --insecure
+    callers under any name.
+
+    Raises:
+        PermissionDenied: ``name`` is not the caller's identity.
+    """
+    if not principal.authenticated or principal.has(Role.ADMIN) or name == principal.name:
+        return
+    log.info("agent name refused method=%s caller=%s name=%s", method, principal.name, name)
+    raise PermissionDenied(
+        f"AgentRegistry/{method}: name {name!r} is not the caller's identity: "
+        f"{principal.name} may register and heartbeat only as {principal.name!r} (the name "
+        "in its certificate)"
+    )
 
 
 def check_may_cancel(spec: JobSpec, principal: Principal) -> None:

@@ -30,7 +30,15 @@ from protocol.states import JobState
 
 # Failures another attempt may well not hit. TIMEOUT is not among them: the job had its whole
 # budget; input and path errors would fail the same way again.
-RETRYABLE_CODES = frozenset({ErrorCode.AGENT_LOST, ErrorCode.INTERNAL, ErrorCode.TOOL_FAILED})
+RETRYABLE_CODES = frozenset(
+    {
+        ErrorCode.AGENT_LOST,
+        ErrorCode.INTERNAL,
+        ErrorCode.TOOL_FAILED,
+        ErrorCode.OUT_OF_SPACE,
+        ErrorCode.STALLED,
+    }
+)
 
 RETRY_PREFIX = "retry "
 REQUEUE_PREFIX = "requeued: "

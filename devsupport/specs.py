@@ -39,6 +39,8 @@ def job_spec(
     if image_format is not None:
         doc["image"]["format"] = image_format
     doc["artifacts"]["output_path"] = str(output)
+    # The examples ask for the job's log beside the outputs; tests that want it say so.
+    doc["artifacts"]["log_upload"] = False
     # The examples ask for 20 GB free disk; test machines may be smaller.
     doc["capability_requirements"].pop("min_disk_space_gb", None)
     doc["capability_requirements"].pop("min_memory_gb", None)

@@ -34,6 +34,11 @@ class ErrorCode(StrEnum):
     # The image itself is bad: a source cut short, corrupt or refused by qemu-img, a size or
     # checksum mismatch, a written image failing its check. Retrying cannot fix it.
     INVALID_IMAGE = "INVALID_IMAGE"
+    # The output did not fit on this node's output file system (refused before writing, or
+    # the disk filled during the write): another node, or the same one later, may have room.
+    OUT_OF_SPACE = "OUT_OF_SPACE"
+    # A tool stopped making progress (a hung NFS read, say) and was killed: a node fault.
+    STALLED = "STALLED"
 
 
 class H2KError(Exception):

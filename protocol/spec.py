@@ -190,6 +190,27 @@ class Artifacts(_Strict):
     keep_intermediates: bool = False
 
 
+def artifacts_problem(operation: Operation, artifacts: Artifacts) -> str | None:
+    """Why ``artifacts`` cannot mean anything for ``operation`` ("field: reason"), or None.
+
+    The repair operations take every combination (``store_fixed_image: false``: the report
+    only; ``keep_intermediates``: their working files are kept). Inspect writes no image
+    whatever ``store_fixed_image`` says (the default, true, travels explicitly in the proto,
+    so the two cannot be told apart).
+    """
+    if operation is Operation.CONVERT and not artifacts.store_fixed_image:
+        return (
+            "artifacts.store_fixed_image: false cannot apply to convert, whose only output is "
+            "the converted image (it would publish nothing); use inspect for a report only"
+        )
+    if operation in (Operation.CONVERT, Operation.INSPECT) and artifacts.keep_intermediates:
+        return (
+            f"artifacts.keep_intermediates: {operation.value} writes no intermediate files (its "
+            "one temporary output is renamed into place or removed), so true cannot apply"
+        )
+    return None
+
+
 class Audit(_Strict):
     requested_by: NonEmpty
     ticket: str | None = Field(default=None, max_length=MAX_STRING)
@@ -245,6 +266,13 @@ class JobSpec(_Strict):
         default_factory=dict, max_length=MAX_MAP_ENTRIES
     )
     created_at: datetime | None = None
+
+    @model_validator(mode="after")
+    def _artifacts_fit_operation(self) -> JobSpec:
+        problem = artifacts_problem(self.operation, self.artifacts)
+        if problem is not None:
+            raise ValueError(problem)
+        return self
 
     def convert_parameters(self) -> ConvertParameters:
         """The parameters of a convert job, validated."""

@@ -25,6 +25,17 @@ Context = grpc.aio.ServicerContext[Any, Any]
 MAX_STATUS_MESSAGE = 4096
 
 
+def cap_message(message: str, limit: int = MAX_STATUS_MESSAGE) -> str:
+    """``message`` cut to ``limit`` characters, saying so (every error message h2k reports,
+    on the control plane and the agent alike)."""
+    if len(message) <= limit:
+        return message
+    return message[: limit - len(CUT_MARK)] + CUT_MARK
+
+
+CUT_MARK = " ... (message cut)"
+
+
 async def _abort(context: Context, exc: Exception, method: str) -> NoReturn:
     if isinstance(exc, H2KError):
         code, message = exc.code, exc.message
@@ -33,9 +44,8 @@ async def _abort(context: Context, exc: Exception, method: str) -> NoReturn:
         code, message = grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}"
     if code is not grpc.StatusCode.INTERNAL:
         log.info("rpc refused method=%s code=%s message=%r", method, code.name, message)
-    if len(message) > MAX_STATUS_MESSAGE:
-        # Status messages travel in a trailer; clients drop trailers above 8 KiB.
-        message = message[: MAX_STATUS_MESSAGE - 20] + " ... (message cut)"
+    # Status messages travel in a trailer; clients drop trailers above 8 KiB.
+    message = cap_message(message)
     await context.abort(code, message)
     raise AssertionError("context.abort returned")  # abort always raises
 

@@ -17,9 +17,12 @@ qemu-img is then given a ``json:`` filename whose protocol layer is the ``raw`` 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import os
 import re
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,7 +30,14 @@ from pathlib import Path
 from typing import Any
 
 from agent import proc
-from agent.errors import InvalidImage, JobFailure, ToolFailed, UnsafeImage
+from agent.errors import (
+    InvalidImage,
+    JobFailure,
+    OutOfSpace,
+    ToolFailed,
+    ToolStalled,
+    UnsafeImage,
+)
 from agent.paths import PathPolicy
 
 log = logging.getLogger(__name__)
@@ -325,26 +335,112 @@ async def convert(
     progress: ProgressCallback,
     timeout: float,
     compression_type: str | None = None,
+    stall_seconds: float | None = None,
 ) -> None:
     """Convert ``src`` to ``dst``, reporting qemu-img's percentage (never decreasing).
 
+    Args:
+        stall_seconds: kill qemu-img (its whole process group) when its percentage has not
+            moved for this long: a source that stopped answering (a hung NFS or FUSE read)
+            would otherwise hold the job until its timeout. qemu-img prints a line per 1 %,
+            so this must exceed the time one percent of the image takes. None: no watch.
+
     Raises:
+        OutOfSpace: the output file system filled up during the write.
+        ToolStalled: no progress for ``stall_seconds``; qemu-img was killed.
         ToolFailed: qemu-img failed or timed out.
     """
     best = -1.0
+    moved = time.monotonic()
 
     def on_line(line: str) -> None:
-        nonlocal best
+        nonlocal best, moved
         percent = parse_progress(line)
         if percent is not None and percent > best:
             best = percent
+            moved = time.monotonic()
             progress(percent)
 
     argv = convert_argv(src, src_fmt, dst, dst_fmt, compress, compression_type)
+    # qemu-img runs in a task of its own so the watch can stop it; it is awaited only through
+    # asyncio.wait, so a cancel of this task reaches it once (a second cancel would cut
+    # proc.run's process-group kill short).
+    run = asyncio.ensure_future(proc.run(argv, timeout=timeout, on_stdout_line=on_line))
+    poll = None if stall_seconds is None else min(1.0, stall_seconds / 4)
     try:
-        await proc.run(argv, timeout=timeout, on_stdout_line=on_line)
+        while not run.done():
+            await asyncio.wait({run}, timeout=poll)
+            stalled = stall_seconds is not None and time.monotonic() - moved > stall_seconds
+            if stalled and not run.done():
+                await _stop(run)
+                raise ToolStalled(
+                    f"qemu-img convert made no progress for {stall_seconds:g} s (stuck at "
+                    f"{max(best, 0):.0f}%: the source stopped answering?) and was killed with "
+                    "its process group; the node's storage is at fault, the job may be retried"
+                )
+        run.result()
+    except proc.CommandFailed as exc:
+        if NO_SPACE in exc.stderr_tail:
+            raise OutOfSpace(
+                f"qemu-img convert: the output file system ({dst_shown(dst)}) filled up during "
+                f"the write ({NO_SPACE}); the partial output was removed"
+            ) from exc
+        raise ToolFailed(f"qemu-img convert: {exc}") from exc
     except proc.CommandError as exc:
         raise ToolFailed(f"qemu-img convert: {exc}") from exc
+    finally:
+        await _stop(run)
+
+
+async def _stop(run: asyncio.Future[proc.CommandResult]) -> None:
+    """Cancel a running command once and wait until its process group is gone."""
+    if not run.done():
+        run.cancel()
+        await asyncio.wait({run})
+    if not run.cancelled():
+        run.exception()  # retrieved: asyncio would otherwise log it as never retrieved
+
+
+NO_SPACE = "No space left on device"
+
+
+def dst_shown(dst: Path) -> str:
+    """The directory of an output as a user knows it (not a ``/proc`` fd path)."""
+    text = str(dst)
+    if text.startswith("/proc/"):
+        try:
+            return str(Path(os.readlink(text)).parent)
+        except OSError:
+            return "of the output"
+    return str(dst.parent)
+
+
+async def measure(src: ToolImage, src_fmt: str, dst_fmt: str, options: list[str]) -> int:
+    """The bytes ``qemu-img measure`` says the output needs, from the source's allocation.
+
+    A 127 GiB dynamic VHD holding 250 KB needs a few hundred KiB, not 127 GiB. The answer
+    ignores compression, so for compressed output it is an upper bound.
+
+    Raises:
+        ToolFailed: qemu-img could not measure the image.
+    """
+    argv = ["qemu-img", "measure", "--output=json", "-f", src_fmt, "-O", dst_fmt]
+    if options:
+        argv += ["-o", ",".join(options)]
+    argv.append(str(src))
+    try:
+        result = await proc.run(
+            argv,
+            timeout=INFO_TIMEOUT,
+            capture_stdout=True,
+            memory_limit_bytes=INFO_MEMORY_LIMIT,
+            cpu_seconds=INFO_CPU_SECONDS,
+        )
+        return int(json.loads(result.stdout)["required"])
+    except proc.CommandError as exc:
+        raise ToolFailed(f"qemu-img measure: {exc}") from exc
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ToolFailed(f"qemu-img measure: unexpected output: {exc}") from exc
 
 
 # qemu-img check's exit statuses (see qemu-img(1)).

@@ -22,10 +22,19 @@ class JobContext:
     state_dir: Path
     policy: PathPolicy
     progress: ProgressReporter
+    node_name: str = ""
+    attempt: int = 0
+    # The agent's --stall-seconds: a tool whose progress stops that long is killed.
+    stall_seconds: float | None = None
 
     @property
     def job_id(self) -> str:
         return self.spec.job_id
+
+    @property
+    def spec_sha256(self) -> str:
+        """A digest of the whole spec: an output recorded with it was made for this job."""
+        return self.spec.fingerprint()
 
     @property
     def scratch_dir(self) -> Path:
@@ -35,10 +44,12 @@ class JobContext:
 
 @dataclass(frozen=True)
 class Output:
-    kind: str  # "image", "inspection", "report"
+    kind: str  # "image", "inspection", "report", "log"
     path: Path
     size_bytes: int
     format: str
+    # Hex sha256 of the published file; the executor hashes an output that comes without.
+    sha256: str = ""
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,12 @@ a migration's disk job (``parameters.migration.output_name``). It is refused whe
 exists (unless ``parameters.overwrite`` is true) or when it would be the input itself.
 Progress: "inspect" 0-2 %, "convert" 2-98 % (qemu-img's percentage), "finalize" 98-100 %.
 
+Every output is published with its sha256 (hashed from the page cache right after the write)
+and a record of the job, attempt and node that wrote it (:class:`agent.disk.atomic.
+OutputRecord`). A retry that finds the output a previous attempt of the same job published
+(the agent was lost after the rename, say) checks the record and hashes the file again; when
+both agree the job completes with that output instead of failing with OUTPUT_EXISTS.
+
 With ``parameters.migration.verify_content`` the written temporary file is compared with the
 source (``qemu-img compare``) before it is renamed into place: "convert" 2-60 %, "verify"
 60-98 %. A difference fails the job and nothing appears at the final path.
@@ -16,12 +22,14 @@ image, and a migration's output must open wherever it is taken, so the faster on
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
 from agent.disk import qemu_img
-from agent.disk.atomic import atomic_output
-from agent.disk.image_safety import check_free_space
+from agent.disk.atomic import OutputRecord, atomic_output, attach_record, proven_output
+from agent.disk.digest import sha256_of_fd
+from agent.disk.space import check_space, required_bytes
 from agent.disk.writeback import early_writeback
 from agent.errors import CapabilityMissing, OutputExists
 from agent.ops.base import JobContext, OpResult, Output
@@ -53,6 +61,11 @@ def output_path(ctx: JobContext, output_format: str) -> Path:
 
 
 def _check_target(ctx: JobContext, target: Path) -> None:
+    """Refuse an existing output (the repair operations' check, which keeps no record).
+
+    Raises:
+        OutputExists: it exists and ``parameters.overwrite`` is not true.
+    """
     ctx.policy.check_output_file(target, ctx.input_path)
     if target.exists() and ctx.spec.parameters.get("overwrite") is not True:
         raise OutputExists(
@@ -60,6 +73,29 @@ def _check_target(ctx: JobContext, target: Path) -> None:
             "(set parameters.overwrite to true to replace it)",
             phase="inspect",
         )
+
+
+async def _check_new_target(ctx: JobContext, target: Path) -> OutputRecord | None:
+    """Refuse an existing output, unless an earlier attempt of this job published it.
+
+    Returns:
+        The record of the earlier attempt's output when it is proven (see the module
+        docstring), else None: the output is to be written.
+
+    Raises:
+        OutputExists: it exists and is not proven to be this job's.
+    """
+    ctx.policy.check_output_file(target, ctx.input_path)
+    if not os.path.lexists(target) or ctx.spec.parameters.get("overwrite") is True:
+        return None
+    record, why_not = await proven_output(target, ctx.job_id, ctx.spec_sha256)
+    if record is not None:
+        return record
+    raise OutputExists(
+        f"artifacts.output_path: {target} already exists and is not an output of an earlier "
+        f"attempt of this job ({why_not}); set parameters.overwrite to true to replace it",
+        phase="inspect",
+    )
 
 
 async def check_compression(ctx: JobContext, kind: CompressionType | None) -> None:
@@ -88,11 +124,15 @@ async def run_convert(ctx: JobContext) -> OpResult:
     await check_compression(ctx, params.effective_compression_type)
     async with checked_input(ctx) as source:
         target = output_path(ctx, fmt)
-        _check_target(ctx, target)
-        check_free_space(source.info.virtual_size, ctx.output_dir, ctx.input_path)
-        await _convert(ctx, source, target, fmt, params.effective_compression_type)
+        earlier = await _check_new_target(ctx, target)
+        if earlier is not None:
+            return _reused(ctx, target, fmt, earlier, source.info.virtual_size)
+        options = _create_options(params.effective_compression_type)
+        needed = await required_bytes(source.tool_path, source.info, fmt, options)
+        check_space(needed, ctx.output_dir, ctx.input_path)
+        digest = await _convert(ctx, source, target, fmt, params.effective_compression_type)
     total = source.info.virtual_size
-    return _result(target, fmt, total, compress, time.monotonic() - started)
+    return _result(target, fmt, total, compress, time.monotonic() - started, digest)
 
 
 async def _convert(
@@ -101,8 +141,8 @@ async def _convert(
     target: Path,
     fmt: str,
     compression: CompressionType | None,
-) -> None:
-    """qemu-img convert into a new temporary file, then publish it.
+) -> str:
+    """qemu-img convert into a new temporary file, then publish it; returns its sha256.
 
     qemu-img writes through the pinned temporary file (``/proc/<pid>/fd/<n>``), so a symlink
     planted at the temporary name cannot redirect the write. While it writes, the agent starts
@@ -147,13 +187,32 @@ async def _convert(
                     compression_type=(
                         compression.value if compression is CompressionType.ZSTD else None
                     ),
+                    stall_seconds=ctx.stall_seconds,
                 )
         if verify:
             await _verify(ctx, source, tmp, fmt, timeout)
         ctx.progress.report(
             "finalize", CONVERT_END, bytes_done=total, bytes_total=total, message="syncing"
         )
+        digest, size = await sha256_of_fd(tmp.fd)
+        record = OutputRecord(
+            job_id=ctx.job_id,
+            attempt=ctx.attempt,
+            node=ctx.node_name,
+            spec_sha256=ctx.spec_sha256,
+            size_bytes=size,
+            sha256=digest,
+        )
+        attach_record(tmp.fd, record)
         output.commit()
+    return digest
+
+
+def _create_options(compression: CompressionType | None) -> list[str]:
+    """The output's creation options as ``qemu-img measure`` is given them."""
+    if compression is CompressionType.ZSTD:
+        return ["compression_type=zstd"]
+    return []
 
 
 def _progress_between(
@@ -201,12 +260,30 @@ async def _verify(
             ) from None
 
 
-def _result(target: Path, fmt: str, virtual_size: int, compress: bool, took: float) -> OpResult:
+def _reused(
+    ctx: JobContext, target: Path, fmt: str, earlier: OutputRecord, virtual_size: int
+) -> OpResult:
+    message = (
+        f"{target} is the complete output attempt {earlier.attempt} of this job published on "
+        f"{earlier.node or 'an agent'} (record and sha256 {earlier.sha256} checked); kept"
+    )
+    ctx.progress.report("finalize", CONVERT_END, message=message)
+    image = Output("image", target, earlier.size_bytes, fmt, earlier.sha256)
+    return OpResult(
+        outputs=[image],
+        metrics={"virtual_size_bytes": virtual_size, "reused_from_attempt": earlier.attempt},
+    )
+
+
+def _result(
+    target: Path, fmt: str, virtual_size: int, compress: bool, took: float, digest: str
+) -> OpResult:
     stat = target.stat()
     allocated = stat.st_blocks * 512
     duration = max(took, 1e-6)
+    image = Output(kind="image", path=target, size_bytes=stat.st_size, format=fmt, sha256=digest)
     return OpResult(
-        outputs=[Output(kind="image", path=target, size_bytes=stat.st_size, format=fmt)],
+        outputs=[image],
         metrics={
             "duration_seconds": round(took, 3),
             "virtual_size_bytes": virtual_size,

@@ -9,7 +9,7 @@ import shutil
 
 import pytest
 
-from bench import convert, fanout, memory, migrate, schedule, submit
+from bench import convert, digest, fanout, memory, migrate, schedule, submit
 
 
 def table_rows(out: str) -> list[str]:
@@ -102,3 +102,10 @@ def test_migrate_prints_vm_and_ova_tables_and_h2k_completes(capsys):
     assert "h2k migration bench-vm-v1-1: COMPLETED" in out
     assert "every output equals its source (qemu-img compare)" in out
     assert "h2k timeline, validate on (medians, s from launch)" in out
+
+
+def test_digest_prints_each_way_against_conversion_alone(capsys):
+    digest.main(["--quick"])
+    rows = table_rows(capsys.readouterr().out)
+    for way in ("convert", "convert+sha256", "checksum+convert", "sha256 alone"):
+        assert any(r.startswith(f"| {way} ") for r in rows), rows

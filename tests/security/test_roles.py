@@ -101,8 +101,10 @@ def _calls(cluster: Cluster, job_id: str) -> dict[str, Call]:
         "AgentRegistry/RegisterAgent": lambda s: s.agents.RegisterAgent(
             services_pb2.RegisterAgentRequest(name=""), timeout=10
         ),
+        # Under the caller's own name (test_agent_identity checks the binding): node-9 is
+        # not registered, so an allowed caller is asked to register.
         "AgentRegistry/Heartbeat": lambda s: s.agents.Heartbeat(
-            services_pb2.HeartbeatRequest(name="ghost"), timeout=10
+            services_pb2.HeartbeatRequest(name="node-9"), timeout=10
         ),
     }
 

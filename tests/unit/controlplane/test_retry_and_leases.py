@@ -189,3 +189,9 @@ def test_drains_past_their_deadline_evict_and_pending_cancels_are_sent_again():
         [running_job(cancel_requested=True)], [agent_record()], T0, LEASES, T0
     )
     assert verdict.action is Action.CANCEL
+
+
+@pytest.mark.parametrize("code", ["OUT_OF_SPACE", "STALLED"])
+def test_node_faults_of_the_output_disk_and_a_stalled_tool_are_retried(code: str):
+    # A full output disk or a hung source read is this node's trouble: another try may not be.
+    assert decide(running_job(), code, "no room", POLICY).outcome is Outcome.RETRY

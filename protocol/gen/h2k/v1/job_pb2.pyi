@@ -171,16 +171,18 @@ class StateTransition(_message.Message):
     def __init__(self, from_state: _Optional[_Union[JobState, str]] = ..., to_state: _Optional[_Union[JobState, str]] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reason: _Optional[str] = ..., attempt: _Optional[int] = ...) -> None: ...
 
 class JobOutput(_message.Message):
-    __slots__ = ("kind", "path", "size_bytes", "format")
+    __slots__ = ("kind", "path", "size_bytes", "format", "sha256")
     KIND_FIELD_NUMBER: _ClassVar[int]
     PATH_FIELD_NUMBER: _ClassVar[int]
     SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
     FORMAT_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
     kind: str
     path: str
     size_bytes: int
     format: str
-    def __init__(self, kind: _Optional[str] = ..., path: _Optional[str] = ..., size_bytes: _Optional[int] = ..., format: _Optional[str] = ...) -> None: ...
+    sha256: str
+    def __init__(self, kind: _Optional[str] = ..., path: _Optional[str] = ..., size_bytes: _Optional[int] = ..., format: _Optional[str] = ..., sha256: _Optional[str] = ...) -> None: ...
 
 class JobError(_message.Message):
     __slots__ = ("phase", "code", "message")
