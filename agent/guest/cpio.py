@@ -15,6 +15,7 @@ from __future__ import annotations
 import bz2
 import gzip
 import lzma
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO, Protocol
@@ -66,7 +67,8 @@ class Listing:
     """What an initramfs holds: member names (no leading ``./``), and how it was packed."""
 
     names: list[str] = field(default_factory=list)
-    layers: list[str] = field(default_factory=list)  # "cpio", then "zstd", "gzip"... in order
+    # "cpio" for uncompressed archives at the start, then the compression of the rest.
+    layers: list[str] = field(default_factory=list)
     complete: bool = True
     reason: str = ""  # why it is not complete
 
@@ -74,14 +76,19 @@ class Listing:
 class _Stream:
     """A byte stream with look-ahead and a count of bytes consumed (bounded)."""
 
-    def __init__(self, source: Readable, limit: int = MAX_BYTES) -> None:
+    def __init__(
+        self, source: Readable, limit: int = MAX_BYTES, stop: threading.Event | None = None
+    ) -> None:
         self._source = source
         self._buffer = b""
         self.consumed = 0
         self._limit = limit
+        self._stop = stop
 
     def peek(self, size: int) -> bytes:
         while len(self._buffer) < size:
+            if self._stop is not None and self._stop.is_set():
+                raise CpioError("stopped: the job was cancelled")
             more = self._source.read(max(CHUNK, size - len(self._buffer)))
             if not more:
                 break
@@ -174,7 +181,7 @@ def _list_archives(stream: _Stream, listing: Listing) -> str | None:
         if not head:
             return None
         if head[:6] in (*NEWC_MAGICS, ODC_MAGIC):
-            if not listing.layers or listing.layers[-1] != "cpio":
+            if not listing.layers:  # uncompressed archives come first, or not at all
                 listing.layers.append("cpio")
             for name in _members(stream):
                 listing.names.append(name)
@@ -187,7 +194,9 @@ def _list_archives(stream: _Stream, listing: Listing) -> str | None:
         return kind
 
 
-def list_stream(source: Readable, listing: Listing) -> tuple[str, int] | None:
+def list_stream(
+    source: Readable, listing: Listing, stop: threading.Event | None = None
+) -> tuple[str, int] | None:
     """List the uncompressed archives at the start of ``source`` into ``listing``.
 
     Returns:
@@ -197,26 +206,30 @@ def list_stream(source: Readable, listing: Listing) -> tuple[str, int] | None:
     Raises:
         CpioError: malformed or past a limit.
     """
-    stream = _Stream(source)
+    stream = _Stream(source, stop=stop)
     kind = _list_archives(stream, listing)
     return None if kind is None else (kind, stream.consumed)
 
 
-def list_decompressed(source: Readable, kind: str, listing: Listing) -> None:
+def list_decompressed(
+    source: Readable, kind: str, listing: Listing, stop: threading.Event | None = None
+) -> None:
     """List the archives in an already decompressed stream (``kind`` names its compression).
 
     Raises:
         CpioError: malformed, compressed twice, or past a limit.
     """
     listing.layers.append(kind)
-    inner = list_stream(source, listing)
+    inner = list_stream(source, listing, stop)
     if inner is not None:
         # The kernel would try to decompress again; dracut and initramfs-tools never do this.
         raise CpioError(f"{inner[0]} data inside the {kind} stream")
 
 
-def list_initramfs(file: BinaryIO) -> tuple[Listing, tuple[str, int] | None]:
-    """List an initramfs with the decoders Python has.
+def list_initramfs(
+    file: BinaryIO, stop: threading.Event | None = None
+) -> tuple[Listing, tuple[str, int] | None]:
+    """List an initramfs with the decoders Python has (``stop`` set: give up soon).
 
     Returns:
         The listing, and (compression, offset) of a compressed part Python cannot decode
@@ -224,7 +237,7 @@ def list_initramfs(file: BinaryIO) -> tuple[Listing, tuple[str, int] | None]:
     """
     listing = Listing()
     try:
-        found = list_stream(file, listing)
+        found = list_stream(file, listing, stop)
         if found is None:
             return listing, None
         kind, offset = found
@@ -233,7 +246,7 @@ def list_initramfs(file: BinaryIO) -> tuple[Listing, tuple[str, int] | None]:
         if decoded is None:
             return listing, found
         with decoded:
-            list_decompressed(decoded, kind, listing)
+            list_decompressed(decoded, kind, listing, stop)
     except (CpioError, OSError, EOFError, lzma.LZMAError) as exc:
         listing.complete, listing.reason = False, str(exc) or type(exc).__name__
     return listing, None

@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shutil
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import TypeVar
 
 from agent import proc
-from agent.guest.cpio import MAX_BYTES, CpioError, Listing, list_decompressed, list_initramfs
+from agent.guest.cpio import CHUNK, MAX_BYTES, CpioError, Listing, list_decompressed, list_initramfs
 
 VIRTIO_DRIVERS = ("virtio_blk", "virtio_scsi", "virtio_pci", "virtio_net")
 MODULE_SUFFIXES = (".ko", ".ko.xz", ".ko.zst", ".ko.gz")
@@ -25,7 +26,7 @@ DECODE_TIMEOUT = 600.0
 DECODE_MEMORY = 1024**3
 DECODER_PROGRAMS = {"zstd": "zstd", "lz4": "lz4", "lzo": "lzop"}
 
-InitramfsReader = Callable[[Path], Listing]
+T = TypeVar("T")
 
 
 def module_name(member: str) -> str | None:
@@ -81,10 +82,13 @@ def read_with_python(path: Path) -> Listing:
     return listing
 
 
-def _copy_tail(source: Path, offset: int, target: Path) -> None:
+def _copy_tail(source: Path, offset: int, target: Path, stop: threading.Event) -> None:
     with open(source, "rb") as src, open(target, "xb") as dst:
         src.seek(offset)
-        shutil.copyfileobj(src, dst, 1024 * 1024)
+        while chunk := src.read(CHUNK):
+            if stop.is_set():
+                raise CpioError("stopped: the job was cancelled")
+            dst.write(chunk)
 
 
 def decoder_argv(kind: str, packed: Path, unpacked: Path) -> list[str]:
@@ -103,7 +107,7 @@ async def _decode(kind: str, source: Path, offset: int, scratch: Path) -> Path:
         raise CpioError(f"{kind} compression: no {program} program on this node")
     packed = scratch / "initramfs.packed"
     unpacked = scratch / "initramfs.cpio"
-    await asyncio.to_thread(_copy_tail, source, offset, packed)
+    await _in_thread(lambda stop: _copy_tail(source, offset, packed, stop))
     try:
         await proc.run(
             decoder_argv(kind, packed, unpacked),
@@ -119,6 +123,30 @@ async def _decode(kind: str, source: Path, offset: int, scratch: Path) -> Path:
     return unpacked
 
 
+async def _in_thread(work: Callable[[threading.Event], T]) -> T:
+    """Run ``work`` in a thread; on cancel, tell it to stop and wait until it has (so nothing
+    still reads the guest when its file systems are unmounted)."""
+    stop = threading.Event()
+    task = asyncio.ensure_future(asyncio.to_thread(work, stop))
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        stop.set()
+        with contextlib.suppress(Exception):
+            await task
+        raise
+
+
+def _list_file(path: Path, stop: threading.Event) -> tuple[Listing, tuple[str, int] | None]:
+    with open(path, "rb") as file:
+        return list_initramfs(file, stop)
+
+
+def _list_decoded(path: Path, kind: str, listing: Listing, stop: threading.Event) -> None:
+    with open(path, "rb") as file:
+        list_decompressed(file, kind, listing, stop)
+
+
 async def read_initramfs(path: Path, scratch: Path) -> Listing:
     """List the image at ``path`` (a host path inside the mounted guest), decoding what Python
     cannot with the node's program; scratch files are removed on every way out.
@@ -126,8 +154,7 @@ async def read_initramfs(path: Path, scratch: Path) -> Listing:
     Raises:
         asyncio.CancelledError: the job was cancelled (the decoder is killed first).
     """
-    with open(path, "rb") as file:
-        listing, rest = await asyncio.to_thread(list_initramfs, file)
+    listing, rest = await _in_thread(lambda stop: _list_file(path, stop))
     if rest is None:
         return listing
     kind, offset = rest
@@ -135,8 +162,7 @@ async def read_initramfs(path: Path, scratch: Path) -> Listing:
     work.mkdir(parents=True)
     try:
         unpacked = await _decode(kind, path, offset, work)
-        with open(unpacked, "rb") as file:
-            await asyncio.to_thread(list_decompressed, file, kind, listing)
+        await _in_thread(lambda stop: _list_decoded(unpacked, kind, listing, stop))
     except (CpioError, OSError) as exc:
         listing.complete, listing.reason = False, str(exc)
     finally:

@@ -7,6 +7,10 @@ Two guests, both naming their partitions ``/dev/sdaN`` like a VMware guest does:
 - Debian-like: MBR, one ext4 root and a swap partition, grub.cfg, initramfs-tools, netplan
   with a MAC match, 70-persistent-net.rules, open-vm-tools (systemd and SysV links).
 
+``details=True`` adds what guest inspection reads and the repair tests do not need: kernel
+module lists, an initramfs image (RHEL-like: gzip, VMware drivers only; Debian-like: early
+microcode cpio + zstd, with the virtio drivers), ``/sbin/init`` and a dpkg database.
+
 File systems are made from directory trees (``mkfs.ext4 -d``; xfs by a loop mount), put into a
 raw disk at their partition offsets, and the disk is converted to a VMDK. Needs root.
 """
@@ -21,6 +25,8 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from tests.support.initramfs import VIRTIO_MODULES, VMWARE_MODULES, initramfs_image
 
 MiB = 1024 * 1024
 VMWARE_MAC = "00:50:56:8a:3c:19"
@@ -128,6 +134,64 @@ def build_disk(
     return {n: spec.fstype for n, spec in enumerate(partitions, 1)}
 
 
+RHEL_KERNEL = "5.14.0-284.el9.x86_64"
+DEBIAN_KERNEL = "6.1.0-18-amd64"
+DEBIAN_DPKG_STATUS = (
+    "Package: open-vm-tools\nStatus: install ok installed\nVersion: 2:12.2.0-1\n\n"
+    "Package: qemu-guest-agent\nStatus: deinstall ok config-files\nVersion: 1:7.2\n\n"
+    "Package: systemd-sysv\nStatus: install ok installed\nVersion: 252.22-1\n"
+)
+
+
+def write_tree(directory: Path, tree: Tree) -> None:
+    """Write ``tree`` under ``directory`` (for tests that read a guest as a directory)."""
+    _write_tree(directory, tree)
+
+
+def _rhel_details() -> tuple[Tree, Tree]:
+    root: Tree = {
+        "/lib": Link("usr/lib"),
+        "/sbin": Link("usr/sbin"),
+        "/usr/sbin/init": Link("../lib/systemd/systemd"),
+        "/usr/lib/systemd/systemd": "ELF systemd\n",
+        f"/usr/lib/modules/{RHEL_KERNEL}/modules.builtin": "kernel/drivers/ata/libata.ko\n"
+        "kernel/drivers/scsi/sd_mod.ko\n",
+    }
+    boot: Tree = {
+        f"/initramfs-{RHEL_KERNEL}.img": initramfs_image(RHEL_KERNEL, VMWARE_MODULES, "gzip"),
+    }
+    return root, boot
+
+
+def _debian_details(compression: str) -> Tree:
+    modules = (*VMWARE_MODULES, *VIRTIO_MODULES)
+    return {
+        "/sbin/init": Link("/lib/systemd/systemd"),
+        "/lib/systemd/systemd": "ELF systemd\n",
+        f"/lib/modules/{DEBIAN_KERNEL}/modules.builtin": "kernel/drivers/virtio/virtio.ko\n",
+        f"/boot/vmlinuz-{DEBIAN_KERNEL}": "not a real kernel\n",
+        f"/boot/initrd.img-{DEBIAN_KERNEL}": initramfs_image(
+            DEBIAN_KERNEL, modules, compression, microcode=True
+        ),
+        "/var/lib/dpkg/status": DEBIAN_DPKG_STATUS,
+    }
+
+
+def rhel_trees(details: bool = False) -> tuple[Tree, Tree]:
+    """The RHEL-like guest's root and /boot trees."""
+    root, boot = _rhel_trees()
+    if details:
+        extra_root, extra_boot = _rhel_details()
+        root, boot = {**root, **extra_root}, {**boot, **extra_boot}
+    return root, boot
+
+
+def debian_tree(details: bool = False, initramfs_compression: str = "zstd") -> Tree:
+    """The Debian-like guest's root tree."""
+    tree = _debian_tree()
+    return {**tree, **_debian_details(initramfs_compression)} if details else tree
+
+
 def _rhel_trees() -> tuple[Tree, Tree]:
     root: Tree = {
         "/etc/os-release": 'NAME="Red Hat Enterprise Linux"\nID="rhel"\nID_LIKE="fedora"\n'
@@ -169,8 +233,8 @@ def _rhel_trees() -> tuple[Tree, Tree]:
     return root, boot
 
 
-def build_rhel_like(directory: Path, name: str = "rhel-guest") -> GuestDisk:
-    root, boot = _rhel_trees()
+def build_rhel_like(directory: Path, name: str = "rhel-guest", details: bool = False) -> GuestDisk:
+    root, boot = rhel_trees(details)
     with tempfile.TemporaryDirectory(dir=directory) as scratch:
         parts = build_disk(
             directory / f"{name}.vmdk",
@@ -216,7 +280,7 @@ def _debian_tree() -> Tree:
 
 
 def build_debian_like(
-    directory: Path, name: str = "debian-guest", slow_fsck: bool = False
+    directory: Path, name: str = "debian-guest", slow_fsck: bool = False, details: bool = False
 ) -> GuestDisk:
     """``slow_fsck``: a 2 GiB root with 4 M inodes and no uninit_bg, so e2fsck takes seconds."""
     size, options = 192, ()
@@ -226,7 +290,7 @@ def build_debian_like(
         parts = build_disk(
             directory / f"{name}.vmdk",
             "dos",
-            [PartitionSpec("ext4", size, _debian_tree(), options), PartitionSpec("swap", 16)],
+            [PartitionSpec("ext4", size, debian_tree(details), options), PartitionSpec("swap", 16)],
             Path(scratch),
         )
     return GuestDisk("debian", directory / f"{name}.vmdk", "dos", parts, 1, None)
