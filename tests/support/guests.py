@@ -280,7 +280,11 @@ def _debian_tree() -> Tree:
 
 
 def build_debian_like(
-    directory: Path, name: str = "debian-guest", slow_fsck: bool = False, details: bool = False
+    directory: Path,
+    name: str = "debian-guest",
+    slow_fsck: bool = False,
+    details: bool = False,
+    extra: Tree | None = None,
 ) -> GuestDisk:
     """``slow_fsck``: a 2 GiB root with 4 M inodes and no uninit_bg, so e2fsck takes seconds."""
     size, options = 192, ()
@@ -290,7 +294,10 @@ def build_debian_like(
         parts = build_disk(
             directory / f"{name}.vmdk",
             "dos",
-            [PartitionSpec("ext4", size, debian_tree(details), options), PartitionSpec("swap", 16)],
+            [
+                PartitionSpec("ext4", size, {**debian_tree(details), **(extra or {})}, options),
+                PartitionSpec("swap", 16),
+            ],
             Path(scratch),
         )
     return GuestDisk("debian", directory / f"{name}.vmdk", "dos", parts, 1, None)

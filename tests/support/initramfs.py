@@ -88,3 +88,16 @@ def initramfs_image(
     """An initramfs image as a distribution's tool writes it."""
     image = early_microcode() if microcode else b""
     return image + compress(main_archive(kernel, modules), compression)
+
+
+def slow_initramfs(kernel: str, ballast_mib: int) -> bytes:
+    """A gzip initramfs whose main archive holds ``ballast_mib`` MiB of zeros before its
+    modules: a few MiB on disk that take seconds to read (to cancel an inspection while it
+    reads). Made of gzip members (one block of zeros repeated), which decode as one stream."""
+    encoded = b"ballast\x00"
+    fields = [1, 0o100644, 0, 0, 1, 0, ballast_mib << 20, 0, 0, 0, 0, len(encoded), 0]
+    header = b"070701" + b"".join(f"{value:08X}".encode() for value in fields) + encoded
+    header += b"\x00" * ((4 - len(header) % 4) % 4)
+    block = gzip.compress(bytes(16 << 20), compresslevel=1)
+    zeros = block * (ballast_mib // 16) + gzip.compress(bytes((ballast_mib % 16) << 20))
+    return gzip.compress(header) + zeros + gzip.compress(main_archive(kernel, VIRTIO_MODULES))

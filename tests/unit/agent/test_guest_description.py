@@ -70,7 +70,7 @@ def _debian_guest(tmp_path: Path, **extra: Any) -> Path:
 
 
 def _listing(image: bytes) -> Listing:
-    listing, rest = list_initramfs(io.BytesIO(image))  # type: ignore[arg-type]
+    listing, rest = list_initramfs(io.BytesIO(image))
     assert rest is None
     return listing
 
@@ -111,12 +111,12 @@ def test_virtio_drivers_present_or_missing_as_the_image_was_built() -> None:
 
 def test_a_truncated_image_is_reported_incomplete_not_missing_drivers() -> None:
     image = gzip.compress(main_archive("6.1.0", VIRTIO_MODULES))[:-40]
-    listing, _ = list_initramfs(io.BytesIO(image))  # type: ignore[arg-type]
+    listing, _ = list_initramfs(io.BytesIO(image))
     assert not listing.complete and listing.reason
 
 
 def test_garbage_is_not_an_initramfs() -> None:
-    listing, _ = list_initramfs(io.BytesIO(b"MZ this is not a cpio archive"))  # type: ignore[arg-type]
+    listing, _ = list_initramfs(io.BytesIO(b"MZ this is not a cpio archive"))
     assert not listing.complete
     assert "neither cpio nor a known compression" in listing.reason
 
