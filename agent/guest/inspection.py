@@ -48,6 +48,19 @@ async def describe_mounted(
     return description.describe()
 
 
+async def describe_guest_into(
+    mounted: MountedGuest, disks: Sequence[AttachedDisk], scratch: Path
+) -> dict[str, Any]:
+    """:func:`describe_mounted` with its own scratch directory (removed when empty), for a
+    job that mounted the guest itself (the repair)."""
+    scratch.mkdir(exist_ok=True)
+    try:
+        return await describe_mounted(mounted, disks, scratch)
+    finally:
+        with contextlib.suppress(OSError):
+            scratch.rmdir()
+
+
 def _remove_workdir(workdir: Path) -> None:
     # rmdir only: a recursive delete with something still mounted below would destroy it.
     for path in (workdir / "root", workdir):
@@ -88,13 +101,7 @@ async def inspect_disks(
             except GuestNotFound as exc:
                 return {"guest": None, "guest_error": str(exc)}
             step("guest", "reading the guest's configuration")
-            scratch = workdir / "scratch"
-            scratch.mkdir(exist_ok=True)
-            try:
-                description = await describe_mounted(mounted, disks, scratch)
-            finally:
-                with contextlib.suppress(OSError):
-                    scratch.rmdir()
+            description = await describe_guest_into(mounted, disks, workdir / "scratch")
             description["not_mounted"] = mounted.guest.not_mounted
             step("detach", "unmounting and detaching")
         return {"guest": description}

@@ -23,7 +23,7 @@ from tests.support.guests import (
 )
 from tests.support.initramfs import slow_initramfs
 from tests.support.repair_checks import is_clean, leftovers, sha256
-from tests.support.repair_jobs import events, job, run_job, submit
+from tests.support.repair_jobs import events, job, repair_spec, report_of, run_job, submit
 
 VIRTIO = ("virtio_blk", "virtio_scsi", "virtio_pci", "virtio_net")
 
@@ -200,3 +200,22 @@ def test_cancel_while_reading_the_guest_releases_everything(
     _assert_node_clean(repair_cluster)
     assert list(outdir.iterdir()) == []
     assert sha256(disk.path) == before
+
+
+def test_repair_with_guest_info_describes_the_guest_as_found(
+    repair_cluster: Cluster, guests: Guests, outdir: Path
+) -> None:
+    doc = repair_spec(
+        "offline_fix", guests.rhel.path, outdir, actions=["fstab_uuid"], guest_info=True
+    )
+    result = run_job(repair_cluster, doc)
+    assert result["state"] == "COMPLETED", result["result"]
+    report = report_of(outdir, doc["job_id"])
+    guest = report["guest_info"]
+    assert guest["os"]["id"] == "rhel"
+    # As found, before the repair rewrote the fstab.
+    assert {e["mountpoint"]: e["naming"] for e in guest["fstab"]}["/"] == "device"
+    assert guest["initramfs"][0]["virtio_missing"] == list(VIRTIO)
+    assert result["result"]["details"]["guest_info"]["os"]["id"] == "rhel"
+    assert sha256(guests.rhel.path) == guests.sha["rhel"]
+    _assert_node_clean(repair_cluster)

@@ -93,7 +93,8 @@ def initramfs_image(
 def slow_initramfs(kernel: str, ballast_mib: int) -> bytes:
     """A gzip initramfs whose main archive holds ``ballast_mib`` MiB of zeros before its
     modules: a few MiB on disk that take seconds to read (to cancel an inspection while it
-    reads; at most 4095 MiB, the largest size newc can say). Made of gzip members (one block of zeros repeated), which decode as one stream."""
+    reads). At most 4095 MiB, the largest size a newc header can hold. Made of gzip members
+    (one block of zeros repeated), which decode as one stream."""
     encoded = b"ballast\x00"
     fields = [1, 0o100644, 0, 0, 1, 0, ballast_mib << 20, 0, 0, 0, 0, len(encoded), 0]
     header = b"070701" + b"".join(f"{value:08X}".encode() for value in fields) + encoded
