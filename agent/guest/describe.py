@@ -233,6 +233,7 @@ def describe_guest(
     root_partition: AttachedPartition | None = None,
     devices: DeviceMap | None = None,
     initramfs: Mapping[str, Listing] | None = None,
+    efi_files: Sequence[str] = (),
 ) -> GuestDescription:
     """Describe the guest mounted at ``root`` (its ``/``, with /boot and the ESP mounted
     below it as the guest mounts them).
@@ -243,10 +244,13 @@ def describe_guest(
         devices: resolves fstab device columns to attached partitions.
         initramfs: listings of the initramfs images by guest path, read beforehand (with the
             node's decoders); an image not in it is read here with Python's decoders.
+        efi_files: guest paths of EFI binaries on an ESP that is not mounted (read by the
+            caller from the device).
     """
     guest = GuestRoot(root)
     kernels, images = kernels_and_images(guest, initramfs)
-    loaders = bootloaders(guest, efi_binaries(guest))
+    binaries = [*efi_binaries(guest), *(f for f in efi_files if f)]
+    loaders = bootloaders(guest, sorted(set(binaries)))
     fstab = fstab_entries(guest, devices)
     root_entry = next((e for e in fstab if e["mountpoint"] == "/"), None)
     root_info = None

@@ -17,8 +17,10 @@ from typing import Any
 from agent.disk.attach import AttachedDisk, DiskImage, attached_disks
 from agent.disk.journal import AttachmentJournal
 from agent.errors import GuestNotFound
+from agent.guest.boot import ESP_TYPES
 from agent.guest.cpio import Listing
 from agent.guest.describe import describe_guest, image_file, initramfs_images
+from agent.guest.esp import unmounted_efi_binaries
 from agent.guest.initramfs import read_initramfs
 from agent.repair.mounting import MountedGuest, mount_guest
 
@@ -27,12 +29,33 @@ log = logging.getLogger(__name__)
 Step = Callable[[str, str], None]  # (phase, message)
 
 
+async def _unmounted_esp_binaries(
+    mounted: MountedGuest, disks: Sequence[AttachedDisk]
+) -> list[str]:
+    """EFI binaries of ESPs the guest mount left unmounted, read with mtools."""
+    done = set(mounted.guest.mounted.values())
+    entries = {e.spec: e.mountpoint for e in mounted.guest.fstab}
+    found: list[str] = []
+    for partition in (p for d in disks for p in d.partitions):
+        if partition.part_type not in ESP_TYPES or partition.fstype != "vfat":
+            continue
+        if (partition.disk, partition.number) in done:
+            continue
+        mountpoint = next(
+            (point for spec, point in entries.items() if mounted.devices.lookup(spec) == partition),
+            "/boot/efi",
+        )
+        found += await unmounted_efi_binaries(partition.device, mountpoint) or []
+    return found
+
+
 async def describe_mounted(
     mounted: MountedGuest, disks: Sequence[AttachedDisk], scratch: Path
 ) -> dict[str, Any]:
     """The description of a mounted guest (see :func:`agent.guest.describe.describe_guest`);
     initramfs images are read with the node's decoders, scratch files under ``scratch``
     (outside the guest) removed before this returns."""
+    efi_files = await _unmounted_esp_binaries(mounted, disks)
     listings: dict[str, Listing] = {}
     for path, _version in initramfs_images(mounted.root):
         host = image_file(mounted.root, path)
@@ -44,6 +67,7 @@ async def describe_mounted(
         root_partition=mounted.guest.root_partition,
         devices=mounted.devices,
         initramfs=listings,
+        efi_files=efi_files,
     )
     return description.describe()
 
@@ -97,7 +121,9 @@ async def inspect_disks(
         ):
             step("mount", "looking for the root file system (read-only, no journal replay)")
             try:
-                mounted = await mount_guest(mounts, disks, workdir, journal, read_only=True)
+                mounted = await mount_guest(
+                    mounts, disks, workdir, journal, read_only=True, best_effort=True
+                )
             except GuestNotFound as exc:
                 return {"guest": None, "guest_error": str(exc)}
             step("guest", "reading the guest's configuration")

@@ -19,6 +19,7 @@ from tests.support.guests import (
     VMWARE_MAC,
     GuestDisk,
     build_debian_like,
+    build_debian_uefi,
     build_rhel_like,
 )
 from tests.support.initramfs import slow_initramfs
@@ -218,4 +219,29 @@ def test_repair_with_guest_info_describes_the_guest_as_found(
     assert guest["initramfs"][0]["virtio_missing"] == list(VIRTIO)
     assert result["result"]["details"]["guest_info"]["os"]["id"] == "rhel"
     assert sha256(guests.rhel.path) == guests.sha["rhel"]
+    _assert_node_clean(repair_cluster)
+
+
+def test_uefi_guest_needs_uefi_and_its_nvram_entry(repair_cluster: Cluster, outdir: Path) -> None:
+    directory = repair_cluster.input_dir / "uefi"
+    directory.mkdir()
+    disk = build_debian_uefi(directory)
+    before = sha256(disk.path)
+    result = run_job(repair_cluster, _inspect_spec(disk.path, outdir))
+    assert result["state"] == "COMPLETED", result["result"]
+    guest = result["result"]["details"]["guest"]
+    firmware = guest["firmware"]
+    assert firmware["type"] == "uefi" and firmware["partition_table"] == "gpt"
+    assert firmware["esp"] == {"disk": 0, "partition": 1}
+    # The ESP was mounted at /boot/efi as the guest's fstab says: its binaries are seen.
+    assert sorted(firmware["efi_binaries"]) == [
+        "/boot/efi/EFI/debian/grubx64.efi",
+        "/boot/efi/EFI/debian/shimx64.efi",
+    ]
+    assert firmware["fresh_nvram_bootable"] is False  # no \EFI\BOOT\BOOTX64.EFI
+    assert {"kind": "grub2", "platform": "efi", "path": "/boot/grub/x86_64-efi"} in guest[
+        "bootloaders"
+    ]
+    assert {e["mountpoint"]: e["naming"] for e in guest["fstab"]}["/boot/efi"] == "device"
+    assert sha256(disk.path) == before
     _assert_node_clean(repair_cluster)

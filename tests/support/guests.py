@@ -4,7 +4,8 @@ Two guests, both naming their partitions ``/dev/sdaN`` like a VMware guest does:
 
 - RHEL-like: GPT, ext4 ``/boot`` (BLS entries, grub2 with device.map), xfs root, ifcfg with
   HWADDR, a NetworkManager keyfile bound to a MAC, dracut, SELinux enforcing, vmtoolsd enabled;
-- Debian-like: MBR, one ext4 root and a swap partition, grub.cfg, initramfs-tools, netplan
+- Debian-like (also :func:`build_debian_uefi`: GPT, an ESP at ``/boot/efi``): MBR, one ext4
+  root and a swap partition, grub.cfg, initramfs-tools, netplan
   with a MAC match, 70-persistent-net.rules, open-vm-tools (systemd and SysV links).
 
 ``details=True`` adds what guest inspection reads and the repair tests do not need: kernel
@@ -95,6 +96,11 @@ def _make_filesystem(image: Path, spec: PartitionSpec, scratch: Path) -> None:
             _run("cp", "-a", f"{tree}/.", str(mnt))
         finally:
             _run("umount", str(mnt))
+    elif spec.fstype == "vfat":  # an EFI system partition
+        _run("mkfs.vfat", *spec.mkfs_options, str(image))
+        entries = [str(entry) for entry in sorted(tree.iterdir())]
+        if entries:
+            _run("mcopy", "-s", "-i", str(image), *entries, "::/")
     else:
         raise ValueError(spec.fstype)
 
@@ -111,7 +117,7 @@ def build_disk(
     offset = 1
     offsets = []
     for spec in partitions:
-        kind = "S" if spec.fstype == "swap" else "L"
+        kind = {"swap": "S", "vfat": "U"}.get(spec.fstype, "L")
         lines.append(f"start={offset * 2048}, size={spec.size_mib * 2048}, type={kind}")
         offsets.append(offset)
         offset += spec.size_mib + 1
@@ -301,6 +307,32 @@ def build_debian_like(
             Path(scratch),
         )
     return GuestDisk("debian", directory / f"{name}.vmdk", "dos", parts, 1, None)
+
+
+def build_debian_uefi(directory: Path, name: str = "debian-uefi") -> GuestDisk:
+    """The Debian-like guest on GPT with an EFI system partition (``/boot/efi``, named
+    ``/dev/sda1``) whose GRUB sits only at ``\\EFI\\debian\\``, as a VMware UEFI VM
+    leaves it (its boot entry is in the VM's NVRAM)."""
+    tree = debian_tree(details=True)
+    tree["/etc/fstab"] = (
+        "/dev/sda2  /          ext4  errors=remount-ro  0 1\n"
+        "/dev/sda1  /boot/efi  vfat  umask=0077         0 1\n"
+    )
+    tree["/boot/efi/"] = ""
+    tree["/boot/grub/x86_64-efi/normal.mod"] = b"\x7fELF"
+    esp: Tree = {
+        "/EFI/debian/grubx64.efi": b"MZ grub",
+        "/EFI/debian/shimx64.efi": b"MZ shim",
+        "/EFI/debian/grub.cfg": "configfile $prefix/grub.cfg\n",
+    }
+    with tempfile.TemporaryDirectory(dir=directory) as scratch:
+        parts = build_disk(
+            directory / f"{name}.vmdk",
+            "gpt",
+            [PartitionSpec("vfat", 33, esp), PartitionSpec("ext4", 192, tree)],
+            Path(scratch),
+        )
+    return GuestDisk("debian-uefi", directory / f"{name}.vmdk", "gpt", parts, 2, None)
 
 
 # --- reading an image back, independently of the agent -----------------------------------

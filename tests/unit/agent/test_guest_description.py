@@ -15,6 +15,7 @@ from agent.disk.attach import AttachedDisk, AttachedPartition
 from agent.guest.boot import BIOS_BOOT_TYPE
 from agent.guest.cpio import Listing, list_initramfs
 from agent.guest.describe import describe_guest, spec_naming
+from agent.guest.esp import efi_paths
 from agent.guest.initramfs import decoder_argv, read_with_python, virtio_drivers
 from tests.support.guests import (
     DEBIAN_KERNEL,
@@ -286,3 +287,21 @@ def test_symlinks_are_followed_inside_the_guest(tmp_path: Path) -> None:
     os.unlink(root / "etc/os-release")
     os.symlink("/etc/hostname-of-the-agent", root / "etc/os-release")
     assert describe_guest(root).describe()["os"]["id"] == "unknown"
+
+
+def test_an_unmounted_esp_listing_gives_guest_paths() -> None:
+    listing = "::/EFI/\n::/EFI/debian/\n::/EFI/debian/grubx64.efi\n::/EFI/debian/grub.cfg\n"
+    listing += "::/EFI/BOOT/BOOTX64.EFI\n::/EFI/debian/fw/fwupx64.efi\n"
+    assert efi_paths(listing, "/boot/efi/") == [
+        "/boot/efi/EFI/BOOT/BOOTX64.EFI",
+        "/boot/efi/EFI/debian/grubx64.efi",
+    ]
+
+
+def test_efi_files_read_elsewhere_count_for_the_firmware(tmp_path: Path) -> None:
+    root = _debian_guest(tmp_path)
+    disk = _disk("gpt", _partition(1, ESP_GUID, "vfat"), _partition(2, LINUX_GUID, "ext4"))
+    info = describe_guest(
+        root, disks=[disk], efi_files=["/boot/efi/EFI/BOOT/BOOTX64.EFI"]
+    ).describe()
+    assert info["firmware"]["fresh_nvram_bootable"] is True
