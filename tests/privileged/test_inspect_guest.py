@@ -4,6 +4,7 @@ stays attached (after success, after a failure to find a guest, after a cancel).
 
 from __future__ import annotations
 
+import signal
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -166,22 +167,31 @@ def test_guest_info_must_be_a_boolean(
     _assert_node_clean(repair_cluster)
 
 
-def test_cancel_while_reading_the_guest_releases_everything(
-    repair_cluster: Cluster, outdir: Path
-) -> None:
+@pytest.fixture(scope="module")
+def slow_guest(repair_cluster: Cluster) -> GuestDisk:
+    """A Debian-like guest whose initramfs takes seconds to read (4000 MiB of zeros)."""
     directory = repair_cluster.input_dir / "slow-initramfs"
     directory.mkdir()
     slow = {f"/boot/initrd.img-{DEBIAN_KERNEL}": slow_initramfs(DEBIAN_KERNEL, 4000)}
-    disk = build_debian_like(directory, details=True, extra=slow)
-    before = sha256(disk.path)
-    job_id = submit(repair_cluster, _inspect_spec(disk.path, outdir))
+    return build_debian_like(directory, details=True, extra=slow)
 
+
+def _wait_for_guest_phase(cluster: Cluster, job_id: str) -> None:
     def reading_guest() -> bool:
-        phases = [e["phase"] for e in events(repair_cluster, job_id)]
-        assert job(repair_cluster, job_id)["state"] not in ("COMPLETED", "FAILED")
+        phases = [e["phase"] for e in events(cluster, job_id)]
+        assert job(cluster, job_id)["state"] not in ("COMPLETED", "FAILED")
         return "guest" in phases
 
     wait_for(reading_guest, timeout=120, interval=0.2, what="the guest phase")
+
+
+def test_cancel_while_reading_the_guest_releases_everything(
+    repair_cluster: Cluster, slow_guest: GuestDisk, outdir: Path
+) -> None:
+    disk = slow_guest
+    before = sha256(disk.path)
+    job_id = submit(repair_cluster, _inspect_spec(disk.path, outdir))
+    _wait_for_guest_phase(repair_cluster, job_id)
     assert leftovers(repair_cluster.workdir)["mounts"], "the guest should be mounted now"
     with repair_cluster.client() as client:
         client.cancel(job_id)
@@ -245,3 +255,25 @@ def test_uefi_guest_needs_uefi_and_its_nvram_entry(repair_cluster: Cluster, outd
     assert {e["mountpoint"]: e["naming"] for e in guest["fstab"]}["/boot/efi"] == "device"
     assert sha256(disk.path) == before
     _assert_node_clean(repair_cluster)
+
+
+def test_agent_killed_mid_inspection_releases_leftovers_on_restart(
+    repair_cluster: Cluster, slow_guest: GuestDisk, outdir: Path
+) -> None:
+    before = sha256(slow_guest.path)
+    job_id = submit(repair_cluster, _inspect_spec(slow_guest.path, outdir))
+    _wait_for_guest_phase(repair_cluster, job_id)
+    repair_cluster.agents["node-1"].stop(sig=signal.SIGKILL)
+    left = leftovers(repair_cluster.workdir)
+    assert left["mounts"] and left["loops"] and left["storage_daemons"], left
+    journal = repair_cluster.workdir / "node-1" / "attachments" / f"{job_id}.json"
+    assert journal.exists()
+
+    repair_cluster.start_agent("node-1")
+    wait_for(
+        lambda: is_clean(repair_cluster.workdir),
+        timeout=30,
+        what=f"leftovers released: {leftovers(repair_cluster.workdir)}",
+    )
+    assert not journal.exists()
+    assert sha256(slow_guest.path) == before
