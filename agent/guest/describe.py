@@ -17,6 +17,7 @@ from typing import Any
 from agent.disk.attach import AttachedDisk, AttachedPartition
 from agent.guest.boot import Bootloader, Firmware, bootloaders, efi_binaries, firmware
 from agent.guest.cpio import Listing
+from agent.guest.files import small_text
 from agent.guest.initramfs import builtin_modules, read_with_python, virtio_drivers
 from agent.guest.network import NetworkConfig, network_configs
 from agent.guest.software import InstalledTool, hypervisor_tools, init_system
@@ -28,6 +29,7 @@ from agent.repair.guestfs import GuestPathError, GuestRoot
 KERNEL_PREFIXES = ("vmlinuz-", "vmlinux-", "kernel-")
 INITRAMFS_PATTERNS = (("initramfs-", ".img"), ("initrd.img-", ""), ("initrd-", ""))
 MODULE_DIRS = ("/lib/modules", "/usr/lib/modules")
+MAX_BUILTIN_BYTES = 16 * 1024 * 1024
 # fstab device columns by how they name the file system, longest prefix first.
 SPEC_NAMING = (
     ("/dev/disk/by-uuid/", "uuid"),
@@ -99,7 +101,7 @@ class GuestDescription:
 
 
 def os_release(root: GuestRoot) -> dict[str, str]:
-    text = root.read_text("/etc/os-release") or root.read_text("/usr/lib/os-release")
+    text = small_text(root, "/etc/os-release") or small_text(root, "/usr/lib/os-release")
     release = parse_os_release(text or "")
     return {
         "id": release.get("ID", "unknown"),
@@ -155,7 +157,7 @@ def _kernel_versions(root: GuestRoot) -> dict[str, str]:
 
 def _builtin(root: GuestRoot, version: str) -> tuple[set[str], str | None]:
     for directory in MODULE_DIRS:
-        text = root.read_text(f"{directory}/{version}/modules.builtin")
+        text = small_text(root, f"{directory}/{version}/modules.builtin", MAX_BUILTIN_BYTES)
         if text is not None:
             return builtin_modules(text), f"{directory}/{version}"
     for directory in MODULE_DIRS:
@@ -207,7 +209,7 @@ def _where(partition: AttachedPartition | None) -> dict[str, Any] | None:
 
 
 def fstab_entries(root: GuestRoot, devices: DeviceMap | None) -> list[dict[str, Any]]:
-    entries = parse_fstab(root.read_text("/etc/fstab") or "")
+    entries = parse_fstab(small_text(root, "/etc/fstab") or "")
     described = []
     for entry in entries:
         naming = spec_naming(entry.spec)

@@ -15,9 +15,9 @@ from typing import Any
 
 import yaml
 
+from agent.guest.files import small_text
 from agent.repair.guestfs import GuestRoot
 
-MAX_CONFIG_BYTES = 1024 * 1024
 _MAC = r"[0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2}){5}"
 _UDEV_MAC = re.compile(r'ATTRS?\{address\}=="(' + _MAC + r')"')
 _UDEV_NAME = re.compile(r'NAME:?="([^"]+)"')
@@ -151,8 +151,8 @@ def network_configs(root: GuestRoot) -> list[NetworkConfig]:
     found = []
     for kind, directory, pattern in LOCATIONS:
         for path in root.glob(directory, pattern):
-            text = root.read_text(path)
-            if text is None or len(text) > MAX_CONFIG_BYTES:
+            text = small_text(root, path)
+            if text is None:
                 continue
             bindings = PARSERS[kind](text)
             if kind == "udev" and not bindings:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from agent.guest.files import small_text
 from agent.repair.guestfs import GuestPathError, GuestRoot
 
 UNIT_DIRS = ("/etc/systemd/system", "/usr/lib/systemd/system", "/lib/systemd/system")
@@ -72,9 +73,7 @@ class InstalledTool:
 
 def dpkg_installed(root: GuestRoot) -> set[str]:
     """Package names dpkg records as installed."""
-    text = root.read_text("/var/lib/dpkg/status") or ""
-    if len(text) > MAX_DPKG_STATUS:
-        return set()
+    text = small_text(root, "/var/lib/dpkg/status", MAX_DPKG_STATUS) or ""
     installed = set()
     for stanza in text.split("\n\n"):
         pairs = (line.partition(":") for line in stanza.split("\n"))

@@ -305,3 +305,11 @@ def test_efi_files_read_elsewhere_count_for_the_firmware(tmp_path: Path) -> None
         root, disks=[disk], efi_files=["/boot/efi/EFI/BOOT/BOOTX64.EFI"]
     ).describe()
     assert info["firmware"]["fresh_nvram_bootable"] is True
+
+
+def test_an_oversized_config_file_is_not_read(tmp_path: Path) -> None:
+    root = _debian_guest(tmp_path)
+    with open(root / "etc/netplan/99-huge.yaml", "wb") as huge:
+        huge.truncate(8 << 30)  # sparse: 8 GiB that must not be read into memory
+    paths = [n["path"] for n in describe_guest(root).describe()["network"]]
+    assert "/etc/netplan/01-netcfg.yaml" in paths and "/etc/netplan/99-huge.yaml" not in paths
