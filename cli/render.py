@@ -13,6 +13,8 @@ import yaml
 from rich.console import Console, RenderableType
 from rich.table import Table
 
+from cli.guest_view import guest_parts
+
 _UNITS = ("KiB", "MiB", "GiB", "TiB", "PiB")
 # Wide enough that piped tables are not wrapped mid-path (rich defaults to 80 off a TTY).
 _PIPE_WIDTH = 200
@@ -173,6 +175,7 @@ def job_detail(job: dict[str, Any]) -> list[RenderableType]:
     result = job["result"]
     if result["outputs"]:
         parts += ["", outputs_table(result["outputs"])]
+    parts += guest_parts(result.get("details") or {})
     if result["error"]:
         parts += ["", f"[bold red]Error[/] {error_text(result['error'])}"]
     return parts

@@ -120,6 +120,9 @@ def pipeline_from_manifest(parsed: ParsedManifest) -> migration_pb2.MigrationPip
         remove_vmware_tools=fix.enabled and fix.remove_vmware_tools,
         compress=pipeline.convert.enabled and pipeline.convert.compress,
         validate=pipeline.validate.enabled and pipeline.validate.check_image_integrity,
+        collect_guest_info=pipeline.inspect.enabled
+        and pipeline.inspect.collect_guest_info
+        and fix.enabled,
     )
 
 
@@ -131,8 +134,12 @@ def manifest_notes(parsed: ParsedManifest) -> list[str]:
     if pipeline is not None:
         if pipeline.inspect.enabled and pipeline.inspect.collect_guest_info:
             notes.append(
-                "pipeline.inspect.collect_guest_info: the guest found by the repair is in the "
-                "boot disk's job report"
+                "pipeline.inspect.collect_guest_info: the repair describes the guest (OS, "
+                "kernels and their initramfs drivers, boot loader, firmware, fstab, network "
+                "bindings, hypervisor tools) in <vm>.report.json, disks[].guest_info"
+                if pipeline.fix.enabled
+                else "pipeline.inspect.collect_guest_info: not collected: only the repair "
+                "(pipeline.fix) mounts the guest, and it is off"
             )
         if pipeline.fix.enabled and pipeline.fix.backup:
             notes.append(

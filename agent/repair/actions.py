@@ -43,6 +43,7 @@ BOOLEAN_PARAMETERS = {
     "in_place": False,
     "regenerate_initramfs": True,
     "virtio_drivers": True,
+    "guest_info": False,  # describe the guest (agent/guest) into the report
 }
 
 
@@ -56,6 +57,7 @@ class RepairPlan:
     in_place: bool
     regenerate_initramfs: bool
     virtio_drivers: bool
+    guest_info: bool = False
 
 
 def _boolean(parameters: dict[str, Any], name: str) -> bool:
@@ -110,4 +112,5 @@ def plan_repair(spec: JobSpec) -> RepairPlan:
         in_place=_boolean(params, "in_place"),
         regenerate_initramfs=_boolean(params, "regenerate_initramfs"),
         virtio_drivers=_boolean(params, "virtio_drivers"),
+        guest_info=_boolean(params, "guest_info"),
     )

@@ -120,6 +120,7 @@ async def _mount_fstab(
     devices: DeviceMap,
     journal: AttachmentJournal,
     read_only: bool,
+    best_effort: bool = False,
 ) -> None:
     """Mount the guest's other file systems as its boot would: fstab order by depth, those
     on the attached disks only, nothing ``noauto`` (except /boot and /boot/efi)."""
@@ -144,7 +145,13 @@ async def _mount_fstab(
             guest.not_mounted.append(f"{entry.mountpoint}: not a directory in the guest")
             continue
         where = root.resolve(entry.mountpoint)
-        await _mount_partition(stack, partition, where, journal, read_only)
+        try:
+            await _mount_partition(stack, partition, where, journal, read_only)
+        except ToolFailed as exc:
+            if not best_effort:
+                raise
+            guest.not_mounted.append(f"{entry.mountpoint}: {exc}")
+            continue
         guest.mounted[entry.mountpoint] = (partition.disk, partition.number)
 
 
@@ -155,9 +162,12 @@ async def mount_guest(
     journal: AttachmentJournal,
     *,
     read_only: bool,
+    best_effort: bool = False,
 ) -> MountedGuest:
     """Mount the guest's root (found on any attached disk) on ``workdir/root`` and its other
     file systems per its fstab under it; all are unmounted by ``stack``, in reverse order.
+    ``best_effort`` (inspection): a file system other than the root that fails to mount
+    (say, vfat on a kernel without it) is listed in ``not_mounted`` instead of failing.
 
     Raises:
         GuestNotFound: no partition holds a root file system.
@@ -177,6 +187,6 @@ async def mount_guest(
     guest = identify(root, root_partition)
     guest.mounted["/"] = (root_partition.disk, root_partition.number)
     devices = DeviceMap(partitions, guest.naming, len(disks))
-    await _mount_fstab(stack, root, guest, devices, journal, read_only)
+    await _mount_fstab(stack, root, guest, devices, journal, read_only, best_effort)
     guest.bootloaders = bootloaders(root)  # again: /boot holds most of what says so
     return MountedGuest(root=root, guest=guest, devices=devices)

@@ -43,6 +43,7 @@ def build_report(
         },
         "disks": outcome.disks,
         "guest": outcome.guest,
+        **({"guest_info": outcome.guest_info} if outcome.guest_info is not None else {}),
         "filesystem_checks": [r.describe() for r in outcome.fsck],
         "actions": [o.describe(changes) if changes else _bare(o) for o in outcome.outcomes],
         "files": [c.describe() for c in changes.changes] if changes else [],

@@ -12,6 +12,7 @@ from typing import Any
 
 from agent.disk.attach import AttachedDisk
 from agent.disk.journal import AttachmentJournal
+from agent.guest.inspection import describe_guest_into
 from agent.repair import actions as A
 from agent.repair.changes import ChangeSet
 from agent.repair.fixes.base import (
@@ -53,6 +54,7 @@ class RepairOutcome:
     guest: dict[str, Any] | None = None
     changes: ChangeSet | None = None
     disks: list[dict[str, Any]] = field(default_factory=list)
+    guest_info: dict[str, Any] | None = None  # parameters.guest_info: as found, before fixes
 
     @property
     def failed(self) -> list[Outcome]:
@@ -184,6 +186,9 @@ async def repair_disk(
         guest = await mount_guest(stack, disks, workdir, journal, read_only=plan.dry_run)
         result.guest = guest.guest.describe(partitions)
         result.disks = guest.guest.describe_disks(list(disks))
+        if plan.guest_info:
+            clock.within("mount", 1.0, "describing the guest")
+            result.guest_info = await describe_guest_into(guest, disks, workdir / "guest-scratch")
         changes = ChangeSet(guest.root, dry_run=plan.dry_run)
         result.changes = changes
         ctx = FixContext(guest.root, guest.guest, guest.devices, changes, parameters)

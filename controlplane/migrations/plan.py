@@ -143,6 +143,8 @@ def disk_job(
         document["requested_actions"] = repair_actions(spec.pipeline)
         if spec.dry_run:
             parameters["dry_run"] = True
+        if spec.pipeline.collect_guest_info:
+            parameters["guest_info"] = True
         others = [s for s in disk_steps(spec) if s.disk_id != disk.id]
         migration["attach_outputs"] = [
             {

@@ -43,6 +43,11 @@ def option_effects(record: MigrationRecord) -> dict[str, str]:
             else "outputs checked with qemu-img check only when published"
         ),
         "pipeline.inspect": "each disk's header and qemu-img info were read before writing",
+        "pipeline.collect_guest_info": (
+            "the repair described the guest as it found it: disks[].guest_info"
+            if pipeline.collect_guest_info and actions
+            else "no guest description"
+        ),
         "dry_run": "nothing written; the repair reported what it would change"
         if spec.dry_run
         else "outputs written",
@@ -62,6 +67,14 @@ def _job_summary(job: JobRecord | None) -> dict[str, Any]:
         json.loads(result) if len(result) <= MAX_RESULT_CHARS else result[:MAX_RESULT_CHARS]
     )
     return summary
+
+
+def _guest_info(job: JobRecord | None) -> dict[str, Any] | None:
+    """The guest the boot disk's repair described (pipeline.collect_guest_info), kept whole:
+    the job's result is cut at MAX_RESULT_CHARS."""
+    details = ((job.result or {}).get("details") or {}) if job else {}
+    guest = details.get("guest_info")
+    return guest if isinstance(guest, dict) else None
 
 
 def build_report(record: MigrationRecord, jobs: Mapping[str, JobRecord]) -> dict[str, Any]:
@@ -85,6 +98,11 @@ def build_report(record: MigrationRecord, jobs: Mapping[str, JobRecord]) -> dict
                 "role": step.role,
                 "output": step.final_name,
                 "job": _job_summary(jobs.get(step.job_id)),
+                **(
+                    {"guest_info": _guest_info(jobs.get(step.job_id))}
+                    if spec.pipeline.collect_guest_info and step.role == "repair"
+                    else {}
+                ),
             }
             for step in disk_steps(spec)
         ],

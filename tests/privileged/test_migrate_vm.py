@@ -102,6 +102,11 @@ def test_a_two_disk_vm_arrives_whole_with_its_definitions(
     report = json.loads((outdir / "web-01.report.json").read_text())
     assert [d["disk_id"] for d in report["disks"]] == ["disk-2", "disk-0"]
     assert report["options"]["pipeline.repair"].startswith("the boot disk was repaired")
+    # pipeline.inspect.collect_guest_info: the guest as the repair found it (both disks).
+    guest = report["disks"][-1]["guest_info"]
+    assert (guest["os"]["id"], guest["os"]["version"]) == ("rocky", "9.3")
+    fstab = {e["mountpoint"]: e for e in guest["fstab"]}
+    assert fstab["/var"]["naming"] == "device" and fstab["/var"]["found_on"]["disk"] == 1
     shown = repair_cluster.h2kctl("migrations", "get", "web-01", "-o", "json", check=True)
     view = json.loads(shown.stdout)
     assert view["state"] == "COMPLETED" and view["disks_done"] == 2

@@ -4,8 +4,13 @@ Two guests, both naming their partitions ``/dev/sdaN`` like a VMware guest does:
 
 - RHEL-like: GPT, ext4 ``/boot`` (BLS entries, grub2 with device.map), xfs root, ifcfg with
   HWADDR, a NetworkManager keyfile bound to a MAC, dracut, SELinux enforcing, vmtoolsd enabled;
-- Debian-like: MBR, one ext4 root and a swap partition, grub.cfg, initramfs-tools, netplan
+- Debian-like (also :func:`build_debian_uefi`: GPT, an ESP at ``/boot/efi``): MBR, one ext4
+  root and a swap partition, grub.cfg, initramfs-tools, netplan
   with a MAC match, 70-persistent-net.rules, open-vm-tools (systemd and SysV links).
+
+``details=True`` adds what guest inspection reads and the repair tests do not need: kernel
+module lists, an initramfs image (RHEL-like: gzip, VMware drivers only; Debian-like: early
+microcode cpio + zstd, with the virtio drivers), ``/sbin/init`` and a dpkg database.
 
 File systems are made from directory trees (``mkfs.ext4 -d``; xfs by a loop mount), put into a
 raw disk at their partition offsets, and the disk is converted to a VMDK. Needs root.
@@ -21,6 +26,8 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from tests.support.initramfs import VIRTIO_MODULES, VMWARE_MODULES, initramfs_image
 
 MiB = 1024 * 1024
 VMWARE_MAC = "00:50:56:8a:3c:19"
@@ -89,6 +96,11 @@ def _make_filesystem(image: Path, spec: PartitionSpec, scratch: Path) -> None:
             _run("cp", "-a", f"{tree}/.", str(mnt))
         finally:
             _run("umount", str(mnt))
+    elif spec.fstype == "vfat":  # an EFI system partition
+        _run("mkfs.vfat", *spec.mkfs_options, str(image))
+        entries = [str(entry) for entry in sorted(tree.iterdir())]
+        if entries:
+            _run("mcopy", "-s", "-i", str(image), *entries, "::/")
     else:
         raise ValueError(spec.fstype)
 
@@ -105,7 +117,7 @@ def build_disk(
     offset = 1
     offsets = []
     for spec in partitions:
-        kind = "S" if spec.fstype == "swap" else "L"
+        kind = {"swap": "S", "vfat": "U"}.get(spec.fstype, "L")
         lines.append(f"start={offset * 2048}, size={spec.size_mib * 2048}, type={kind}")
         offsets.append(offset)
         offset += spec.size_mib + 1
@@ -126,6 +138,64 @@ def build_disk(
     _run("qemu-img", "convert", "-f", "raw", "-O", "vmdk", str(raw), str(target))
     raw.unlink()
     return {n: spec.fstype for n, spec in enumerate(partitions, 1)}
+
+
+RHEL_KERNEL = "5.14.0-284.el9.x86_64"
+DEBIAN_KERNEL = "6.1.0-18-amd64"
+DEBIAN_DPKG_STATUS = (
+    "Package: open-vm-tools\nStatus: install ok installed\nVersion: 2:12.2.0-1\n\n"
+    "Package: qemu-guest-agent\nStatus: deinstall ok config-files\nVersion: 1:7.2\n\n"
+    "Package: systemd-sysv\nStatus: install ok installed\nVersion: 252.22-1\n"
+)
+
+
+def write_tree(directory: Path, tree: Tree) -> None:
+    """Write ``tree`` under ``directory`` (for tests that read a guest as a directory)."""
+    _write_tree(directory, tree)
+
+
+def _rhel_details() -> tuple[Tree, Tree]:
+    root: Tree = {
+        "/lib": Link("usr/lib"),
+        "/sbin": Link("usr/sbin"),
+        "/usr/sbin/init": Link("../lib/systemd/systemd"),
+        "/usr/lib/systemd/systemd": "ELF systemd\n",
+        f"/usr/lib/modules/{RHEL_KERNEL}/modules.builtin": "kernel/drivers/ata/libata.ko\n"
+        "kernel/drivers/scsi/sd_mod.ko\n",
+    }
+    boot: Tree = {
+        f"/initramfs-{RHEL_KERNEL}.img": initramfs_image(RHEL_KERNEL, VMWARE_MODULES, "gzip"),
+    }
+    return root, boot
+
+
+def _debian_details(compression: str) -> Tree:
+    modules = (*VMWARE_MODULES, *VIRTIO_MODULES)
+    return {
+        "/sbin/init": Link("/lib/systemd/systemd"),
+        "/lib/systemd/systemd": "ELF systemd\n",
+        f"/lib/modules/{DEBIAN_KERNEL}/modules.builtin": "kernel/drivers/virtio/virtio.ko\n",
+        f"/boot/vmlinuz-{DEBIAN_KERNEL}": "not a real kernel\n",
+        f"/boot/initrd.img-{DEBIAN_KERNEL}": initramfs_image(
+            DEBIAN_KERNEL, modules, compression, microcode=True
+        ),
+        "/var/lib/dpkg/status": DEBIAN_DPKG_STATUS,
+    }
+
+
+def rhel_trees(details: bool = False) -> tuple[Tree, Tree]:
+    """The RHEL-like guest's root and /boot trees."""
+    root, boot = _rhel_trees()
+    if details:
+        extra_root, extra_boot = _rhel_details()
+        root, boot = {**root, **extra_root}, {**boot, **extra_boot}
+    return root, boot
+
+
+def debian_tree(details: bool = False, initramfs_compression: str = "zstd") -> Tree:
+    """The Debian-like guest's root tree."""
+    tree = _debian_tree()
+    return {**tree, **_debian_details(initramfs_compression)} if details else tree
 
 
 def _rhel_trees() -> tuple[Tree, Tree]:
@@ -169,8 +239,8 @@ def _rhel_trees() -> tuple[Tree, Tree]:
     return root, boot
 
 
-def build_rhel_like(directory: Path, name: str = "rhel-guest") -> GuestDisk:
-    root, boot = _rhel_trees()
+def build_rhel_like(directory: Path, name: str = "rhel-guest", details: bool = False) -> GuestDisk:
+    root, boot = rhel_trees(details)
     with tempfile.TemporaryDirectory(dir=directory) as scratch:
         parts = build_disk(
             directory / f"{name}.vmdk",
@@ -216,7 +286,11 @@ def _debian_tree() -> Tree:
 
 
 def build_debian_like(
-    directory: Path, name: str = "debian-guest", slow_fsck: bool = False
+    directory: Path,
+    name: str = "debian-guest",
+    slow_fsck: bool = False,
+    details: bool = False,
+    extra: Tree | None = None,
 ) -> GuestDisk:
     """``slow_fsck``: a 2 GiB root with 4 M inodes and no uninit_bg, so e2fsck takes seconds."""
     size, options = 192, ()
@@ -226,10 +300,39 @@ def build_debian_like(
         parts = build_disk(
             directory / f"{name}.vmdk",
             "dos",
-            [PartitionSpec("ext4", size, _debian_tree(), options), PartitionSpec("swap", 16)],
+            [
+                PartitionSpec("ext4", size, {**debian_tree(details), **(extra or {})}, options),
+                PartitionSpec("swap", 16),
+            ],
             Path(scratch),
         )
     return GuestDisk("debian", directory / f"{name}.vmdk", "dos", parts, 1, None)
+
+
+def build_debian_uefi(directory: Path, name: str = "debian-uefi") -> GuestDisk:
+    """The Debian-like guest on GPT with an EFI system partition (``/boot/efi``, named
+    ``/dev/sda1``) whose GRUB sits only at ``\\EFI\\debian\\``, as a VMware UEFI VM
+    leaves it (its boot entry is in the VM's NVRAM)."""
+    tree = debian_tree(details=True)
+    tree["/etc/fstab"] = (
+        "/dev/sda2  /          ext4  errors=remount-ro  0 1\n"
+        "/dev/sda1  /boot/efi  vfat  umask=0077         0 1\n"
+    )
+    tree["/boot/efi/"] = ""
+    tree["/boot/grub/x86_64-efi/normal.mod"] = b"\x7fELF"
+    esp: Tree = {
+        "/EFI/debian/grubx64.efi": b"MZ grub",
+        "/EFI/debian/shimx64.efi": b"MZ shim",
+        "/EFI/debian/grub.cfg": "configfile $prefix/grub.cfg\n",
+    }
+    with tempfile.TemporaryDirectory(dir=directory) as scratch:
+        parts = build_disk(
+            directory / f"{name}.vmdk",
+            "gpt",
+            [PartitionSpec("vfat", 33, esp), PartitionSpec("ext4", 192, tree)],
+            Path(scratch),
+        )
+    return GuestDisk("debian-uefi", directory / f"{name}.vmdk", "gpt", parts, 2, None)
 
 
 # --- reading an image back, independently of the agent -----------------------------------

@@ -1,0 +1,1 @@
+"""What is installed in a guest, read from its mounted file systems (never written)."""
