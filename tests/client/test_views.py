@@ -41,7 +41,11 @@ def completed_job() -> job_pb2.Job:
     )
     step.time.CopyFrom(timestamp(1_700_000_030))
     job.result.outputs.add(
-        kind="image", path="/data/out/vm.qcow2", size_bytes=5368709120, format="qcow2"
+        kind="image",
+        path="/data/out/vm.qcow2",
+        size_bytes=5368709120,
+        format="qcow2",
+        sha256="ab" * 32,
     )
     job.result.metrics.CopyFrom(dict_to_struct({"duration_seconds": 60, "throughput": 1.5}))
     return job
@@ -69,7 +73,13 @@ def test_job_dict_uses_short_names_iso_times_and_int64_ints():
     ]
     result = view["result"]
     assert result["outputs"] == [
-        {"kind": "image", "path": "/data/out/vm.qcow2", "size_bytes": 5368709120, "format": "qcow2"}
+        {
+            "kind": "image",
+            "path": "/data/out/vm.qcow2",
+            "size_bytes": 5368709120,
+            "format": "qcow2",
+            "sha256": "ab" * 32,
+        }
     ]
     assert result["metrics"] == {"duration_seconds": 60, "throughput": 1.5}
     assert result["error"] is None
