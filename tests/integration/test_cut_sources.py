@@ -230,3 +230,15 @@ def test_inspect_says_how_a_raw_source_was_proved_whole(
     job = _run(cluster, doc)
     assert job["state"] == "COMPLETED", job
     assert job["result"]["details"]["source_size_check"] == says
+
+
+def test_an_image_qemu_img_refuses_is_an_image_problem_not_retried(
+    cluster: Cluster, images: Path, outdir: Path
+) -> None:
+    source = build_image(images, "qcow2", size=8 * MiB)
+    with open(source.path, "r+b") as f:
+        f.seek(96)  # refcount_order: 7 (128-bit refcounts) is beyond what the format allows
+        f.write((7).to_bytes(4, "big"))
+    job = _run(cluster, _job(source, outdir))
+    _assert_refused_without_retry(job, outdir, "an image problem: not retried")
+    assert "qemu-img info" in job["result"]["error"]["message"]
