@@ -82,6 +82,8 @@ async def run_inspect(ctx: JobContext) -> OpResult:
     async with checked_input(ctx) as source:
         info = source.info
         document = inspection_document(ctx, info)
+        # How the source was proved whole: its metadata, image.size_bytes, or "not verified".
+        document["source_size_check"] = source.size_check
         image = source.tool_path
         if not isinstance(image, Path):  # a byte range; checked_input refuses it for inspect
             raise InvalidSpec("parameters.migration: inspect reads whole files only")

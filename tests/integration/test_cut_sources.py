@@ -217,3 +217,28 @@ def test_a_cut_at_any_length_is_refused_or_reads_as_the_source(
     )
     assert run.returncode != 1, f"accepted a cut {variant} that reads differently: {run.stdout}"
     shutil.rmtree(work)
+
+
+@pytest.mark.parametrize(("size_bytes", "says"), [(None, "not verified"), (8 * MiB, "size_bytes")])
+def test_inspect_says_how_a_raw_source_was_proved_whole(
+    cluster: Cluster, images: Path, outdir: Path, size_bytes: int | None, says: str
+) -> None:
+    source = build_image(images, "raw", size=8 * MiB)
+    doc = job_spec("inspect", image=source.path, image_format="raw", output=outdir)
+    if size_bytes is not None:
+        doc["image"]["size_bytes"] = size_bytes
+    job = _run(cluster, doc)
+    assert job["state"] == "COMPLETED", job
+    assert job["result"]["details"]["source_size_check"] == says
+
+
+def test_an_image_qemu_img_refuses_is_an_image_problem_not_retried(
+    cluster: Cluster, images: Path, outdir: Path
+) -> None:
+    source = build_image(images, "qcow2", size=8 * MiB)
+    with open(source.path, "r+b") as f:
+        f.seek(96)  # refcount_order: 7 (128-bit refcounts) is beyond what the format allows
+        f.write((7).to_bytes(4, "big"))
+    job = _run(cluster, _job(source, outdir))
+    _assert_refused_without_retry(job, outdir, "an image problem: not retried")
+    assert "qemu-img info" in job["result"]["error"]["message"]
