@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from agent import job_log, proc
-from agent.disk.atomic import remove_leftovers, writing_as
+from agent.disk.atomic import recorded_sha256, remove_leftovers, writing_as
 from agent.disk.digest import sha256_of_path
 from agent.disk.leftovers import release_leftovers
 from agent.errors import JobFailure
@@ -377,10 +377,12 @@ def _error_result(phase: str, code: ErrorCode, message: str) -> job_pb2.JobResul
 
 
 async def _with_digest(output: Output) -> Output:
-    """The output with its sha256, hashed now when the operation did not say."""
+    """The output with its sha256: the operation's, else its record's while the file is
+    unchanged since (a staged disk a publish job renamed), else hashed now."""
     if output.sha256:
         return output
-    return dataclasses.replace(output, sha256=await sha256_of_path(output.path))
+    digest = recorded_sha256(output.path) or await sha256_of_path(output.path)
+    return dataclasses.replace(output, sha256=digest)
 
 
 def _output_dict(output: Output) -> dict[str, Any]:

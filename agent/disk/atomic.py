@@ -98,6 +98,8 @@ class OutputRecord:
     spec_sha256: str
     size_bytes: int
     sha256: str
+    # The file's mtime when it was hashed: unchanged size and mtime say the digest still holds.
+    mtime_ns: int = 0
 
     def encode(self) -> bytes:
         return json.dumps(asdict(self), sort_keys=True).encode()
@@ -106,7 +108,7 @@ class OutputRecord:
     def decode(cls, data: bytes) -> OutputRecord | None:
         try:
             doc = json.loads(data)
-            return cls(**{k: doc[k] for k in cls.__dataclass_fields__})
+            return cls(**{k: doc[k] for k in cls.__dataclass_fields__ if k in doc})
         except (ValueError, KeyError, TypeError):
             return None
 
@@ -173,6 +175,25 @@ async def proven_output(
         return record, ""
     finally:
         os.close(fd)
+
+
+def recorded_sha256(path: Path) -> str | None:
+    """The sha256 an output's record gives, while its size and mtime are what they were
+    when it was hashed (a later write, a repair in place, changes the mtime); else None."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        record = read_record(fd)
+    finally:
+        os.close(fd)
+    if record is None or not record.mtime_ns:
+        return None
+    if (record.size_bytes, record.mtime_ns) != (st.st_size, st.st_mtime_ns):
+        return None
+    return record.sha256
 
 
 class AtomicOutput:

@@ -202,6 +202,7 @@ async def _convert(
             spec_sha256=ctx.spec_sha256,
             size_bytes=size,
             sha256=digest,
+            mtime_ns=os.fstat(tmp.fd).st_mtime_ns,
         )
         attach_record(tmp.fd, record)
         output.commit()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 from pathlib import Path
 
 from agent.disk.atomic import (
@@ -12,6 +13,7 @@ from agent.disk.atomic import (
     atomic_output,
     attach_record,
     proven_output,
+    recorded_sha256,
     temporary_name,
     writing_as,
 )
@@ -58,3 +60,20 @@ def test_an_output_is_proven_by_its_record_and_its_content(tmp_path: Path) -> No
     assert asyncio.run(proven_output(final, "job-2", "spec"))[1].startswith("it was written by")
     final.write_bytes(b"y" * 10_000)  # rewritten in place: the attribute stays, the hash not
     assert "content changed" in asyncio.run(proven_output(final, "job-1", "spec"))[1]
+
+
+def test_a_recorded_digest_holds_only_while_the_file_is_unchanged(tmp_path: Path) -> None:
+    final = tmp_path / "staged.qcow2"
+    data = b"z" * 4096
+    final.write_bytes(data)
+    fd = os.open(final, os.O_RDONLY)
+    try:
+        st = os.fstat(fd)
+        digest = hashlib.sha256(data).hexdigest()
+        record = OutputRecord("j", 1, "n", "s", len(data), digest, st.st_mtime_ns)
+        attach_record(fd, record)
+    finally:
+        os.close(fd)
+    assert recorded_sha256(final) == digest
+    os.utime(final, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))  # written again, say
+    assert recorded_sha256(final) is None
