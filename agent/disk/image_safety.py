@@ -121,6 +121,12 @@ def check_qcow2(image: ImageBytes, shown: Path) -> None:
         )
     if version < 3:
         return
+    if len(header) < 104:  # a version 3 header is at least 104 bytes
+        raise InvalidImage(
+            f"image.path: {shown}: the qcow2 version 3 header needs 104 bytes; the file ends at "
+            f"{len(header)} bytes — the file looks truncated",
+            phase="inspect",
+        )
     incompatible, _compat, _autoclear, _refcount_order, header_length = struct.unpack_from(
         ">QQQII", header, 72
     )

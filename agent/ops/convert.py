@@ -132,7 +132,9 @@ async def run_convert(ctx: JobContext) -> OpResult:
         check_space(needed, ctx.output_dir, ctx.input_path)
         digest = await _convert(ctx, source, target, fmt, params.effective_compression_type)
     total = source.info.virtual_size
-    return _result(target, fmt, total, compress, time.monotonic() - started, digest)
+    result = _result(target, fmt, total, compress, time.monotonic() - started, digest)
+    # How the source was proved whole: its own metadata, image.size_bytes, or not at all (raw).
+    return OpResult(result.outputs, result.metrics, {"source_size_check": source.size_check})
 
 
 async def _convert(

@@ -14,7 +14,7 @@ import pytest
 
 from agent import proc
 from agent.disk import qemu_img
-from agent.disk.image_safety import safe_input, vmdk_descriptor, vmdk_extents
+from agent.disk.image_safety import check_qcow2, safe_input, vmdk_descriptor, vmdk_extents
 from agent.disk.layout import ImageBytes, Where, check_whole, vmdk
 from agent.disk.layout import common as layout_common
 from agent.disk.layout.vhdx import crc32c
@@ -165,6 +165,20 @@ def test_a_large_file_named_vmdk_is_not_called_a_large_descriptor(tmp_path: Path
         os.close(fd)
     assert "is not a VMDK: it has no sparse extent header (KDMV)" in refused.value.message
     assert "descriptor larger" not in refused.value.message
+
+
+def test_a_qcow2_cut_inside_its_version_3_header_is_refused_as_truncated(tmp_path: Path) -> None:
+    # Found by the property test: 100 bytes of a v3 header made the backing-file check raise
+    # struct.error instead of refusing the image.
+    path = tmp_path / "cut.qcow2"
+    path.write_bytes(layouts.qcow2(SIZE, _blocks(layouts.QCOW2_BLOCK))[:100])
+
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        with pytest.raises(InvalidImage, match="looks truncated"):
+            check_qcow2(ImageBytes(fd, 100), path)
+    finally:
+        os.close(fd)
 
 
 def test_a_vhdx_with_a_log_to_replay_is_refused(tmp_path: Path) -> None:
