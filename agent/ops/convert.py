@@ -27,6 +27,7 @@ from agent.errors import CapabilityMissing, OutputExists
 from agent.ops.base import JobContext, OpResult, Output
 from agent.ops.disk_job import migration_parameters
 from agent.ops.image import CheckedInput, checked_input
+from agent.ops.sparsify import convert_sparsified, convert_sparsify_requested
 from agent.paths import PinnedFile, pinned_output
 from protocol.spec import CompressionType
 from runtime.tracing import tracer
@@ -84,12 +85,16 @@ async def run_convert(ctx: JobContext) -> OpResult:
     params = ctx.spec.convert_parameters()
     fmt = params.output_format.value
     compress = params.effective_compress
+    sparsify = convert_sparsify_requested(ctx)  # parameters.sparsify: see agent/ops/sparsify.py
     ctx.progress.report("inspect", 0, message=f"reading metadata of {ctx.input_path}")
     await check_compression(ctx, params.effective_compression_type)
     async with checked_input(ctx) as source:
         target = output_path(ctx, fmt)
         _check_target(ctx, target)
         check_free_space(source.info.virtual_size, ctx.output_dir, ctx.input_path)
+        if sparsify:
+            compression = params.effective_compression_type
+            return await convert_sparsified(ctx, source, target, fmt, compression, started)
         await _convert(ctx, source, target, fmt, params.effective_compression_type)
     total = source.info.virtual_size
     return _result(target, fmt, total, compress, time.monotonic() - started)

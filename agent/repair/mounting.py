@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from agent.disk.attach import AttachedDisk, AttachedPartition
@@ -36,6 +36,8 @@ class MountedGuest:
     root: GuestRoot
     guest: GuestInfo
     devices: DeviceMap
+    # guest mount point -> where it is mounted on the agent (for trimming each one).
+    host_paths: dict[str, Path] = field(default_factory=dict)
 
 
 def mount_options(fstype: str | None, read_only: bool) -> list[str]:
@@ -120,6 +122,7 @@ async def _mount_fstab(
     devices: DeviceMap,
     journal: AttachmentJournal,
     read_only: bool,
+    host_paths: dict[str, Path],
 ) -> None:
     """Mount the guest's other file systems as its boot would: fstab order by depth, those
     on the attached disks only, nothing ``noauto`` (except /boot and /boot/efi)."""
@@ -146,6 +149,7 @@ async def _mount_fstab(
         where = root.resolve(entry.mountpoint)
         await _mount_partition(stack, partition, where, journal, read_only)
         guest.mounted[entry.mountpoint] = (partition.disk, partition.number)
+        host_paths[entry.mountpoint] = where
 
 
 async def mount_guest(
@@ -177,6 +181,7 @@ async def mount_guest(
     guest = identify(root, root_partition)
     guest.mounted["/"] = (root_partition.disk, root_partition.number)
     devices = DeviceMap(partitions, guest.naming, len(disks))
-    await _mount_fstab(stack, root, guest, devices, journal, read_only)
+    host_paths = {"/": target}
+    await _mount_fstab(stack, root, guest, devices, journal, read_only, host_paths)
     guest.bootloaders = bootloaders(root)  # again: /boot holds most of what says so
-    return MountedGuest(root=root, guest=guest, devices=devices)
+    return MountedGuest(root=root, guest=guest, devices=devices, host_paths=host_paths)
