@@ -110,11 +110,13 @@ async def _repair(
     clock: PhaseClock,
     image: DiskImage,
     others: list[OtherDisk],
+    journal: AttachmentJournal,
     *,
     trim: bool = False,
 ) -> tuple[RepairOutcome, str]:
+    """Attach, repair, (trim,) detach. ``journal`` is the job's one journal: a second one for
+    the same job would overwrite the first's records (the overlay's, say)."""
     workdir = _workdir(ctx)
-    journal = AttachmentJournal(ctx.state_dir, ctx.job_id)
     abilities = await _abilities(ctx)
     timeout = _tool_timeout(ctx)
     more = f" and {len(others)} other disk(s)" if others else ""
@@ -269,7 +271,8 @@ async def _repair_source(
     trim = choices.trim and plan.in_place
     own = DiskImage(ctx.input_path, info.format, plan.in_place, disk_id=disk_id, discard=trim)
     before = await data_extents(ctx.input_path, info.format) if trim else []
-    outcome, method = await _repair(ctx, plan, clock, own, others, trim=trim)
+    journal = AttachmentJournal(ctx.state_dir, ctx.job_id)
+    outcome, method = await _repair(ctx, plan, clock, own, others, journal, trim=trim)
     if trim:
         reclaim = account(outcome.trims, before, await data_extents(ctx.input_path, info.format))
     else:
@@ -315,7 +318,9 @@ async def run_repair(ctx: JobContext) -> OpResult:
             source.tool_path, info.format, info.virtual_size, _workdir(ctx), journal
         ) as overlay:
             own = DiskImage(overlay.path, "qcow2", True, disk_id=disk_id, discard=choices.trim)
-            outcome, method = await _repair(ctx, plan, clock, own, others, trim=choices.trim)
+            outcome, method = await _repair(
+                ctx, plan, clock, own, others, journal, trim=choices.trim
+            )
             if outcome.failed or not choices.copy:
                 # A failed repair costs no copy: the report says why, the job fails.
                 described = ImageDescription(ctx.input_path, info.format, None, None, method)
