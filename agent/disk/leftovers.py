@@ -14,6 +14,7 @@ from agent.disk.mount import unmount
 from agent.disk.overlay import KIND as OVERLAY
 from agent.disk.overlay import release_record as release_overlay
 from agent.disk.storage_daemon import stop_daemon
+from agent.recovery import kill_processes_naming
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,9 @@ def _release(record: Record) -> None:
     elif kind == "fuse_export":
         stop_daemon(Path(record["pidfile"]), Path(record["mountpoint"]))
     elif kind == OVERLAY:
-        # Recorded before the export over it, so released after it (newest first).
+        # Recorded before the export over it, so released after it (newest first); a copy
+        # pass of the crashed job may still be reading it.
+        kill_processes_naming([Path(record["path"])])
         release_overlay(record)
     else:
         log.warning("unknown attachment record kind=%s", kind)
