@@ -13,7 +13,9 @@ from agent.disk.leftovers import release_leftovers
 from agent.disk.overlay import OVERLAY_NAME, Extent, bytes_within, create_argv, remove_overlay
 from agent.disk.storage_daemon import export_argv
 from agent.errors import InvalidSpec
-from agent.ops.sparsify import sparsify_parameter
+from agent.ops.base import JobContext
+from agent.ops.sparsify import convert_sparsify_requested, sparsify_parameter
+from agent.paths import PathPolicy
 from agent.repair.actions import RepairPlan
 from agent.repair.reclaim import TrimResult
 from agent.repair.runner import phases_for
@@ -105,3 +107,39 @@ def test_recovery_removes_a_journaled_overlay(tmp_path: Path) -> None:
     assert release_leftovers(state) == 1
     assert not overlay.exists() and not work.exists()
     assert read_journals(state) == {}
+
+
+def _convert_ctx(tmp_path: Path, needs_mount: bool, **parameters: object) -> JobContext:
+    doc = job_spec(
+        "convert",
+        parameters={"output_format": "qcow2", **parameters},
+        capability_requirements={"needs_mount": needs_mount},
+    )
+    policy = PathPolicy([tmp_path], [tmp_path])
+    return JobContext(parse_spec(doc), tmp_path / "in", tmp_path, tmp_path, policy, None)  # type: ignore[arg-type]
+
+
+MIGRATION = {"migration_id": "m-1", "disk_id": "disk-0", "output_name": "vm.qcow2"}
+
+
+@pytest.mark.parametrize(
+    ("needs_mount", "parameters", "message"),
+    [
+        (False, {"sparsify": True}, "parameters.sparsify: trimming mounts"),
+        (
+            True,
+            {"sparsify": True, "migration": {**MIGRATION, "verify_content": True}},
+            "parameters.sparsify: cannot be combined with parameters.migration.verify_content",
+        ),
+    ],
+)
+def test_convert_refuses_a_sparsify_it_cannot_honour(
+    tmp_path: Path, needs_mount: bool, parameters: dict, message: str
+) -> None:
+    with pytest.raises(InvalidSpec, match=f"^{message}"):
+        convert_sparsify_requested(_convert_ctx(tmp_path, needs_mount, **parameters))
+
+
+def test_convert_keeps_every_block_unless_asked(tmp_path: Path) -> None:
+    assert convert_sparsify_requested(_convert_ctx(tmp_path, False)) is False
+    assert convert_sparsify_requested(_convert_ctx(tmp_path, True, sparsify=True)) is True
