@@ -9,7 +9,8 @@ import shutil
 
 import pytest
 
-from bench import convert, fanout, memory, migrate, schedule, submit
+from bench import convert, fanout, memory, migrate, repair_overlay, schedule, submit
+from tests.support.host import missing_for_privileged
 
 
 def table_rows(out: str) -> list[str]:
@@ -102,3 +103,12 @@ def test_migrate_prints_vm_and_ova_tables_and_h2k_completes(capsys):
     assert "h2k migration bench-vm-v1-1: COMPLETED" in out
     assert "every output equals its source (qemu-img compare)" in out
     assert "h2k timeline, validate on (medians, s from launch)" in out
+
+
+@pytest.mark.skipif(missing_for_privileged() is not None, reason=str(missing_for_privileged()))
+def test_repair_overlay_prints_both_pipelines(capsys, tmp_path):
+    sizes = ["--root-mib", "64", "--data-mib", "4", "--garbage-mib", "16", "--rounds", "1"]
+    repair_overlay.main([*sizes, "--workdir", str(tmp_path)])
+    rows = table_rows(capsys.readouterr().out)
+    assert sum(r.startswith("| overlay (trim, one copy)") for r in rows) == 2
+    assert sum(r.startswith("| convert then repair (before)") for r in rows) == 2
