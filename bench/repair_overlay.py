@@ -6,7 +6,8 @@ Ways, each once per round in the same order, on the same source VMDK:
                read-only source, fstrim of the guest's file systems, one qemu-img convert
                from the overlay (parameters.sparsify default: true)
   overlay, no trim   the same with parameters.sparsify false: every block is kept
-  convert+repair     the order before: the agent's exact qemu-img convert command line
+  convert+repair     the order before: the source's checks (inspect_input), the agent's exact
+               qemu-img convert command line
                (agent.disk.qemu_img.convert_argv) into the output, then run_repair with
                parameters.in_place on that output (attached writable, repaired), fsync
   virt-sparsify      with --libguestfs (guestfs-tools, not part of setup.sh): libguestfs's trim
@@ -46,6 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from agent.disk import qemu_img
 from agent.ops.base import JobContext
+from agent.ops.image import inspect_input
 from agent.ops.repair import run_repair
 from agent.paths import PathPolicy
 from agent.progress import ProgressReporter
@@ -106,6 +108,8 @@ def overlay(source: Path, work: Path, sparsify: bool) -> Path:
 def convert_then_repair(source: Path, work: Path) -> Path:
     outdir = _fresh(work / "out")
     output = outdir / f"{source.stem}.qcow2"
+    # As run_repair did before: the source's checks (qemu-img info, check), then the convert.
+    asyncio.run(inspect_input(_context(source, outdir, work / "state", f"bench-{os.getpid()}")))
     argv = qemu_img.convert_argv(source, "vmdk", output, "qcow2", compress=False)
     subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
     ctx = _context(

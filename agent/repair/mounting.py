@@ -43,6 +43,10 @@ class MountedGuest:
 def mount_options(fstype: str | None, read_only: bool) -> list[str]:
     """Never set-uid or device files from a guest; read-only also skips journal replay."""
     options = ["nosuid", "nodev"]
+    if fstype in ("ext4",) and not read_only:
+        # No background zeroing of never-used inode tables: it writes blocks the repair did
+        # not mean to change (and that the copy pass would then read).
+        options.append("noinit_itable")
     if read_only:
         options.append("ro")
         if fstype in ("ext3", "ext4"):
