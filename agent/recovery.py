@@ -80,7 +80,17 @@ def kill_orphans(state_dir: Path) -> list[int]:
     Returns:
         The pids killed; each is gone (or a zombie of someone else) when this returns.
     """
-    pids = processes_writing(journaled_temporaries(state_dir))
+    return kill_processes_naming(journaled_temporaries(state_dir))
+
+
+def kill_processes_naming(paths: Iterable[Path]) -> list[int]:
+    """Kill (SIGKILL, whole group) the orphaned tools whose command line names one of
+    ``paths`` (a crashed repair's overlay that a copy pass still reads, say).
+
+    Returns:
+        The pids killed; each is gone (or a zombie of someone else) when this returns.
+    """
+    pids = processes_writing(paths)
     for pid in pids:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             if os.getpgid(pid) == pid:

@@ -70,6 +70,7 @@ class DiskImage:
     index: int = 0
     disk_id: str = ""
     shown: Path | None = None
+    discard: bool = False  # the guest's discards reach the image (a trim punches holes)
 
     @property
     def real_path(self) -> Path:
@@ -154,12 +155,15 @@ async def attached_image(
     index: int = 0,
     disk_id: str = "",
     shown: Path | None = None,
+    discard: bool = False,
 ) -> AsyncIterator[AttachedDisk]:
     """Attach ``image`` (qemu driver ``fmt``) for the body; released in reverse order.
 
     Args:
         index: the disk's place among a VM's disks (names its export, tags its partitions).
         shown: the image's real path when ``image`` is a pinned ``/proc/<pid>/fd/<n>`` path.
+        discard: a writable image also takes discards (``fstrim``): the FUSE export passes
+            them to qemu; a loop device over a file punches holes in it either way.
 
     Raises:
         ToolFailed: the export, a loop device or blkid failed.
@@ -178,6 +182,7 @@ async def attached_image(
                     writable=writable,
                     timeout=timeout,
                     name=f"disk{index}",
+                    discard=discard,
                 )
             )
             method = "fuse+loop"
@@ -253,6 +258,7 @@ async def attached_disks(
                     index=image.index,
                     disk_id=image.disk_id,
                     shown=image.shown,
+                    discard=image.discard,
                 )
             )
             disks.append(disk)

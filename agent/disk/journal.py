@@ -1,8 +1,8 @@
 """The attachment journal: what a job has attached, kept in the agent's state directory.
 
-Every loop device, mount and FUSE export is recorded *before* it is created and forgotten
-after it is released, so an agent that crashed can release what it left behind when it starts
-again (:mod:`agent.disk.leftovers`). One JSON file per job, rewritten atomically.
+Every loop device, mount, FUSE export and overlay file is recorded *before* it is created and
+forgotten after it is released, so an agent that crashed can release what it left behind when
+it starts again (:mod:`agent.disk.leftovers`). One JSON file per job, rewritten atomically.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Release what a crashed agent left attached, before it takes new work."""
+"""Release what a crashed agent left attached, before it takes new work: mounts, loop
+devices, FUSE exports, and the overlays a repair wrote into."""
 
 from __future__ import annotations
 
@@ -10,7 +11,10 @@ from agent import proc
 from agent.disk.journal import Record, read_journals
 from agent.disk.loop import detach, loops_backed_by
 from agent.disk.mount import unmount
+from agent.disk.overlay import KIND as OVERLAY
+from agent.disk.overlay import release_record as release_overlay
 from agent.disk.storage_daemon import stop_daemon
+from agent.recovery import kill_processes_naming
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +31,11 @@ def _release(record: Record) -> None:
             detach(candidate, backing)
     elif kind == "fuse_export":
         stop_daemon(Path(record["pidfile"]), Path(record["mountpoint"]))
+    elif kind == OVERLAY:
+        # Recorded before the export over it, so released after it (newest first); a copy
+        # pass of the crashed job may still be reading it.
+        kill_processes_naming([Path(record["path"])])
+        release_overlay(record)
     else:
         log.warning("unknown attachment record kind=%s", kind)
 

@@ -1,10 +1,12 @@
-"""Mounting file systems (and bind mounts for a chroot), always released in reverse order."""
+"""Mounting file systems (and bind mounts for a chroot), always released in reverse order;
+trimming a mounted file system."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
 import os
+import re
 import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -117,3 +119,27 @@ async def mounted(
     finally:
         await release_fully(lambda: unmount(target))
         journal.remove(record)
+
+
+TRIM_TIMEOUT = 1800.0
+_TRIMMED = re.compile(r"\((\d+) bytes\) trimmed")
+
+
+async def trim(target: Path, *, timeout: float = TRIM_TIMEOUT) -> int:
+    """Discard the free space of the file system mounted at ``target`` (``fstrim -v``).
+
+    Returns:
+        The bytes the file system handed back (its free space, as fstrim reports it).
+
+    Raises:
+        ToolFailed: fstrim failed (the device takes no discards, say) or said nothing.
+    """
+    argv = ["fstrim", "--verbose", str(target)]
+    try:
+        result = await proc.run(argv, timeout=timeout, capture_stdout=True)
+    except proc.CommandError as exc:
+        raise ToolFailed(f"fstrim {target}: {exc}") from exc
+    match = _TRIMMED.search(result.stdout)
+    if match is None:
+        raise ToolFailed(f"fstrim {target}: no byte count in its output {result.stdout.strip()!r}")
+    return int(match.group(1))

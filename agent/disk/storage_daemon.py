@@ -33,12 +33,25 @@ BINARY = "qemu-storage-daemon"
 
 
 def export_argv(
-    image: Path, fmt: str, mountpoint: Path, pidfile: Path, writable: bool
+    image: Path,
+    fmt: str,
+    mountpoint: Path,
+    pidfile: Path,
+    writable: bool,
+    discard: bool = False,
 ) -> list[str]:
-    """The daemon's command line; JSON options so no path needs qemu's comma escaping."""
+    """The daemon's command line; JSON options so no path needs qemu's comma escaping.
+
+    Args:
+        discard: pass the guest's discards down (a hole punched in the export frees the
+            image's clusters; in an overlay they become zero clusters over the backing).
+            Without it qemu ignores them. Only for a writable export.
+    """
     read_only = not writable
-    file_node = {"driver": "file", "node-name": "file0", "filename": str(image)}
-    format_node = {"driver": fmt, "node-name": "disk0", "file": "file0"}
+    file_node: dict[str, object] = {"driver": "file", "node-name": "file0", "filename": str(image)}
+    format_node: dict[str, object] = {"driver": fmt, "node-name": "disk0", "file": "file0"}
+    if discard and writable:
+        file_node["discard"] = format_node["discard"] = "unmap"
     export = {
         "type": "fuse",
         "id": "export0",
@@ -136,10 +149,13 @@ async def fuse_export(
     writable: bool,
     timeout: float,
     name: str = "export",
+    discard: bool = False,
 ) -> AsyncIterator[Path]:
     """Export ``image`` (qemu driver ``fmt``) as a raw file ``<name>.raw`` under ``workdir``.
 
-    Several exports share a work directory when each has its own ``name``.
+    Several exports share a work directory when each has its own ``name``. With ``discard``
+    (writable only) a hole punched in the raw file is passed to the image (see
+    :func:`export_argv`).
 
     Yields:
         The raw file (a FUSE mount point), valid for the body.
@@ -153,7 +169,7 @@ async def fuse_export(
     record = journal.add(
         {"kind": "fuse_export", "mountpoint": str(mountpoint), "pidfile": str(pidfile)}
     )
-    argv = export_argv(image, fmt, mountpoint, pidfile, writable)
+    argv = export_argv(image, fmt, mountpoint, pidfile, writable, discard)
     daemon = asyncio.create_task(proc.run(argv, timeout=timeout), name=f"qsd-{mountpoint}")
     try:
         await _wait_exported(mountpoint, daemon)

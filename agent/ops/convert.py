@@ -35,6 +35,7 @@ from agent.errors import CapabilityMissing, OutputExists
 from agent.ops.base import JobContext, OpResult, Output
 from agent.ops.disk_job import migration_parameters
 from agent.ops.image import CheckedInput, checked_input
+from agent.ops.sparsify import convert_sparsified, convert_sparsify_requested
 from agent.paths import PinnedFile, pinned_output
 from protocol.spec import CompressionType
 from runtime.tracing import tracer
@@ -120,6 +121,7 @@ async def run_convert(ctx: JobContext) -> OpResult:
     params = ctx.spec.convert_parameters()
     fmt = params.output_format.value
     compress = params.effective_compress
+    sparsify = convert_sparsify_requested(ctx)  # parameters.sparsify: see agent/ops/sparsify.py
     ctx.progress.report("inspect", 0, message=f"reading metadata of {ctx.input_path}")
     await check_compression(ctx, params.effective_compression_type)
     async with checked_input(ctx) as source:
@@ -130,6 +132,9 @@ async def run_convert(ctx: JobContext) -> OpResult:
         options = _create_options(params.effective_compression_type)
         needed = await required_bytes(source.tool_path, source.info, fmt, options)
         check_space(needed, ctx.output_dir, ctx.input_path)
+        if sparsify:
+            compression = params.effective_compression_type
+            return await convert_sparsified(ctx, source, target, fmt, compression, started)
         digest = await _convert(ctx, source, target, fmt, params.effective_compression_type)
     total = source.info.virtual_size
     result = _result(target, fmt, total, compress, time.monotonic() - started, digest)

@@ -1,11 +1,16 @@
 """The offline repair operations: offline_fix, boot_repair, fs_repair, initramfs_regenerate,
 selinux_prep and lvm_repair.
 
-The source image is never modified: it is converted to the output first (as convert does,
-under a temporary name) and the output is repaired, then published. ``parameters.in_place``
-repairs a qcow2 or raw input itself; ``parameters.dry_run`` attaches the source read-only and
-only reports what would change. The report goes to ``<output_path>/<job_id>_report.json`` and
-into the result's details.
+The source image is never modified: it stays pinned and read-only beneath a qcow2 overlay in
+the agent's scratch space (:mod:`agent.disk.overlay`); the overlay is attached, the guest found
+and repaired in it, its file systems trimmed (``parameters.sparsify``, true by default: see
+:mod:`agent.ops.sparsify`), and only then is the output made from the overlay in one copy
+pass, under a temporary name, and published. A repair that fails costs no copy: the report
+says why and nothing is written but the report. ``artifacts.store_fixed_image: false`` writes
+the report only. ``parameters.in_place`` repairs (and trims) a qcow2 or raw input itself;
+``parameters.dry_run`` attaches the source read-only and only reports what would change. The
+report goes to ``<output_path>/<job_id>_report.json`` and into the result's details; its
+``space_reclaim`` says what the trim gave back per file system.
 """
 
 from __future__ import annotations
@@ -14,16 +19,22 @@ import asyncio
 import contextlib
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from agent.disk import qemu_img
 from agent.disk.atomic import atomic_output
 from agent.disk.attach import DiskImage, attached_disks
 from agent.disk.journal import AttachmentJournal
+from agent.disk.overlay import Overlay, data_extents, overlay_over
+from agent.disk.space import check_space, required_bytes
 from agent.errors import CapabilityMissing, InvalidSpec, OperationNotImplemented, ToolFailed
 from agent.ops.base import JobContext, OpResult, Output
-from agent.ops.convert import _check_target, check_compression, output_path
-from agent.ops.image import inspect_input, unpinned_source
+from agent.ops.convert import _check_target, _create_options, check_compression, output_path
+from agent.ops.image import checked_input, inspect_input
+from agent.ops.sparsify import account, copy_out, disabled, source_data, sparsify_parameter
+from agent.paths import PinnedFile, pinned_output
 from agent.probes import run_probe
 from agent.repair.actions import RepairPlan, plan_repair
 from agent.repair.phases import PhaseClock
@@ -32,7 +43,6 @@ from agent.repair.runner import NodeAbilities, RepairOutcome, phases_for, repair
 from agent.repair.vm_disks import OtherDisk, check_other_disks, pinned_other_disks
 from protocol.errors import InvalidArgument
 from protocol.migration_jobs import disk_job_parameters
-from protocol.spec import CompressionType
 from protocol.spec import Operation as Op
 
 log = logging.getLogger(__name__)
@@ -100,18 +110,22 @@ async def _repair(
     clock: PhaseClock,
     image: DiskImage,
     others: list[OtherDisk],
+    journal: AttachmentJournal,
+    *,
+    trim: bool = False,
 ) -> tuple[RepairOutcome, str]:
+    """Attach, repair, (trim,) detach. ``journal`` is the job's one journal: a second one for
+    the same job would overwrite the first's records (the overlay's, say)."""
     workdir = _workdir(ctx)
-    journal = AttachmentJournal(ctx.state_dir, ctx.job_id)
     abilities = await _abilities(ctx)
-    timeout = ctx.spec.execution_policy.timeout_seconds + TOOL_TIMEOUT_MARGIN
+    timeout = _tool_timeout(ctx)
     more = f" and {len(others)} other disk(s)" if others else ""
     clock.enter("attach", f"attaching {image.real_path.name} ({image.format}){more}")
     try:
         with pinned_other_disks(ctx.policy, others, writable=not plan.dry_run) as extra:
             async with attached_disks([image, *extra], workdir, journal, timeout=timeout) as disks:
                 outcome = await repair_disk(
-                    disks, plan, workdir, journal, clock, abilities, ctx.spec.parameters
+                    disks, plan, workdir, journal, clock, abilities, ctx.spec.parameters, trim=trim
                 )
                 method = disks[0].method
     finally:
@@ -119,27 +133,30 @@ async def _repair(
     return outcome, method
 
 
-async def _convert(
-    ctx: JobContext, info: qemu_img.ImageInfo, tmp: Path, fmt: str, clock: PhaseClock
+def _tool_timeout(ctx: JobContext) -> float:
+    return ctx.spec.execution_policy.timeout_seconds + TOOL_TIMEOUT_MARGIN
+
+
+async def _copy_out(
+    ctx: JobContext, overlay: Overlay, tmp: PinnedFile, fmt: str, clock: PhaseClock
 ) -> None:
-    total = info.virtual_size
-    clock.enter("convert", f"{info.format} -> {fmt}")
+    """The one copy pass of the job: the repaired, trimmed overlay into the temporary output."""
+    total = overlay.virtual_size
+    clock.enter("convert", f"overlay ({overlay.backing_format} beneath) -> {fmt}")
 
     def on_progress(percent: float) -> None:
         done = int(total * percent / 100)
         clock.within("convert", percent / 100, bytes_done=done, bytes_total=total)
 
-    compression = ctx.spec.convert_parameters().effective_compression_type
-    await qemu_img.convert(
-        unpinned_source(ctx),  # the disk's byte range of image.path, for a migration
-        info.format,
-        tmp,
+    await copy_out(
+        overlay,
+        tmp.tool_path,
         fmt,
-        compress=compression is not None,
-        progress=on_progress,
-        timeout=ctx.spec.execution_policy.timeout_seconds + TOOL_TIMEOUT_MARGIN,
-        # zlib is qemu-img's default: its argv stays as it was.
-        compression_type=compression.value if compression is CompressionType.ZSTD else None,
+        ctx.spec.convert_parameters().effective_compression_type,
+        on_progress,
+        job_id=ctx.job_id,
+        timeout=_tool_timeout(ctx),
+        fd=tmp.fd,
     )
 
 
@@ -159,6 +176,7 @@ def _finish(
     outcome: RepairOutcome,
     clock: PhaseClock,
     started: float,
+    reclaim: dict[str, Any],
 ) -> OpResult:
     """Write the report; fail the job (after writing it) when an action failed.
 
@@ -168,6 +186,8 @@ def _finish(
     clock.enter("finalize", "writing the report")
     phase_seconds = clock.finish()
     report = build_report(ctx.job_id, plan, described, outcome, phase_seconds)
+    report["store_fixed_image"] = ctx.spec.artifacts.store_fixed_image
+    report["space_reclaim"] = reclaim
     outputs: list[Output] = []
     where = "the job's result"
     # A migration's job writes no file of its own into the output directory (nothing may
@@ -187,8 +207,81 @@ def _finish(
         "phase_seconds": phase_seconds,
         "files_changed": len(outcome.changes.changes) if outcome.changes else 0,
         "actions": {o.action: o.status for o in outcome.outcomes},
+        "reclaimed_bytes": reclaim.get("reclaimed_bytes"),
     }
     return OpResult(outputs=outputs, metrics=metrics, details=report)
+
+
+@dataclass(frozen=True)
+class _Choices:
+    """What the job writes: the repaired image (``copy``), and whether free space is
+    trimmed first (``trim``); ``no_trim`` says why not, for the report."""
+
+    copy: bool
+    trim: bool
+    no_trim: str
+
+
+def _choices(ctx: JobContext, plan: RepairPlan) -> _Choices:
+    """``artifacts.store_fixed_image`` and ``parameters.sparsify``, checked together.
+
+    Raises:
+        InvalidSpec: store_fixed_image false with in_place or for a migration's disk;
+            sparsify not a boolean.
+    """
+    sparsify = sparsify_parameter(ctx.spec, default=True)
+    keep = ctx.spec.artifacts.store_fixed_image
+    if not keep and plan.in_place:
+        raise InvalidSpec(
+            "artifacts.store_fixed_image: false cannot be combined with parameters.in_place "
+            "(an in-place repair writes the input itself)",
+            phase="validate",
+        )
+    if not keep and "migration" in ctx.spec.parameters:
+        raise InvalidSpec(
+            "artifacts.store_fixed_image: a migration's repair writes the VM's boot disk; "
+            "it cannot be false",
+            phase="validate",
+        )
+    copy = keep and not (plan.dry_run or plan.in_place)
+    if plan.dry_run:
+        why = "dry run: nothing is written"
+    elif not keep:
+        why = "artifacts.store_fixed_image is false: no image is written"
+    elif not sparsify:
+        why = "parameters.sparsify is false: every block is kept"
+    else:
+        why = ""
+    return _Choices(copy=copy, trim=not why, no_trim=why)
+
+
+async def _repair_source(
+    ctx: JobContext,
+    plan: RepairPlan,
+    clock: PhaseClock,
+    choices: _Choices,
+    disk_id: str,
+    others: list[OtherDisk],
+    started: float,
+) -> OpResult:
+    """A dry run (the source read-only) or an in-place repair (the source itself)."""
+    info = await inspect_input(ctx)
+    if plan.in_place:
+        _check_in_place(info)
+    trim = choices.trim and plan.in_place
+    own = DiskImage(ctx.input_path, info.format, plan.in_place, disk_id=disk_id, discard=trim)
+    before = await data_extents(ctx.input_path, info.format) if trim else []
+    journal = AttachmentJournal(ctx.state_dir, ctx.job_id)
+    outcome, method = await _repair(ctx, plan, clock, own, others, journal, trim=trim)
+    if trim:
+        reclaim = account(outcome.trims, before, await data_extents(ctx.input_path, info.format))
+    else:
+        reclaim = disabled(choices.no_trim)
+    repaired = ctx.input_path if plan.in_place else None
+    described = ImageDescription(
+        ctx.input_path, info.format, repaired, info.format if repaired else None, method
+    )
+    return _finish(ctx, plan, described, outcome, clock, started, reclaim)
 
 
 async def run_repair(ctx: JobContext) -> OpResult:
@@ -198,31 +291,58 @@ async def run_repair(ctx: JobContext) -> OpResult:
     if plan.operation is Op.LVM_REPAIR:
         await _require_lvm()
     disk_id, others = _other_disks(ctx)
-    converting = not (plan.dry_run or plan.in_place)
-    phases = ["inspect", *(["convert"] if converting else []), *phases_for(plan), "finalize"]
+    choices = _choices(ctx, plan)
+    phases = [
+        "inspect",
+        *phases_for(plan, trim=choices.trim),
+        *(["convert"] if choices.copy else []),
+        "finalize",
+    ]
     clock = PhaseClock(ctx.progress, phases)
     clock.enter("inspect", f"reading metadata of {ctx.input_path}")
-    info = await inspect_input(ctx)
-    if not converting:
-        if plan.in_place:
-            _check_in_place(info)
-        own = DiskImage(ctx.input_path, info.format, plan.in_place, disk_id=disk_id)
-        outcome, method = await _repair(ctx, plan, clock, own, others)
-        repaired = ctx.input_path if plan.in_place else None
-        described = ImageDescription(
-            ctx.input_path, info.format, repaired, info.format if repaired else None, method
-        )
-        return _finish(ctx, plan, described, outcome, clock, started)
-    fmt = ctx.spec.convert_parameters().output_format.value
+    if plan.dry_run or plan.in_place:
+        return await _repair_source(ctx, plan, clock, choices, disk_id, others, started)
+    params = ctx.spec.convert_parameters()
+    fmt = params.output_format.value
     target = output_path(ctx, fmt)
-    _check_target(ctx, target)
-    await check_compression(ctx, ctx.spec.convert_parameters().effective_compression_type)
-    with atomic_output(target, ctx.job_id, ctx.state_dir) as output:
-        await _convert(ctx, info, output.tmp, fmt, clock)
-        own = DiskImage(output.tmp, fmt, True, disk_id=disk_id)
-        outcome, method = await _repair(ctx, plan, clock, own, others)
-        described = ImageDescription(ctx.input_path, info.format, target, fmt, method)
-        result = _finish(ctx, plan, described, outcome, clock, started)
-        output.commit()
+    if choices.copy:
+        _check_target(ctx, target)
+        await check_compression(ctx, params.effective_compression_type)
+    journal = AttachmentJournal(ctx.state_dir, ctx.job_id)
+    async with checked_input(ctx) as source:
+        info = source.info
+        if choices.copy:
+            # What the copy will need (a 127 GiB dynamic VHD holding 250 KB needs little); the
+            # repair adds at most what it writes, far less than the slack measure leaves.
+            options = _create_options(params.effective_compression_type)
+            needed = await required_bytes(source.tool_path, info, fmt, options)
+            check_space(needed, ctx.output_dir, ctx.input_path)
+        before = await source_data(source) if choices.trim else []
+        async with overlay_over(
+            source.tool_path, info.format, info.virtual_size, _workdir(ctx), journal
+        ) as overlay:
+            own = DiskImage(overlay.path, "qcow2", True, disk_id=disk_id, discard=choices.trim)
+            outcome, method = await _repair(
+                ctx, plan, clock, own, others, journal, trim=choices.trim
+            )
+            if outcome.failed or not choices.copy:
+                # A failed repair costs no copy: the report says why, the job fails.
+                described = ImageDescription(ctx.input_path, info.format, None, None, method)
+                reclaim = disabled(choices.no_trim or "the repaired image was not written")
+                return _finish(ctx, plan, described, outcome, clock, started, reclaim)
+            with (
+                atomic_output(target, ctx.job_id, ctx.state_dir) as output,
+                pinned_output(ctx.policy, output.tmp) as tmp,
+            ):
+                await _copy_out(ctx, overlay, tmp, fmt, clock)
+                after = await data_extents(tmp.tool_path, fmt) if choices.trim else []
+                reclaim = (
+                    account(outcome.trims, before, after)
+                    if choices.trim
+                    else disabled(choices.no_trim)
+                )
+                described = ImageDescription(ctx.input_path, info.format, target, fmt, method)
+                result = _finish(ctx, plan, described, outcome, clock, started, reclaim)
+                output.commit()
     image = Output(kind="image", path=target, size_bytes=target.stat().st_size, format=fmt)
     return OpResult([image, *result.outputs], result.metrics, result.details)

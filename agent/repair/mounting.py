@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from agent.disk.attach import AttachedDisk, AttachedPartition
@@ -36,11 +36,17 @@ class MountedGuest:
     root: GuestRoot
     guest: GuestInfo
     devices: DeviceMap
+    # guest mount point -> where it is mounted on the agent (for trimming each one).
+    host_paths: dict[str, Path] = field(default_factory=dict)
 
 
 def mount_options(fstype: str | None, read_only: bool) -> list[str]:
     """Never set-uid or device files from a guest; read-only also skips journal replay."""
     options = ["nosuid", "nodev"]
+    if fstype in ("ext4",) and not read_only:
+        # No background zeroing of never-used inode tables: it writes blocks the repair did
+        # not mean to change (and that the copy pass would then read).
+        options.append("noinit_itable")
     if read_only:
         options.append("ro")
         if fstype in ("ext3", "ext4"):
@@ -120,6 +126,7 @@ async def _mount_fstab(
     devices: DeviceMap,
     journal: AttachmentJournal,
     read_only: bool,
+    host_paths: dict[str, Path],
     best_effort: bool = False,
 ) -> None:
     """Mount the guest's other file systems as its boot would: fstab order by depth, those
@@ -153,6 +160,7 @@ async def _mount_fstab(
             guest.not_mounted.append(f"{entry.mountpoint}: {exc}")
             continue
         guest.mounted[entry.mountpoint] = (partition.disk, partition.number)
+        host_paths[entry.mountpoint] = where
 
 
 async def mount_guest(
@@ -187,6 +195,7 @@ async def mount_guest(
     guest = identify(root, root_partition)
     guest.mounted["/"] = (root_partition.disk, root_partition.number)
     devices = DeviceMap(partitions, guest.naming, len(disks))
-    await _mount_fstab(stack, root, guest, devices, journal, read_only, best_effort)
+    host_paths = {"/": target}
+    await _mount_fstab(stack, root, guest, devices, journal, read_only, host_paths, best_effort)
     guest.bootloaders = bootloaders(root)  # again: /boot holds most of what says so
-    return MountedGuest(root=root, guest=guest, devices=devices)
+    return MountedGuest(root=root, guest=guest, devices=devices, host_paths=host_paths)

@@ -28,8 +28,9 @@ from agent.repair.fixes.selinux import fix_selinux_relabel
 from agent.repair.fixes.vmware_tools import fix_remove_vmware_tools
 from agent.repair.fsck import FsckResult, check_filesystem
 from agent.repair.guestfs import GuestPathError
-from agent.repair.mounting import mount_guest
+from agent.repair.mounting import MountedGuest, mount_guest
 from agent.repair.phases import PhaseClock
+from agent.repair.reclaim import MountedFilesystem, TrimResult, trim_filesystems
 
 FILE_FIXES = {
     A.FSTAB_UUID: fix_fstab_uuid,
@@ -55,14 +56,16 @@ class RepairOutcome:
     changes: ChangeSet | None = None
     disks: list[dict[str, Any]] = field(default_factory=list)
     guest_info: dict[str, Any] | None = None  # parameters.guest_info: as found, before fixes
+    trims: list[TrimResult] = field(default_factory=list)
 
     @property
     def failed(self) -> list[Outcome]:
         return [o for o in self.outcomes if o.status == OutcomeStatus.FAILED]
 
 
-def phases_for(plan: A.RepairPlan) -> list[str]:
-    """The phases a plan goes through after the image is attached, in order."""
+def phases_for(plan: A.RepairPlan, *, trim: bool = False) -> list[str]:
+    """The phases a plan goes through after the image is attached, in order (``trim``: the
+    guest's file systems are trimmed after the repairs)."""
     phases = ["attach", "detect"]
     if A.FS_CHECK in plan.actions:
         phases.append("fsck")
@@ -72,7 +75,27 @@ def phases_for(plan: A.RepairPlan) -> list[str]:
         phases.append("initramfs")
     if A.SELINUX_RELABEL in plan.actions:
         phases.append(A.SELINUX_RELABEL)
+    if trim:
+        phases.append("trim")
     return [*phases, "detach"]
+
+
+UNREPAIRED = ("failed", "errors_left")
+
+
+def _mounted_filesystems(
+    guest: MountedGuest, disks: Sequence[AttachedDisk]
+) -> list[MountedFilesystem]:
+    found = []
+    for mountpoint, host_path in guest.host_paths.items():
+        disk, number = guest.guest.mounted[mountpoint]
+        partition = next(
+            (p for d in disks if d.index == disk for p in d.partitions if p.number == number),
+            None,
+        )
+        if partition is not None:
+            found.append(MountedFilesystem(mountpoint, host_path, partition))
+    return found
 
 
 def _name(disk: int, number: int) -> str:
@@ -171,9 +194,16 @@ async def repair_disk(
     clock: PhaseClock,
     abilities: NodeAbilities,
     parameters: dict[str, Any],
+    *,
+    trim: bool = False,
 ) -> RepairOutcome:
     """Run the plan's actions on a VM's attached disks (the job's own first); everything
-    mounted is unmounted on return."""
+    mounted is unmounted on return.
+
+    Args:
+        trim: after the repairs, trim the guest's file systems on the job's own disk (an
+            overlay whose discards become holes); never in a dry run.
+    """
     result = RepairOutcome()
     partitions = [p for disk in disks for p in disk.partitions]
     names = ", ".join(f"{_name(p.disk, p.number)}:{p.fstype or '-'}" for p in partitions)
@@ -193,5 +223,11 @@ async def repair_disk(
         result.changes = changes
         ctx = FixContext(guest.root, guest.guest, guest.devices, changes, parameters)
         await _run_fixes(ctx, plan, clock, journal, abilities, result)
+        if trim and not plan.dry_run:
+            clock.enter("trim", "discarding the free space of the guest's file systems")
+            damaged = {(r.disk, r.partition) for r in result.fsck if r.result in UNREPAIRED}
+            result.trims = await trim_filesystems(
+                _mounted_filesystems(guest, disks), overlay_disks={0}, damaged=damaged
+            )
         clock.enter("detach", "unmounting and detaching")
     return result

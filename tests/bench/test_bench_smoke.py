@@ -9,7 +9,8 @@ import shutil
 
 import pytest
 
-from bench import convert, digest, fanout, memory, migrate, schedule, submit
+from bench import convert, digest, fanout, memory, migrate, repair_overlay, schedule, submit
+from tests.support.host import missing_for_privileged
 
 
 def table_rows(out: str) -> list[str]:
@@ -109,3 +110,12 @@ def test_digest_prints_each_way_against_conversion_alone(capsys):
     rows = table_rows(capsys.readouterr().out)
     for way in ("convert", "convert+sha256", "checksum+convert", "sha256 alone"):
         assert any(r.startswith(f"| {way} ") for r in rows), rows
+
+
+@pytest.mark.skipif(missing_for_privileged() is not None, reason=str(missing_for_privileged()))
+def test_repair_overlay_prints_both_pipelines(capsys, tmp_path):
+    sizes = ["--root-mib", "64", "--data-mib", "4", "--garbage-mib", "16", "--rounds", "1"]
+    repair_overlay.main([*sizes, "--workdir", str(tmp_path)])
+    rows = table_rows(capsys.readouterr().out)
+    assert sum(r.startswith("| overlay (trim, one copy)") for r in rows) == 2
+    assert sum(r.startswith("| convert then repair (before)") for r in rows) == 2

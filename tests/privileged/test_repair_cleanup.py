@@ -31,6 +31,11 @@ def slow_guest(repair_cluster: Cluster) -> GuestDisk:
     return build_debian_like(directory, "slow-fsck", slow_fsck=True)
 
 
+def _overlays(cluster: Cluster) -> list[Path]:
+    """The repair overlays in the agent's scratch space."""
+    return sorted((cluster.workdir / "node-1" / "tmp").glob("*/overlay.qcow2"))
+
+
 def _wait_for_fsck(cluster: Cluster, job_id: str) -> None:
     """Follow the job's events until its fsck phase has started (the disk is attached)."""
     with cluster.client() as client:
@@ -50,6 +55,7 @@ def test_cancel_during_fsck_releases_everything(
     _wait_for_fsck(repair_cluster, job_id)
     assert loops_under(repair_cluster.workdir), "the disk should be attached during fsck"
     assert storage_daemons_under(repair_cluster.workdir)
+    assert _overlays(repair_cluster), "the repair should write into an overlay"
     with repair_cluster.client() as client:
         client.cancel(job_id)
 
@@ -64,18 +70,21 @@ def test_cancel_during_fsck_releases_everything(
     # The terminal event is sent after the context managers have released everything.
     assert is_clean(repair_cluster.workdir), leftovers(repair_cluster.workdir)
     assert list(outdir.iterdir()) == []  # no image, no temporary file, no report
+    assert _overlays(repair_cluster) == []
     assert sha256(slow_guest.path) == before
 
 
 def test_agent_killed_mid_repair_releases_leftovers_on_restart(
     repair_cluster: Cluster, slow_guest: GuestDisk, outdir: Path
 ) -> None:
+    before = sha256(slow_guest.path)
     doc = repair_spec("fs_repair", slow_guest.path, outdir)
     job_id = submit(repair_cluster, doc)
     _wait_for_fsck(repair_cluster, job_id)
     repair_cluster.agents["node-1"].stop(sig=signal.SIGKILL)
     left = leftovers(repair_cluster.workdir)
     assert left["loops"] and left["storage_daemons"], left
+    assert _overlays(repair_cluster), "the killed agent's overlay is still there"
     journal = repair_cluster.workdir / "node-1" / "attachments" / f"{job_id}.json"
     assert journal.exists()
 
@@ -86,4 +95,6 @@ def test_agent_killed_mid_repair_releases_leftovers_on_restart(
         what=f"leftovers released: {leftovers(repair_cluster.workdir)}",
     )
     assert not journal.exists()
+    assert _overlays(repair_cluster) == [], "recovery removes a crashed job's overlay"
     assert "released leftover attachment" in repair_cluster.agents["node-1"].log()
+    assert sha256(slow_guest.path) == before

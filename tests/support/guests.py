@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -38,7 +39,14 @@ class Link:
     target: str
 
 
-Tree = dict[str, "str | bytes | Link"]  # bytes: binary content (ballast, say)
+@dataclass(frozen=True)
+class Program:
+    """An executable file (mode 0755)."""
+
+    content: bytes
+
+
+Tree = dict[str, "str | bytes | Link | Program"]  # bytes: binary content (ballast, say)
 
 
 @dataclass(frozen=True)
@@ -47,6 +55,9 @@ class PartitionSpec:
     size_mib: int
     tree: Tree = field(default_factory=dict)
     mkfs_options: tuple[str, ...] = ()
+    # A file of this many MiB of random bytes is written into the file system and deleted
+    # again (through a loop mount), so the disk carries blocks no file uses, as real ones do.
+    garbage_mib: int = 0
 
 
 @dataclass(frozen=True)
@@ -69,6 +80,9 @@ def _write_tree(directory: Path, tree: Tree) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         if isinstance(content, Link):
             os.symlink(content.target, path)
+        elif isinstance(content, Program):
+            path.write_bytes(content.content)
+            path.chmod(0o755)
         elif isinstance(content, bytes):
             path.write_bytes(content)
         elif rel.endswith("/"):
@@ -103,6 +117,39 @@ def _make_filesystem(image: Path, spec: PartitionSpec, scratch: Path) -> None:
             _run("mcopy", "-s", "-i", str(image), *entries, "::/")
     else:
         raise ValueError(spec.fstype)
+    if spec.garbage_mib:
+        _write_garbage(image, spec.garbage_mib, scratch)
+
+
+def _write_garbage(image: Path, mib: int, scratch: Path) -> None:
+    mnt = scratch / f"garbage-{image.name}"
+    mnt.mkdir()
+    _run("mount", "-o", "loop", str(image), str(mnt))
+    try:
+        with open(mnt / "deleted.bin", "wb") as f:
+            for _ in range(mib):
+                f.write(os.urandom(MiB))
+            f.flush()
+            os.fsync(f.fileno())
+        (mnt / "deleted.bin").unlink()
+    finally:
+        _run("umount", str(mnt))
+    mnt.rmdir()
+
+
+def host_programs(*names: str) -> Tree:
+    """This machine's programs ``names`` (found on PATH) and the libraries they load, as a
+    guest tree: enough for a chroot into the guest to run them."""
+    tree: Tree = {}
+    for name in names:
+        binary = Path(shutil.which(name) or name).resolve()
+        tree[f"/usr/bin/{name}"] = Program(binary.read_bytes())
+        for line in _run("ldd", str(binary)).splitlines():
+            parts = line.split()
+            library = next((p for p in parts if p.startswith("/")), None)
+            if library is not None:
+                tree[str(Path(library))] = Program(Path(library).resolve().read_bytes())
+    return tree
 
 
 def build_disk(
@@ -290,20 +337,27 @@ def build_debian_like(
     name: str = "debian-guest",
     slow_fsck: bool = False,
     details: bool = False,
+    *,
+    garbage_mib: int = 0,
+    size_mib: int = 192,
     extra: Tree | None = None,
 ) -> GuestDisk:
-    """``slow_fsck``: a 2 GiB root with 4 M inodes and no uninit_bg, so e2fsck takes seconds."""
-    size, options = 192, ()
+    """``slow_fsck``: a 2 GiB root with 4 M inodes and no uninit_bg, so e2fsck takes seconds.
+
+    Args:
+        garbage_mib: MiB of a deleted file's blocks left in the root file system.
+        extra: more files for the root file system.
+    """
+    size, options = size_mib, ()
     if slow_fsck:
         size, options = 2048, ("-N", "4000000", "-O", "^metadata_csum,^uninit_bg")
+    tree = {**debian_tree(details), **(extra or {})}
+    root = PartitionSpec("ext4", size, tree, options, garbage_mib=garbage_mib)
     with tempfile.TemporaryDirectory(dir=directory) as scratch:
         parts = build_disk(
             directory / f"{name}.vmdk",
             "dos",
-            [
-                PartitionSpec("ext4", size, {**debian_tree(details), **(extra or {})}, options),
-                PartitionSpec("swap", 16),
-            ],
+            [root, PartitionSpec("swap", 16)],
             Path(scratch),
         )
     return GuestDisk("debian", directory / f"{name}.vmdk", "dos", parts, 1, None)
