@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from bench import convert, fanout, memory, migrate, schedule, submit
+from bench import convert, fanout, memory, migrate, schedule, submit, wave
 from bench.common import wait_quiet
 
 # The full runs the numbers in BENCHMARKS.md come from, and a short pass of each script.
@@ -17,6 +17,7 @@ FULL: dict[str, tuple[Callable[[list[str]], int], list[str]]] = {
     "fanout": (fanout.main, []),
     "memory": (memory.main, []),
     "migrate": (migrate.main, ["--rounds", "3"]),
+    "wave": (wave.main, []),
 }
 QUICK: dict[str, list[str]] = {
     "convert": ["--size-gib", "0.25", "--rounds", "1", "--subformats", "monolithicSparse"],
@@ -25,6 +26,7 @@ QUICK: dict[str, list[str]] = {
     "fanout": ["--watchers", "1,10", "--seconds", "1", "--lead-in", "1"],
     "memory": ["--jobs", "2000", "--image-gib", "0.25"],
     "migrate": ["--quick"],
+    "wave": ["--quick"],
 }
 
 
