@@ -18,7 +18,7 @@ from typing import Any
 
 from controlplane.models import AgentRecord, JobRecord, QueuedJob, QueueKind
 from controlplane.store import rows, rules
-from controlplane.store.base import ACTIVE_STATES, JobPage, JobStore, event_rows
+from controlplane.store.base import ACTIVE_STATES, Assignment, JobPage, JobStore, event_rows
 from controlplane.store.sqlite_migrations import SqliteMigrations
 from controlplane.store.sqlite_schema import migrate
 from controlplane.store.sqlite_thread import StoreThread
@@ -276,6 +276,48 @@ class SqliteStore(SqliteMigrations, JobStore):
         cursor = self._db.execute(*rows.update_job_statement(job_id, updates, now, CODEC))
         if cursor.rowcount == 0:
             raise NotFound(f"job {job_id} not found")
+
+    async def assign_jobs(self, assignments: Sequence[Assignment]) -> list[JobRecord]:
+        if not assignments:
+            return []
+        batch = list(assignments)
+        return await self._thread.batched(
+            functools.partial(self._assign, batch, utcnow()), self._assigned_records
+        )
+
+    def _assign(self, batch: list[Assignment], now: datetime) -> list[sqlite3.Row]:
+        """Move the batch's QUEUED jobs to ASSIGNED; returns the rows moved."""
+        moved: list[sqlite3.Row] = []
+        history = []
+        for item in batch:
+            updates = rules.assignment_updates(item.agent, item.attempt)
+            sql, params = rows.update_job_statement(
+                item.job_id, {**updates, "state": JobState.ASSIGNED.value}, now, CODEC
+            )
+            # Only a job still QUEUED moves: a cancelled one is left alone.
+            found = self._db.execute(f"{sql} AND state = ? RETURNING *", (*params, "QUEUED"))
+            row = found.fetchone()
+            if row is None:
+                continue
+            moved.append(row)
+            entry = rules.HistoryEntry(
+                JobState.QUEUED, JobState.ASSIGNED, item.reason, item.attempt
+            )
+            history.append(rows.history_values(item.job_id, entry, now, CODEC))
+        self._db.executemany(rows.insert_history_sql(CODEC), history)
+        return moved
+
+    def _assigned_records(self, moved: list[sqlite3.Row]) -> list[JobRecord]:
+        """The records of committed assignments, every history read in one query."""
+        if not moved:
+            return []
+        ids = [r["job_id"] for r in moved]
+        history: dict[str, list[Any]] = {job_id: [] for job_id in ids}
+        for h in self._db.execute(
+            f"SELECT * FROM job_transitions WHERE job_id IN ({_marks(ids)}) ORDER BY id", ids
+        ):
+            history[h["job_id"]].append(rows.transition_record(h, CODEC))
+        return [rows.job_record(r, history[r["job_id"]], CODEC) for r in moved]
 
     async def update_job(self, job_id: str, **updates: Any) -> JobRecord:
         return await self._thread.batched(
