@@ -204,9 +204,8 @@ class ProgressRecorder:
 
     async def _apply(self, job: JobRecord, event: job_pb2.ProgressEvent) -> JobRecord:
         """Store one event that is next for ``job`` (checked by the caller) and apply it."""
-        # A duplicate insert is harmless: the state may still need applying after a crash
-        # between storing the event and moving the job.
-        await self._store.append_event(event)
+        # The event is stored with the job's move, in one transaction (a duplicate insert is
+        # skipped: the event may be stored from before a crash, its state not yet applied).
         job = await self._advance(job, event)
         self._hub.publish(event)
         if job.state.is_terminal:
@@ -257,7 +256,7 @@ class ProgressRecorder:
             "progress_percent": event.progress_percent,
         }
         if target is None or (target is job.state and target is not JobState.PROGRESSING):
-            return await self._store.update_job(job.job_id, **updates)
+            return await self._store.update_job(job.job_id, event=event, **updates)
         reason = _reason(event, target)
         if target.is_terminal:
             result = result_to_dict(event.result) if event.HasField("result") else None
@@ -278,10 +277,10 @@ class ProgressRecorder:
         elif target is JobState.RUNNING:
             updates["started_at"] = when
         try:
-            return await self._store.transition(job.job_id, target, reason, **updates)
+            return await self._store.transition(job.job_id, target, reason, event=event, **updates)
         except IllegalTransition as exc:
             log.warning("event state ignored job_id=%s seq=%d error=%s", job.job_id, event.seq, exc)
-            return await self._store.update_job(job.job_id, **updates)
+            return await self._store.update_job(job.job_id, event=event, **updates)
 
     async def _decide(self, job: JobRecord, event: job_pb2.ProgressEvent) -> Decision:
         """Retry, requeue, cancel or fail an attempt that ended without completing."""

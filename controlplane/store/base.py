@@ -124,8 +124,13 @@ class JobStore(MigrationStore):
         states: Collection[JobState] | None = None,
         limit: int | None = 100,
         offset: int = 0,
+        with_history: bool = True,
     ) -> JobPage:
-        """Jobs in submission order, optionally only those in ``states``."""
+        """Jobs in submission order, optionally only those in ``states``.
+
+        ``with_history=False`` leaves every record's history empty (not read): for callers
+        that look at the jobs' fields only, such as the supervisor's tick over active jobs.
+        """
 
     @abc.abstractmethod
     async def queue_summary(self) -> list[QueueKind]:
@@ -151,11 +156,19 @@ class JobStore(MigrationStore):
 
     @abc.abstractmethod
     async def transition(
-        self, job_id: str, to_state: JobState, reason: str, **updates: Any
+        self,
+        job_id: str,
+        to_state: JobState,
+        reason: str,
+        *,
+        event: job_pb2.ProgressEvent | None = None,
+        **updates: Any,
     ) -> JobRecord:
         """Move a job to ``to_state``, record the transition, and apply field updates.
 
-        PROGRESSING -> PROGRESSING updates the fields without a history row.
+        PROGRESSING -> PROGRESSING updates the fields without a history row. ``event`` (the
+        job's event causing it) is stored in the same transaction, as :meth:`append_event`
+        stores it (once per seq); when the transition is refused it is not stored either.
 
         Raises:
             NotFound: no such job.
@@ -178,8 +191,11 @@ class JobStore(MigrationStore):
         """
 
     @abc.abstractmethod
-    async def update_job(self, job_id: str, **updates: Any) -> JobRecord:
-        """Change fields of a job without changing its state.
+    async def update_job(
+        self, job_id: str, *, event: job_pb2.ProgressEvent | None = None, **updates: Any
+    ) -> JobRecord:
+        """Change fields of a job without changing its state (storing ``event`` with it, as
+        :meth:`transition` does).
 
         Raises:
             NotFound: no such job.

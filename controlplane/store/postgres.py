@@ -151,6 +151,7 @@ class PostgresStore(PostgresMigrations, JobStore):
         states: Collection[JobState] | None = None,
         limit: int | None = 100,
         offset: int = 0,
+        with_history: bool = True,
     ) -> JobPage:
         sql = "SELECT * FROM jobs"
         params: list[Any] = []
@@ -163,7 +164,10 @@ class PostgresStore(PostgresMigrations, JobStore):
             cursor = await conn.execute(sql.encode(), params)
             found = await cursor.fetchall()
             more = limit is not None and len(found) > limit
-            jobs = await self._records(conn, found[:limit])
+            if with_history:
+                jobs = await self._records(conn, found[:limit])
+            else:
+                jobs = [rows.job_record(r, [], CODEC) for r in found[:limit]]
         return JobPage(jobs=jobs, next_offset=offset + len(jobs) if more else None)
 
     # --- the queue, as the scheduler reads it ---------------------------------------------
@@ -223,12 +227,28 @@ class PostgresStore(PostgresMigrations, JobStore):
         return changed
 
     async def transition(
-        self, job_id: str, to_state: JobState, reason: str, **updates: Any
+        self,
+        job_id: str,
+        to_state: JobState,
+        reason: str,
+        *,
+        event: job_pb2.ProgressEvent | None = None,
+        **updates: Any,
     ) -> JobRecord:
         async with self._db.transaction() as conn:
             await self._apply(conn, job_id, to_state, reason, utcnow(), updates)
+            if event is not None:
+                await self._insert_event(conn, event)
             await self._notify(conn, job_id)
             return await self._load(conn, job_id)
+
+    async def _insert_event(self, conn: Conn, event: job_pb2.ProgressEvent) -> bool:
+        cursor = await conn.execute(
+            "INSERT INTO job_events (job_id, seq, event) VALUES (%s, %s, %s) "
+            "ON CONFLICT (job_id, seq) DO NOTHING",
+            (event.job_id, event.seq, event_to_json(event)),
+        )
+        return cursor.rowcount == 1
 
     async def _apply(
         self,
@@ -324,9 +344,13 @@ class PostgresStore(PostgresMigrations, JobStore):
             )
             return await self._records(conn, moved)
 
-    async def update_job(self, job_id: str, **updates: Any) -> JobRecord:
+    async def update_job(
+        self, job_id: str, *, event: job_pb2.ProgressEvent | None = None, **updates: Any
+    ) -> JobRecord:
         async with self._db.transaction() as conn:
             await self._update_row(conn, job_id, updates, utcnow())
+            if event is not None:
+                await self._insert_event(conn, event)
             await self._notify(conn, job_id)
             return await self._load(conn, job_id)
 
@@ -348,12 +372,7 @@ class PostgresStore(PostgresMigrations, JobStore):
 
     async def append_event(self, event: job_pb2.ProgressEvent) -> bool:
         async with self._db.transaction() as conn:
-            cursor = await conn.execute(
-                "INSERT INTO job_events (job_id, seq, event) VALUES (%s, %s, %s) "
-                "ON CONFLICT (job_id, seq) DO NOTHING",
-                (event.job_id, event.seq, event_to_json(event)),
-            )
-            stored = cursor.rowcount == 1
+            stored = await self._insert_event(conn, event)
             if stored:
                 await self._notify(conn, event.job_id)
         return stored

@@ -154,10 +154,15 @@ class SqliteStore(SqliteMigrations, JobStore):
         states: Collection[JobState] | None = None,
         limit: int | None = 100,
         offset: int = 0,
+        with_history: bool = True,
     ) -> JobPage:
-        return await self._thread.run(self._list_jobs, tuple(states or ()), limit, offset)
+        return await self._thread.run(
+            self._list_jobs, tuple(states or ()), limit, offset, with_history
+        )
 
-    def _list_jobs(self, states: tuple[JobState, ...], limit: int | None, offset: int) -> JobPage:
+    def _list_jobs(
+        self, states: tuple[JobState, ...], limit: int | None, offset: int, with_history: bool
+    ) -> JobPage:
         sql = "SELECT * FROM jobs"
         params: list[Any] = []
         if states:
@@ -168,7 +173,10 @@ class SqliteStore(SqliteMigrations, JobStore):
         params.extend([-1 if limit is None else limit + 1, offset])
         found = self._db.execute(sql, params).fetchall()
         more = limit is not None and len(found) > limit
-        jobs = [self._record(r) for r in found[:limit]]
+        if with_history:
+            jobs = [self._record(r) for r in found[:limit]]
+        else:
+            jobs = [rows.job_record(r, [], CODEC) for r in found[:limit]]
         return JobPage(jobs=jobs, next_offset=offset + len(jobs) if more else None)
 
     # --- the queue, as the scheduler reads it ---------------------------------------------
@@ -245,12 +253,35 @@ class SqliteStore(SqliteMigrations, JobStore):
         return changed
 
     async def transition(
-        self, job_id: str, to_state: JobState, reason: str, **updates: Any
+        self,
+        job_id: str,
+        to_state: JobState,
+        reason: str,
+        *,
+        event: job_pb2.ProgressEvent | None = None,
+        **updates: Any,
     ) -> JobRecord:
+        body = None if event is None else event_to_json(event)
         return await self._thread.batched(
-            functools.partial(self._apply, job_id, to_state, reason, utcnow(), updates),
+            functools.partial(
+                self._apply_with_event, job_id, to_state, reason, utcnow(), updates, event, body
+            ),
             lambda _: self._load(job_id),
         )
+
+    def _apply_with_event(
+        self,
+        job_id: str,
+        to_state: JobState,
+        reason: str,
+        now: datetime,
+        updates: dict[str, Any],
+        event: job_pb2.ProgressEvent | None,
+        body: str | None,
+    ) -> None:
+        self._apply(job_id, to_state, reason, now, updates)
+        if event is not None and body is not None:
+            self._insert_event(body, event.job_id, event.seq)
 
     def _apply(
         self, job_id: str, to_state: JobState, reason: str, now: datetime, updates: dict[str, Any]
@@ -319,11 +350,26 @@ class SqliteStore(SqliteMigrations, JobStore):
             history[h["job_id"]].append(rows.transition_record(h, CODEC))
         return [rows.job_record(r, history[r["job_id"]], CODEC) for r in moved]
 
-    async def update_job(self, job_id: str, **updates: Any) -> JobRecord:
+    async def update_job(
+        self, job_id: str, *, event: job_pb2.ProgressEvent | None = None, **updates: Any
+    ) -> JobRecord:
+        body = None if event is None else event_to_json(event)
         return await self._thread.batched(
-            functools.partial(self._update_row, job_id, updates, utcnow()),
+            functools.partial(self._update_with_event, job_id, updates, utcnow(), event, body),
             lambda _: self._load(job_id),
         )
+
+    def _update_with_event(
+        self,
+        job_id: str,
+        updates: dict[str, Any],
+        now: datetime,
+        event: job_pb2.ProgressEvent | None,
+        body: str | None,
+    ) -> None:
+        self._update_row(job_id, updates, now)
+        if event is not None and body is not None:
+            self._insert_event(body, event.job_id, event.seq)
 
     async def running_jobs_by_agent(self) -> dict[str, list[str]]:
         return await self._thread.run(self._running_jobs_by_agent)

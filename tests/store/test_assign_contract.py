@@ -74,5 +74,3 @@ async def test_two_stores_assigning_the_same_jobs_at_once_assign_each_once(backe
     for job in stored:
         assert job.state is JobState.ASSIGNED and job.assigned_agent == won[job.job_id]
         assert [t.to_state for t in job.history].count(JobState.ASSIGNED) == 1
-
-
