@@ -92,6 +92,7 @@ class StreamFollower:
 
         The task copies the current context: its spans are children of the caller's.
         """
+        self._recorder.remember(job)
         self._streams.spawn(stream, self._dispatch(job, stream))
 
     async def resume(self, job: JobRecord) -> None:
