@@ -211,17 +211,24 @@ class JobWatch:
 
 
 async def watch_job(stub: Any, job_id: str, seen: JobWatch) -> None:
-    try:
-        async for batch in stub.WatchJobBatches(services_pb2.WatchJobRequest(job_id=job_id)):
-            now = time.time_ns()
-            for event in batch.events:
-                seen.seqs.append(event.seq)
-                seen.last_state = event.state
-                sent = event.details.get("sent_ns")
-                if sent:
-                    seen.lags_ms.append((now - int(sent)) / 1e6)
-    except grpc.aio.AioRpcError as exc:
-        seen.error = f"{exc.code().name}: {exc.details()}"
+    """Follow one job from its submit on (opened again while the job is not stored yet)."""
+    while True:
+        try:
+            request = services_pb2.WatchJobRequest(job_id=job_id)
+            async for batch in stub.WatchJobBatches(request):
+                now = time.time_ns()
+                for event in batch.events:
+                    seen.seqs.append(event.seq)
+                    seen.last_state = event.state
+                    sent = event.details.get("sent_ns")
+                    if sent:
+                        seen.lags_ms.append((now - int(sent)) / 1e6)
+            return
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() is not grpc.StatusCode.NOT_FOUND or seen.seqs:
+                seen.error = f"{exc.code().name}: {exc.details()}"
+                return
+        await asyncio.sleep(0.05)  # polling until the job's SubmitJobs call committed
 
 
 # --- the control plane(s) ------------------------------------------------------------------
@@ -314,12 +321,18 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / 100  # utime + stime, clock ticks
 
 
-async def _submit(dep: Deployment, job_ids: list[str], batch: int) -> None:
+async def _submit(dep: Deployment, job_ids: list[str], batch: int, callers: int = 4) -> None:
+    """SubmitJobs of ``batch`` specs each, ``callers`` calls at a time, in job order."""
+    calls = iter(range(0, len(job_ids), batch))
     async with dep.channel() as channel:
         stub = services_pb2_grpc.JobServiceStub(channel)
-        for start in range(0, len(job_ids), batch):
-            specs = [spec_message(j) for j in job_ids[start : start + batch]]
-            await stub.SubmitJobs(services_pb2.SubmitJobsRequest(specs=specs), timeout=120)
+
+        async def caller() -> None:
+            for start in calls:
+                specs = [spec_message(j) for j in job_ids[start : start + batch]]
+                await stub.SubmitJobs(services_pb2.SubmitJobsRequest(specs=specs), timeout=300)
+
+        await asyncio.gather(*(caller() for _ in range(callers)))
 
 
 async def _run_wave(
