@@ -9,7 +9,7 @@ import shutil
 
 import pytest
 
-from bench import convert, fanout, memory, migrate, schedule, submit, wave
+from bench import cli_start, convert, fanout, memory, migrate, schedule, submit, wave
 
 
 def table_rows(out: str) -> list[str]:
@@ -114,3 +114,9 @@ def test_wave_every_job_completes_and_every_watcher_sees_every_event(capsys):
     assert "states {'COMPLETED': 60}; events stored 360 (expected 360)" in out
     assert "started twice 0, over slots 0" in out
     assert "no event lost, repeated or out of order; exactly-once start: PASS" in out
+
+
+def test_cli_start_prints_every_way(capsys):
+    cli_start.main(["--rounds", "1"])
+    names = [r.split("|")[1].strip() for r in table_rows(capsys.readouterr().out)[1:]]
+    assert names == ["python -c pass", "h2kctl --help", "h2kctl submit --help"]
