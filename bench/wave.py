@@ -34,6 +34,7 @@ import json
 import math
 import multiprocessing
 import shutil
+import signal
 import sqlite3
 import sys
 import tempfile
@@ -577,6 +578,8 @@ def main(argv: list[str] | None = None) -> int:
             setattr(args, name, value)
     if args.replicas > 1 and args.store != "postgres":
         parser.error("--replicas > 1 needs --store postgres (SQLite serves one control plane)")
+    # A SIGTERM (timeout, Ctrl-C of a wrapper) still stops the control planes and PostgreSQL.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     modes = {"off": [False], "on": [True], "both": [False, True]}[args.tls]
     results = [run_once(args, tls) for tls in modes]
     plan_events = max(1, round(args.job_seconds / args.interval)) + 1
