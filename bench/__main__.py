@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from bench import convert, digest, fanout, memory, migrate, schedule, source_check, submit
+from bench import convert, digest, fanout, memory, migrate, schedule, source_check, submit, wave
 from bench.common import wait_quiet
 
 # The full runs the numbers in BENCHMARKS.md come from, and a short pass of each script.
@@ -19,6 +19,7 @@ FULL: dict[str, tuple[Callable[[list[str]], int], list[str]]] = {
     "migrate": (migrate.main, ["--rounds", "3"]),
     "source_check": (source_check.main, ["--sizes-gib", "2,8", "--rounds", "3"]),
     "digest": (digest.main, ["--rounds", "3"]),
+    "wave": (wave.main, []),
 }
 QUICK: dict[str, list[str]] = {
     "convert": ["--size-gib", "0.25", "--rounds", "1", "--subformats", "monolithicSparse"],
@@ -29,6 +30,7 @@ QUICK: dict[str, list[str]] = {
     "migrate": ["--quick"],
     "source_check": ["--sizes-gib", "0.25", "--rounds", "1"],
     "digest": ["--quick"],
+    "wave": ["--quick"],
 }
 
 

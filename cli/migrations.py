@@ -10,7 +10,6 @@ from google.protobuf import json_format
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from cli.migration_input import parse_network, read_input
 from cli.render import (
     DetailFormat,
     ListFormat,
@@ -24,7 +23,6 @@ from cli.render import (
 )
 from cli.session import EXIT_FAILED, EXIT_INVALID_INPUT, EXIT_OK, reporting_errors, settings_of
 from client import H2KClient
-from migration.model import MigrationProblem
 from protocol.gen.h2k.v1 import job_pb2, migration_pb2
 
 migrations_app = typer.Typer(help="List migrations, show one, cancel one.", no_args_is_help=True)
@@ -161,6 +159,11 @@ def migrate(
     if migration_id and len(files) > 1:
         typer.echo("error: --id names one migration: give one file", err=True)
         raise typer.Exit(EXIT_INVALID_INPUT)
+    # Imported here: reading manifests, OVF and OVA (xml, tar) is only for this command, and
+    # every other h2kctl command starts without it.
+    from cli.migration_input import parse_network, read_input
+    from migration.model import MigrationProblem
+
     try:
         networks = dict(parse_network(option) for option in network)
         specs = [

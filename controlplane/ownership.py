@@ -83,6 +83,16 @@ class StreamOwnership:
         self._held[job_id] = self._valid_until(sent_at)
         return True
 
+    async def claim_many(self, job_ids: list[str]) -> list[str]:
+        """:meth:`claim` for several jobs with one store call; returns the ones claimed."""
+        if not self.replicated or not job_ids:
+            return list(job_ids)
+        sent_at = time.monotonic()
+        claimed = await self._store.claim_streams(job_ids, self.owner, self._lease)
+        until = self._valid_until(sent_at)
+        self._held.update(dict.fromkeys(claimed, until))
+        return claimed
+
     async def renew(self) -> set[str]:
         """Extend every lease this replica holds; returns the job ids it still holds.
 

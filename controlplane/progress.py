@@ -72,14 +72,32 @@ class ProgressRecorder:
         self._retry = retry or RetryPolicy()
         self._locks: dict[str, _JobLock] = {}
         self._inflight: set[asyncio.Future[Any]] = set()
+        # The record each active job's last write under its lock returned, so the next
+        # batch need not read the job first. Only with a store no other replica writes, and
+        # dropped whenever anyone else takes the job's lock (they may change the job).
+        self._known: dict[str, JobRecord] = {}
+        self._keeps_records = not store.replicated
 
     @property
     def retry_policy(self) -> RetryPolicy:
         return self._retry
 
+    def remember(self, job: JobRecord) -> None:
+        """The job as a write just committed it (an assignment): its first batch starts from
+        this record instead of reading the job."""
+        if self._keeps_records and job.state in ACTIVE_STATES and job.job_id not in self._locks:
+            self._known[job.job_id] = job
+
     @asynccontextmanager
     async def locked(self, job_id: str) -> AsyncIterator[None]:
         """Hold the job's lock: no event of it is applied meanwhile."""
+        async with self._job_lock(job_id):
+            # The holder may change the job: the next batch reads it again.
+            self._known.pop(job_id, None)
+            yield
+
+    @asynccontextmanager
+    async def _job_lock(self, job_id: str) -> AsyncIterator[None]:
         entry = self._locks.setdefault(job_id, _JobLock())
         entry.users += 1
         try:
@@ -116,27 +134,37 @@ class ProgressRecorder:
         return await self._shielded(self._record_locked(events))
 
     async def _record_locked(self, events: Sequence[job_pb2.ProgressEvent]) -> JobRecord:
-        async with self.locked(events[0].job_id):
-            # One read per batch: under the lock nothing but cancel_requested changes the job
-            # behind our back, and every write below returns the job as it is afterwards.
-            job = await self._store.get_job(events[0].job_id)
-            run: list[job_pb2.ProgressEvent] = []
-            for event in events:
-                expected = (run[-1].seq if run else job.last_seq) + 1
-                if job.state.is_terminal or event.seq < expected or _foreign(job, event):
-                    continue
-                if event.seq != expected:
-                    await self._store_run(job, run)  # what came before the gap is kept
-                    raise EventGap(job.job_id, expected, event.seq)
-                if _changes_state(job, event):
-                    job = await self._store_run(job, run)
-                    run = []
-                    job = await self._apply(job, event)
-                else:
-                    run.append(event)
-                if job.state not in ACTIVE_STATES:
-                    break
-            return await self._store_run(job, run)
+        job_id = events[0].job_id
+        async with self._job_lock(job_id):
+            # At most one read per batch: under the lock nothing but cancel_requested changes
+            # the job behind our back, and every write below returns the job as it is
+            # afterwards; the last batch's answer stands in for the read when it is known.
+            job = self._known.pop(job_id, None) or await self._store.get_job(job_id)
+            job = await self._apply_batch(job, events)
+            if self._keeps_records and job.state in ACTIVE_STATES:
+                self._known[job_id] = job
+            return job
+
+    async def _apply_batch(
+        self, job: JobRecord, events: Sequence[job_pb2.ProgressEvent]
+    ) -> JobRecord:
+        run: list[job_pb2.ProgressEvent] = []
+        for event in events:
+            expected = (run[-1].seq if run else job.last_seq) + 1
+            if job.state.is_terminal or event.seq < expected or _foreign(job, event):
+                continue
+            if event.seq != expected:
+                await self._store_run(job, run)  # what came before the gap is kept
+                raise EventGap(job.job_id, expected, event.seq)
+            if _changes_state(job, event):
+                job = await self._store_run(job, run)
+                run = []
+                job = await self._apply(job, event)
+            else:
+                run.append(event)
+            if job.state not in ACTIVE_STATES:
+                break
+        return await self._store_run(job, run)
 
     async def _store_run(self, job: JobRecord, run: Sequence[job_pb2.ProgressEvent]) -> JobRecord:
         """Store a run of events that change no state with ONE write, then publish them."""
@@ -204,9 +232,8 @@ class ProgressRecorder:
 
     async def _apply(self, job: JobRecord, event: job_pb2.ProgressEvent) -> JobRecord:
         """Store one event that is next for ``job`` (checked by the caller) and apply it."""
-        # A duplicate insert is harmless: the state may still need applying after a crash
-        # between storing the event and moving the job.
-        await self._store.append_event(event)
+        # The event is stored with the job's move, in one transaction (a duplicate insert is
+        # skipped: the event may be stored from before a crash, its state not yet applied).
         job = await self._advance(job, event)
         self._hub.publish(event)
         if job.state.is_terminal:
@@ -257,7 +284,7 @@ class ProgressRecorder:
             "progress_percent": event.progress_percent,
         }
         if target is None or (target is job.state and target is not JobState.PROGRESSING):
-            return await self._store.update_job(job.job_id, **updates)
+            return await self._store.update_job(job.job_id, event=event, **updates)
         reason = _reason(event, target)
         if target.is_terminal:
             result = result_to_dict(event.result) if event.HasField("result") else None
@@ -278,10 +305,10 @@ class ProgressRecorder:
         elif target is JobState.RUNNING:
             updates["started_at"] = when
         try:
-            return await self._store.transition(job.job_id, target, reason, **updates)
+            return await self._store.transition(job.job_id, target, reason, event=event, **updates)
         except IllegalTransition as exc:
             log.warning("event state ignored job_id=%s seq=%d error=%s", job.job_id, event.seq, exc)
-            return await self._store.update_job(job.job_id, **updates)
+            return await self._store.update_job(job.job_id, event=event, **updates)
 
     async def _decide(self, job: JobRecord, event: job_pb2.ProgressEvent) -> Decision:
         """Retry, requeue, cancel or fail an attempt that ended without completing."""

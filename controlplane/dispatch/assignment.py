@@ -1,8 +1,9 @@
 """Assigning queued jobs: run a scheduling pass, move each placed job to ASSIGNED, start it.
 
-Only the replica holding the scheduler role assigns. The stream lease of a job is claimed
-before its ASSIGNED transition, so from that moment no other replica follows it; the
-transition itself re-checks the job's state, so a job cancelled meanwhile is skipped.
+Only the replica holding the scheduler role assigns. A pass's placements are stored with one
+store call (:meth:`JobStore.assign_jobs`), not one per job. The stream leases of the jobs are
+claimed before their ASSIGNED transition, so from that moment no other replica follows them;
+the store moves only jobs still QUEUED, so a job cancelled (or assigned) meanwhile is skipped.
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ from controlplane.dispatch.streams import FollowedStream
 from controlplane.metrics import observe_scheduling
 from controlplane.models import AgentRecord, JobRecord, QueuedJob
 from controlplane.placement import SchedulePlan
+from controlplane.store import Assignment
 from protocol.conversion import utcnow
-from protocol.errors import NotFound
-from protocol.states import IllegalTransition, JobState
+from protocol.states import JobState
 from runtime.tracing import context_from_traceparent, tracer
 
 log = logging.getLogger(__name__)
@@ -50,13 +51,11 @@ class Assigner:
         now = utcnow()
         held_back = self._requeuer.held_back(now)
         planned = await self._scheduling.run(held_back, now)
-        assigning = asyncio.gather(*(self._assign(job, agent) for job, agent in planned.placed))
-        assignments = [(job.job_id, agent.name) for job, agent in planned.placed]
+        assigning = self._assign(planned.placed)
         if not planned.reasons:
-            await assigning
-            return SchedulePlan(assignments=assignments)
+            return SchedulePlan(assignments=await assigning)
         # Concurrently: the store commits the writes together (group commit).
-        _done, changed = await asyncio.gather(
+        assignments, changed = await asyncio.gather(
             assigning, self._store.set_queue_reasons(planned.reasons, keep=held_back)
         )
         if changed:
@@ -64,24 +63,33 @@ class Assigner:
                 log.info("jobs wait kind=%r reason=%r", kind, reason)
         return SchedulePlan(assignments=assignments, waiting=dict(planned.reasons))
 
-    async def _assign(self, job: QueuedJob, agent: AgentRecord) -> None:
-        # The stream lease first: from the moment the job is ASSIGNED nobody else takes it.
-        if not await self._ownership.claim(job.job_id):
-            log.info("assignment skipped job_id=%s reason=another replica holds it", job.job_id)
-            return
-        try:
-            record = await self._store.transition(
-                job.job_id,
-                JobState.ASSIGNED,
-                f"assigned to agent {agent.name}",
-                assigned_agent=agent.name,
-                attempt=job.attempt + 1,
-                queue_reason="",
-            )
-        except (IllegalTransition, NotFound) as exc:
-            # Cancelled between the scheduling read and now.
-            log.info("assignment skipped job_id=%s reason=%s", job.job_id, exc)
-            return
+    async def _assign(self, placed: list[tuple[QueuedJob, AgentRecord]]) -> list[tuple[str, str]]:
+        """Move a pass's placements to ASSIGNED in one store call and start each one.
+
+        Returns the (job_id, agent) pairs assigned.
+        """
+        if not placed:
+            return []
+        agents = {job.job_id: agent for job, agent in placed}
+        # The stream leases first: from the moment a job is ASSIGNED nobody else takes it.
+        claimed = set(await self._ownership.claim_many(list(agents)))
+        for job_id in agents.keys() - claimed:
+            log.info("assignment skipped job_id=%s reason=another replica holds it", job_id)
+        records = await self._store.assign_jobs(
+            [
+                Assignment(job.job_id, agent.name, job.attempt + 1)
+                for job, agent in placed
+                if job.job_id in claimed
+            ]
+        )
+        for job_id in claimed - {r.job_id for r in records}:
+            # Cancelled (or taken) between the scheduling read and now.
+            log.info("assignment skipped job_id=%s reason=no longer queued", job_id)
+        for record in records:
+            self._start(record, agents[record.job_id])
+        return [(r.job_id, agents[r.job_id].name) for r in records]
+
+    def _start(self, record: JobRecord, agent: AgentRecord) -> None:
         waited = _queued_seconds(record)
         observe_scheduling(waited)
         # The submit's span ended long ago, in another task: continue its trace explicitly.
@@ -92,9 +100,9 @@ class Assigner:
         ):
             log.info(
                 "job assigned job_id=%s agent=%s attempt=%d",
-                job.job_id,
+                record.job_id,
                 agent.name,
                 record.attempt,
             )
-            stream = FollowedStream(job.job_id, agent.name, agent.address, record.attempt)
+            stream = FollowedStream(record.job_id, agent.name, agent.address, record.attempt)
             self._follower.start(record, stream)

@@ -92,6 +92,7 @@ class StreamFollower:
 
         The task copies the current context: its spans are children of the caller's.
         """
+        self._recorder.remember(job)
         self._streams.spawn(stream, self._dispatch(job, stream))
 
     async def resume(self, job: JobRecord) -> None:
@@ -118,8 +119,12 @@ class StreamFollower:
             await self._execute(job, stream)
 
     async def _execute(self, job: JobRecord, stream: FollowedStream) -> None:
-        """Start the job on its agent and relay its events until the attempt ends."""
-        if (await self._store.get_job(job.job_id)).cancel_requested:
+        """Start the job on its agent and relay its events until the attempt ends.
+
+        ``job`` is the record the assignment committed (no re-read per job): a cancel asked
+        for after it is sent to the agent once the stream's first events are recorded.
+        """
+        if job.cancel_requested:
             await self._requeuer.requeue(stream, "cancelled before it started")
             return
         request = services_pb2.ExecuteJobRequest(

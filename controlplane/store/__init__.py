@@ -8,10 +8,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from controlplane.store.base import ACTIVE_STATES, JobPage, JobStore
+from controlplane.store.base import ACTIVE_STATES, Assignment, JobPage, JobStore
 from controlplane.store.sqlite import SqliteStore
 
-__all__ = ["ACTIVE_STATES", "JobPage", "JobStore", "SqliteStore", "open_store", "store_for_url"]
+__all__ = [
+    "ACTIVE_STATES",
+    "Assignment",
+    "JobPage",
+    "JobStore",
+    "SqliteStore",
+    "open_store",
+    "store_for_url",
+]
 
 SQLITE_PREFIX = "sqlite:///"
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")

@@ -41,6 +41,20 @@ UPDATABLE_FIELDS = frozenset(
 
 
 @dataclass(frozen=True)
+class Assignment:
+    """A queued job placed on an agent, as :meth:`JobStore.assign_jobs` stores it."""
+
+    job_id: str
+    agent: str
+    attempt: int  # the attempt this assignment starts (the job's attempt + 1)
+
+    @property
+    def reason(self) -> str:
+        """The history reason of the QUEUED -> ASSIGNED transition."""
+        return f"assigned to agent {self.agent}"
+
+
+@dataclass(frozen=True)
 class JobPage:
     """One page of :meth:`JobStore.list_jobs`; ``next_offset`` is None on the last page."""
 
@@ -110,8 +124,13 @@ class JobStore(MigrationStore):
         states: Collection[JobState] | None = None,
         limit: int | None = 100,
         offset: int = 0,
+        with_history: bool = True,
     ) -> JobPage:
-        """Jobs in submission order, optionally only those in ``states``."""
+        """Jobs in submission order, optionally only those in ``states``.
+
+        ``with_history=False`` leaves every record's history empty (not read): for callers
+        that look at the jobs' fields only, such as the supervisor's tick over active jobs.
+        """
 
     @abc.abstractmethod
     async def queue_summary(self) -> list[QueueKind]:
@@ -137,11 +156,19 @@ class JobStore(MigrationStore):
 
     @abc.abstractmethod
     async def transition(
-        self, job_id: str, to_state: JobState, reason: str, **updates: Any
+        self,
+        job_id: str,
+        to_state: JobState,
+        reason: str,
+        *,
+        event: job_pb2.ProgressEvent | None = None,
+        **updates: Any,
     ) -> JobRecord:
         """Move a job to ``to_state``, record the transition, and apply field updates.
 
-        PROGRESSING -> PROGRESSING updates the fields without a history row.
+        PROGRESSING -> PROGRESSING updates the fields without a history row. ``event`` (the
+        job's event causing it) is stored in the same transaction, as :meth:`append_event`
+        stores it (once per seq); when the transition is refused it is not stored either.
 
         Raises:
             NotFound: no such job.
@@ -150,8 +177,25 @@ class JobStore(MigrationStore):
         """
 
     @abc.abstractmethod
-    async def update_job(self, job_id: str, **updates: Any) -> JobRecord:
-        """Change fields of a job without changing its state.
+    async def assign_jobs(self, assignments: Sequence[Assignment]) -> list[JobRecord]:
+        """Move every job of ``assignments`` that is QUEUED now to ASSIGNED, in ONE committed
+        transaction (a scheduling pass is one store call, not one per job).
+
+        Each moved job gets its agent, its new attempt, an empty queue reason and a history
+        row, as :meth:`transition` would give it. A job that is no longer QUEUED (cancelled
+        or assigned meanwhile, by this replica or another) or does not exist is left alone:
+        no job is ever assigned twice.
+
+        Returns:
+            The records of the jobs moved, in the order of ``assignments``.
+        """
+
+    @abc.abstractmethod
+    async def update_job(
+        self, job_id: str, *, event: job_pb2.ProgressEvent | None = None, **updates: Any
+    ) -> JobRecord:
+        """Change fields of a job without changing its state (storing ``event`` with it, as
+        :meth:`transition` does).
 
         Raises:
             NotFound: no such job.
@@ -250,6 +294,12 @@ class JobStore(MigrationStore):
         """Take or renew the lease on following a job's agent stream; False when another
         owner holds it and it has not run out (a job that is not active is free to take)."""
         return True
+
+    async def claim_streams(
+        self, job_ids: Sequence[str], owner: str, lease: timedelta
+    ) -> list[str]:
+        """:meth:`claim_stream` for several jobs in one transaction; returns those claimed."""
+        return list(job_ids)
 
     async def renew_streams(self, owner: str, lease: timedelta) -> list[str]:
         """Extend every stream lease ``owner`` holds; returns their job ids."""

@@ -26,7 +26,7 @@ import psycopg
 
 from controlplane.models import AgentRecord, JobRecord, QueuedJob, QueueKind, Transition
 from controlplane.store import rows, rules
-from controlplane.store.base import ACTIVE_STATES, JobPage, JobStore, event_rows
+from controlplane.store.base import ACTIVE_STATES, Assignment, JobPage, JobStore, event_rows
 from controlplane.store.pg_listen import CHANNEL, ChangeFeed
 from controlplane.store.postgres_leases import Leases
 from controlplane.store.postgres_migrations import PostgresMigrations
@@ -151,6 +151,7 @@ class PostgresStore(PostgresMigrations, JobStore):
         states: Collection[JobState] | None = None,
         limit: int | None = 100,
         offset: int = 0,
+        with_history: bool = True,
     ) -> JobPage:
         sql = "SELECT * FROM jobs"
         params: list[Any] = []
@@ -163,7 +164,10 @@ class PostgresStore(PostgresMigrations, JobStore):
             cursor = await conn.execute(sql.encode(), params)
             found = await cursor.fetchall()
             more = limit is not None and len(found) > limit
-            jobs = await self._records(conn, found[:limit])
+            if with_history:
+                jobs = await self._records(conn, found[:limit])
+            else:
+                jobs = [rows.job_record(r, [], CODEC) for r in found[:limit]]
         return JobPage(jobs=jobs, next_offset=offset + len(jobs) if more else None)
 
     # --- the queue, as the scheduler reads it ---------------------------------------------
@@ -223,12 +227,28 @@ class PostgresStore(PostgresMigrations, JobStore):
         return changed
 
     async def transition(
-        self, job_id: str, to_state: JobState, reason: str, **updates: Any
+        self,
+        job_id: str,
+        to_state: JobState,
+        reason: str,
+        *,
+        event: job_pb2.ProgressEvent | None = None,
+        **updates: Any,
     ) -> JobRecord:
         async with self._db.transaction() as conn:
             await self._apply(conn, job_id, to_state, reason, utcnow(), updates)
+            if event is not None:
+                await self._insert_event(conn, event)
             await self._notify(conn, job_id)
             return await self._load(conn, job_id)
+
+    async def _insert_event(self, conn: Conn, event: job_pb2.ProgressEvent) -> bool:
+        cursor = await conn.execute(
+            "INSERT INTO job_events (job_id, seq, event) VALUES (%s, %s, %s) "
+            "ON CONFLICT (job_id, seq) DO NOTHING",
+            (event.job_id, event.seq, event_to_json(event)),
+        )
+        return cursor.rowcount == 1
 
     async def _apply(
         self,
@@ -269,9 +289,68 @@ class PostgresStore(PostgresMigrations, JobStore):
         if cursor.rowcount == 0:
             raise NotFound(f"job {job_id} not found")
 
-    async def update_job(self, job_id: str, **updates: Any) -> JobRecord:
+    async def assign_jobs(self, assignments: Sequence[Assignment]) -> list[JobRecord]:
+        if not assignments:
+            return []
+        now = utcnow()
+        order = {a.job_id: i for i, a in enumerate(assignments)}
+        by_id = {a.job_id: a for a in assignments}
+        async with self._db.transaction() as conn:
+            # The rows are locked in job_id order first (two passes locking in different
+            # orders would deadlock). A row locked after a wait is re-checked against
+            # state = QUEUED, so of two replicas assigning the same job only one moves it.
+            await conn.execute(
+                "SELECT job_id FROM jobs WHERE job_id = ANY(%s) AND state = %s "
+                "ORDER BY job_id FOR UPDATE",
+                (list(by_id), JobState.QUEUED.value),
+            )
+            cursor = await conn.execute(
+                "UPDATE jobs SET state = %s, assigned_agent = v.agent, attempt = v.attempt, "
+                "queue_reason = '', updated_at = %s "
+                "FROM unnest(%s::text[], %s::text[], %s::int[]) AS v(job_id, agent, attempt) "
+                "WHERE jobs.job_id = v.job_id AND jobs.state = %s RETURNING jobs.*",
+                (
+                    JobState.ASSIGNED.value,
+                    now,
+                    [a.job_id for a in assignments],
+                    [a.agent for a in assignments],
+                    [a.attempt for a in assignments],
+                    JobState.QUEUED.value,
+                ),
+            )
+            moved = sorted(await cursor.fetchall(), key=lambda r: order[r["job_id"]])
+            if not moved:
+                return []
+            rules.assignment_updates("", 0)  # the state table allows QUEUED -> ASSIGNED
+            history = [
+                rows.history_values(
+                    r["job_id"],
+                    rules.HistoryEntry(
+                        JobState.QUEUED,
+                        JobState.ASSIGNED,
+                        by_id[r["job_id"]].reason,
+                        by_id[r["job_id"]].attempt,
+                    ),
+                    now,
+                    CODEC,
+                )
+                for r in moved
+            ]
+            async with conn.cursor() as many:
+                await many.executemany(rows.insert_history_sql(CODEC).encode(), history)
+            await conn.execute(
+                "SELECT pg_notify(%s, %s || job_id) FROM unnest(%s::text[]) AS t(job_id)",
+                (CHANNEL, f"{self.instance_id}:", [r["job_id"] for r in moved]),
+            )
+            return await self._records(conn, moved)
+
+    async def update_job(
+        self, job_id: str, *, event: job_pb2.ProgressEvent | None = None, **updates: Any
+    ) -> JobRecord:
         async with self._db.transaction() as conn:
             await self._update_row(conn, job_id, updates, utcnow())
+            if event is not None:
+                await self._insert_event(conn, event)
             await self._notify(conn, job_id)
             return await self._load(conn, job_id)
 
@@ -293,12 +372,7 @@ class PostgresStore(PostgresMigrations, JobStore):
 
     async def append_event(self, event: job_pb2.ProgressEvent) -> bool:
         async with self._db.transaction() as conn:
-            cursor = await conn.execute(
-                "INSERT INTO job_events (job_id, seq, event) VALUES (%s, %s, %s) "
-                "ON CONFLICT (job_id, seq) DO NOTHING",
-                (event.job_id, event.seq, event_to_json(event)),
-            )
-            stored = cursor.rowcount == 1
+            stored = await self._insert_event(conn, event)
             if stored:
                 await self._notify(conn, event.job_id)
         return stored
@@ -373,6 +447,11 @@ class PostgresStore(PostgresMigrations, JobStore):
 
     async def claim_stream(self, job_id: str, owner: str, lease: timedelta) -> bool:
         return await self._leases.claim_stream(job_id, owner, lease)
+
+    async def claim_streams(
+        self, job_ids: Sequence[str], owner: str, lease: timedelta
+    ) -> list[str]:
+        return await self._leases.claim_streams(job_ids, owner, lease)
 
     async def renew_streams(self, owner: str, lease: timedelta) -> list[str]:
         return await self._leases.renew_streams(owner, lease)

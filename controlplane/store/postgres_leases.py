@@ -7,6 +7,7 @@ each held by one owner until the lease runs out or is released.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
 
 from controlplane.store.base import ACTIVE_STATES
@@ -38,6 +39,27 @@ class Leases:
                 (job_id, owner, lease, _ACTIVE),
             )
             return await cursor.fetchone() is not None
+
+    async def claim_streams(
+        self, job_ids: Sequence[str], owner: str, lease: timedelta
+    ) -> list[str]:
+        if not job_ids:
+            return []
+        # As claim_stream, for a scheduling pass's jobs at once (in job_id order: two
+        # replicas claiming overlapping sets never wait on each other in a circle).
+        async with self._db.transaction() as conn:
+            cursor = await conn.execute(
+                "INSERT INTO job_streams AS s (job_id, owner, expires_at) "
+                "SELECT j, %s, clock_timestamp() + %s FROM unnest(%s::text[]) AS j ORDER BY j "
+                "ON CONFLICT (job_id) DO UPDATE SET owner = excluded.owner, "
+                "expires_at = excluded.expires_at "
+                "WHERE s.owner = excluded.owner OR s.expires_at < clock_timestamp() "
+                "OR NOT EXISTS (SELECT 1 FROM jobs j WHERE j.job_id = s.job_id "
+                "AND j.state = ANY(%s)) RETURNING s.job_id",
+                (owner, lease, sorted(set(job_ids)), _ACTIVE),
+            )
+            claimed = {row["job_id"] for row in await cursor.fetchall()}
+        return [j for j in job_ids if j in claimed]
 
     async def renew_streams(self, owner: str, lease: timedelta) -> list[str]:
         async with self._db.transaction() as conn:

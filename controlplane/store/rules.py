@@ -115,6 +115,12 @@ def plan_transition(
     return PlannedTransition({**updates, "state": to_state.value}, history)
 
 
+def assignment_updates(agent: str, attempt: int) -> dict[str, Any]:
+    """The fields a QUEUED -> ASSIGNED transition sets besides the state."""
+    check_transition(JobState.QUEUED, JobState.ASSIGNED)
+    return {"assigned_agent": agent, "attempt": attempt, "queue_reason": ""}
+
+
 def check_resubmission(field: str, spec: JobSpec, stored_fingerprint: str | None) -> None:
     """Refuse a submit whose job_id is stored with another spec (None: nothing stored).
 

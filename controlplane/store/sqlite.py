@@ -18,7 +18,7 @@ from typing import Any
 
 from controlplane.models import AgentRecord, JobRecord, QueuedJob, QueueKind
 from controlplane.store import rows, rules
-from controlplane.store.base import ACTIVE_STATES, JobPage, JobStore, event_rows
+from controlplane.store.base import ACTIVE_STATES, Assignment, JobPage, JobStore, event_rows
 from controlplane.store.sqlite_migrations import SqliteMigrations
 from controlplane.store.sqlite_schema import migrate
 from controlplane.store.sqlite_thread import StoreThread
@@ -154,10 +154,15 @@ class SqliteStore(SqliteMigrations, JobStore):
         states: Collection[JobState] | None = None,
         limit: int | None = 100,
         offset: int = 0,
+        with_history: bool = True,
     ) -> JobPage:
-        return await self._thread.run(self._list_jobs, tuple(states or ()), limit, offset)
+        return await self._thread.run(
+            self._list_jobs, tuple(states or ()), limit, offset, with_history
+        )
 
-    def _list_jobs(self, states: tuple[JobState, ...], limit: int | None, offset: int) -> JobPage:
+    def _list_jobs(
+        self, states: tuple[JobState, ...], limit: int | None, offset: int, with_history: bool
+    ) -> JobPage:
         sql = "SELECT * FROM jobs"
         params: list[Any] = []
         if states:
@@ -168,7 +173,10 @@ class SqliteStore(SqliteMigrations, JobStore):
         params.extend([-1 if limit is None else limit + 1, offset])
         found = self._db.execute(sql, params).fetchall()
         more = limit is not None and len(found) > limit
-        jobs = [self._record(r) for r in found[:limit]]
+        if with_history:
+            jobs = [self._record(r) for r in found[:limit]]
+        else:
+            jobs = [rows.job_record(r, [], CODEC) for r in found[:limit]]
         return JobPage(jobs=jobs, next_offset=offset + len(jobs) if more else None)
 
     # --- the queue, as the scheduler reads it ---------------------------------------------
@@ -245,12 +253,35 @@ class SqliteStore(SqliteMigrations, JobStore):
         return changed
 
     async def transition(
-        self, job_id: str, to_state: JobState, reason: str, **updates: Any
+        self,
+        job_id: str,
+        to_state: JobState,
+        reason: str,
+        *,
+        event: job_pb2.ProgressEvent | None = None,
+        **updates: Any,
     ) -> JobRecord:
+        body = None if event is None else event_to_json(event)
         return await self._thread.batched(
-            functools.partial(self._apply, job_id, to_state, reason, utcnow(), updates),
+            functools.partial(
+                self._apply_with_event, job_id, to_state, reason, utcnow(), updates, event, body
+            ),
             lambda _: self._load(job_id),
         )
+
+    def _apply_with_event(
+        self,
+        job_id: str,
+        to_state: JobState,
+        reason: str,
+        now: datetime,
+        updates: dict[str, Any],
+        event: job_pb2.ProgressEvent | None,
+        body: str | None,
+    ) -> None:
+        self._apply(job_id, to_state, reason, now, updates)
+        if event is not None and body is not None:
+            self._insert_event(body, event.job_id, event.seq)
 
     def _apply(
         self, job_id: str, to_state: JobState, reason: str, now: datetime, updates: dict[str, Any]
@@ -277,11 +308,68 @@ class SqliteStore(SqliteMigrations, JobStore):
         if cursor.rowcount == 0:
             raise NotFound(f"job {job_id} not found")
 
-    async def update_job(self, job_id: str, **updates: Any) -> JobRecord:
+    async def assign_jobs(self, assignments: Sequence[Assignment]) -> list[JobRecord]:
+        if not assignments:
+            return []
+        batch = list(assignments)
         return await self._thread.batched(
-            functools.partial(self._update_row, job_id, updates, utcnow()),
+            functools.partial(self._assign, batch, utcnow()), self._assigned_records
+        )
+
+    def _assign(self, batch: list[Assignment], now: datetime) -> list[sqlite3.Row]:
+        """Move the batch's QUEUED jobs to ASSIGNED; returns the rows moved."""
+        moved: list[sqlite3.Row] = []
+        history = []
+        for item in batch:
+            updates = rules.assignment_updates(item.agent, item.attempt)
+            sql, params = rows.update_job_statement(
+                item.job_id, {**updates, "state": JobState.ASSIGNED.value}, now, CODEC
+            )
+            # Only a job still QUEUED moves: a cancelled one is left alone.
+            found = self._db.execute(f"{sql} AND state = ? RETURNING *", (*params, "QUEUED"))
+            row = found.fetchone()
+            if row is None:
+                continue
+            moved.append(row)
+            entry = rules.HistoryEntry(
+                JobState.QUEUED, JobState.ASSIGNED, item.reason, item.attempt
+            )
+            history.append(rows.history_values(item.job_id, entry, now, CODEC))
+        self._db.executemany(rows.insert_history_sql(CODEC), history)
+        return moved
+
+    def _assigned_records(self, moved: list[sqlite3.Row]) -> list[JobRecord]:
+        """The records of committed assignments, every history read in one query."""
+        if not moved:
+            return []
+        ids = [r["job_id"] for r in moved]
+        history: dict[str, list[Any]] = {job_id: [] for job_id in ids}
+        for h in self._db.execute(
+            f"SELECT * FROM job_transitions WHERE job_id IN ({_marks(ids)}) ORDER BY id", ids
+        ):
+            history[h["job_id"]].append(rows.transition_record(h, CODEC))
+        return [rows.job_record(r, history[r["job_id"]], CODEC) for r in moved]
+
+    async def update_job(
+        self, job_id: str, *, event: job_pb2.ProgressEvent | None = None, **updates: Any
+    ) -> JobRecord:
+        body = None if event is None else event_to_json(event)
+        return await self._thread.batched(
+            functools.partial(self._update_with_event, job_id, updates, utcnow(), event, body),
             lambda _: self._load(job_id),
         )
+
+    def _update_with_event(
+        self,
+        job_id: str,
+        updates: dict[str, Any],
+        now: datetime,
+        event: job_pb2.ProgressEvent | None,
+        body: str | None,
+    ) -> None:
+        self._update_row(job_id, updates, now)
+        if event is not None and body is not None:
+            self._insert_event(body, event.job_id, event.seq)
 
     async def running_jobs_by_agent(self) -> dict[str, list[str]]:
         return await self._thread.run(self._running_jobs_by_agent)

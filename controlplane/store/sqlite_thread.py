@@ -35,6 +35,11 @@ def _settle(future: asyncio.Future[Any], outcome: Any) -> None:
         future.set_result(outcome)
 
 
+def _settle_all(answers: list[tuple[asyncio.Future[Any], Any]]) -> None:
+    for future, answer in answers:
+        _settle(future, answer)
+
+
 class StoreThread:
     """The one thread that owns a SQLite connection, and the writes waiting for it."""
 
@@ -42,6 +47,9 @@ class StoreThread:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="h2k-sqlite")
         self.conn: sqlite3.Connection | None = None
         self._writes: deque[_PendingWrite] = deque()
+        # The group commit on its way to the store thread, if any: writes arriving meanwhile
+        # wait for the next one instead of each sending the thread a task of its own.
+        self._draining: asyncio.Future[None] | None = None
 
     @property
     def db(self) -> sqlite3.Connection:
@@ -87,8 +95,20 @@ class StoreThread:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         self._writes.append((work, after, future))
-        await self.run(self._write_pending, loop)
+        if self._draining is None:
+            self._drain(loop)
         return await future
+
+    def _drain(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Send the store thread one group commit; once it is done, another if writes wait."""
+        self._draining = loop.run_in_executor(self._executor, self._write_pending, loop)
+
+        def done(_: asyncio.Future[None]) -> None:
+            self._draining = None
+            if self._writes:
+                self._drain(loop)
+
+        self._draining.add_done_callback(done)
 
     def _write_pending(self, loop: asyncio.AbstractEventLoop) -> None:
         """Commit every waiting write in one transaction (a no-op when none waits)."""
@@ -110,6 +130,7 @@ class StoreThread:
                     conn.execute("RELEASE write")
         except Exception as exc:
             outcomes = [exc] * len(batch)
+        answers = []
         for (_work, after, future), outcome in zip(batch, outcomes, strict=True):
             answer = outcome
             if not isinstance(outcome, Exception):
@@ -117,7 +138,9 @@ class StoreThread:
                     answer = after(outcome)
                 except Exception as exc:
                     answer = exc
-            loop.call_soon_threadsafe(_settle, future, answer)
+            answers.append((future, answer))
+        # One hand-over to the event loop for the whole group.
+        loop.call_soon_threadsafe(_settle_all, answers)
 
     @contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
