@@ -43,13 +43,24 @@ class CapabilityNeed:
 _ATTACH = CapabilityNeed((frozenset({"nbd"}), frozenset({"fuse", "qemu_storage_daemon", "loop"})))
 
 
+def _mounts_the_guest(spec: JobSpec) -> bool:
+    """Inspect describing the guest (``parameters.guest_info``) and convert reclaiming free
+    space (``parameters.sparsify``) attach the image and mount its file systems, as a repair
+    does, so they need the same probes."""
+    if spec.operation is Operation.INSPECT:
+        return spec.parameters.get("guest_info") is True
+    if spec.operation is Operation.CONVERT:
+        return spec.parameters.get("sparsify") is True
+    return False
+
+
 def capability_needs(spec: JobSpec) -> list[CapabilityNeed]:
     """The probes an agent must have for this job (operation and capability_requirements)."""
     # Every operation runs qemu-img (publish: qemu-img check) except a migration's cleanup,
     # which only removes files.
     names = [] if spec.operation is Operation.MIGRATION_CLEANUP else ["qemu_img"]
     alternatives: list[CapabilityNeed] = []
-    if spec.operation in _REPAIR_OPERATIONS:
+    if spec.operation in _REPAIR_OPERATIONS or _mounts_the_guest(spec):
         names.append("mount")
         alternatives.append(_ATTACH)
     if spec.operation is Operation.LVM_REPAIR:

@@ -78,6 +78,23 @@ def test_offline_repair_attaches_through_nbd_or_fuse_and_loop(build):
     assert plan.assignments == [("fix", "node-2")]
 
 
+def test_guest_info_inspect_and_sparsify_convert_mount_the_guest_like_a_repair(build):
+    jobs = [
+        build.queued_job("look", operation="inspect", parameters={"guest_info": True}),
+        build.queued_job("trim", parameters={"sparsify": True}),
+    ]
+    disk_tools_only = build.agent("node-1", ("qemu_img",))
+    plan = schedule_queued_jobs(jobs, [disk_tools_only], build.t0)
+    assert plan.waiting == {"look": "no agent has mount", "trim": "no agent has mount"}
+    attach = build.agent("node-2", ("qemu_img", "mount", "fuse", "loop", "qemu_storage_daemon"))
+    plan = schedule_queued_jobs(jobs, [disk_tools_only, attach], build.t0)
+    assert {job for job, _agent in plan.assignments} == {"look", "trim"}
+    plain = build.queued_job("plain", operation="inspect", parameters={"guest_info": False})
+    assert schedule_queued_jobs([plain], [disk_tools_only], build.t0).assignments == [
+        ("plain", "node-1")
+    ]
+
+
 def test_lvm_repair_needs_lvm_and_device_mapper(build):
     job = build.queued_job("lvm", operation="lvm_repair", parameters={})
     no_dm = build.agent("node-1", ("qemu_img", "mount", "nbd", "lvm"))
