@@ -16,6 +16,7 @@ import logging
 import time
 from pathlib import Path
 
+from agent.boot.repair_step import check_repaired_boot
 from agent.disk import qemu_img
 from agent.disk.atomic import atomic_output
 from agent.disk.attach import DiskImage, attached_disks
@@ -191,6 +192,10 @@ def _finish(
     return OpResult(outputs=outputs, metrics=metrics, details=report)
 
 
+def _boot_disks(own: DiskImage, others: list[OtherDisk]) -> list[tuple[Path, str]]:
+    return [(own.path, own.format), *((o.path, o.format) for o in others)]
+
+
 async def run_repair(ctx: JobContext) -> OpResult:
     """Run one of the repair operations; see the module docstring."""
     started = time.monotonic()
@@ -208,6 +213,7 @@ async def run_repair(ctx: JobContext) -> OpResult:
             _check_in_place(info)
         own = DiskImage(ctx.input_path, info.format, plan.in_place, disk_id=disk_id)
         outcome, method = await _repair(ctx, plan, clock, own, others)
+        await check_repaired_boot(ctx, plan, clock, outcome, _boot_disks(own, others))
         repaired = ctx.input_path if plan.in_place else None
         described = ImageDescription(
             ctx.input_path, info.format, repaired, info.format if repaired else None, method
@@ -221,6 +227,7 @@ async def run_repair(ctx: JobContext) -> OpResult:
         await _convert(ctx, info, output.tmp, fmt, clock)
         own = DiskImage(output.tmp, fmt, True, disk_id=disk_id)
         outcome, method = await _repair(ctx, plan, clock, own, others)
+        await check_repaired_boot(ctx, plan, clock, outcome, _boot_disks(own, others))
         described = ImageDescription(ctx.input_path, info.format, target, fmt, method)
         result = _finish(ctx, plan, described, outcome, clock, started)
         output.commit()

@@ -24,6 +24,7 @@ from agent.repair.fixes.fstab_uuid import fix_fstab_uuid
 from agent.repair.fixes.initramfs import fix_virtio_initramfs
 from agent.repair.fixes.network import fix_network_cleanup
 from agent.repair.fixes.selinux import fix_selinux_relabel
+from agent.repair.fixes.uefi_fallback import fix_uefi_fallback
 from agent.repair.fixes.vmware_tools import fix_remove_vmware_tools
 from agent.repair.fsck import FsckResult, check_filesystem
 from agent.repair.guestfs import GuestPathError
@@ -33,6 +34,7 @@ from agent.repair.phases import PhaseClock
 FILE_FIXES = {
     A.FSTAB_UUID: fix_fstab_uuid,
     A.GRUB_ROOT_UUID: fix_grub_root_uuid,
+    A.UEFI_FALLBACK: fix_uefi_fallback,
     A.NETWORK_CLEANUP: fix_network_cleanup,
     A.REMOVE_VMWARE_TOOLS: fix_remove_vmware_tools,
 }
@@ -53,6 +55,7 @@ class RepairOutcome:
     guest: dict[str, Any] | None = None
     changes: ChangeSet | None = None
     disks: list[dict[str, Any]] = field(default_factory=list)
+    boot_check: dict[str, Any] | None = None  # agent.boot's verdict, when the job asked
 
     @property
     def failed(self) -> list[Outcome]:
@@ -70,7 +73,7 @@ def phases_for(plan: A.RepairPlan) -> list[str]:
         phases.append("initramfs")
     if A.SELINUX_RELABEL in plan.actions:
         phases.append(A.SELINUX_RELABEL)
-    return [*phases, "detach"]
+    return [*phases, "detach", *(["boot_check"] if plan.boot_check else [])]
 
 
 def _name(disk: int, number: int) -> str:
