@@ -8,6 +8,7 @@ for the text screen, the serial port and the firmware's debug port to files, a Q
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import shutil
 from dataclasses import dataclass
@@ -22,10 +23,11 @@ OVMF_PAIRS = (
     ("/usr/share/OVMF/OVMF_CODE.fd", "/usr/share/OVMF/OVMF_VARS.fd"),
 )
 ACCEL_ENV = "H2K_BOOT_ACCEL"  # "kvm" or "tcg": skip the probe
-KVM_PROBE_SECONDS = 15.0
+KVM_PROBE_SECONDS = 10.0
 # A boot sector that writes 1 to QEMU's isa-debug-exit port: QEMU exits with status 3.
 _PROBE_SECTOR = bytes([0xB0, 0x01, 0xE6, 0xF4, 0xF4, 0xEB, 0xFD]).ljust(510, b"\0") + b"\x55\xaa"
 _kvm_usable: bool | None = None
+log = logging.getLogger(__name__)
 
 
 class FirmwareMissing(Exception):
@@ -128,10 +130,13 @@ async def _kvm_boots(workdir: Path) -> bool:
     """
     sector = workdir / "kvm-probe.img"
     sector.write_bytes(_PROBE_SECTOR)
+    # The boot's own machine, CPU and memory: some hosts fail only with -cpu host on q35.
     argv = [
-        QEMU, "-nodefaults", "-no-user-config", "-display", "none", "-machine", "pc",
-        "-accel", "kvm", "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04",
-        "-drive", f"file={sector},format=raw,if=ide",
+        QEMU, "-nodefaults", "-no-user-config", "-display", "none", "-machine", "q35",
+        "-accel", "kvm", "-cpu", "host", "-smp", "1", "-m", str(GUEST_MEMORY_MIB),
+        "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04",
+        "-drive", f"file={sector},format=raw,if=none,id=probe",
+        "-device", "virtio-blk-pci,drive=probe,bootindex=1",
     ]  # fmt: skip
     try:
         await proc.run(argv, timeout=KVM_PROBE_SECONDS, grace_seconds=1.0)
@@ -153,4 +158,5 @@ async def choose_accelerator(workdir: Path) -> str:
     if _kvm_usable is None:
         usable = await asyncio.to_thread(os.access, "/dev/kvm", os.R_OK | os.W_OK)
         _kvm_usable = usable and await _kvm_boots(workdir)
+        log.info("boot check accelerator probe kvm_usable=%s", _kvm_usable)
     return "kvm" if _kvm_usable else "tcg"

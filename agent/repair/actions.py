@@ -86,7 +86,9 @@ def _boot_check(parameters: dict[str, Any]) -> bool:
 def _boot_check_seconds(parameters: dict[str, Any]) -> float:
     value = parameters.get("boot_check_seconds", DEFAULT_BOOT_CHECK_SECONDS)
     low, high = BOOT_CHECK_SECONDS_RANGE
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+    # Whole numbers arrive as floats: job parameters travel as a protobuf Struct.
+    whole = isinstance(value, int | float) and not isinstance(value, bool) and value == int(value)
+    if not whole or not low <= value <= high:
         raise InvalidSpec(
             f"parameters.boot_check_seconds: must be a whole number of seconds from {low} "
             f"to {high}",

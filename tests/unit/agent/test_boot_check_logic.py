@@ -121,7 +121,7 @@ def _repair_spec(**parameters: object):  # type: ignore[no-untyped-def]
 
 
 def test_boot_check_parameters_are_validated() -> None:
-    plan = plan_repair(_repair_spec(boot_check=True, boot_check_seconds=120))
+    plan = plan_repair(_repair_spec(boot_check=True, boot_check_seconds=120.0))
     assert plan.boot_check and plan.boot_check_seconds == 120
     assert not plan_repair(_repair_spec()).boot_check
     for parameters, message in [
@@ -129,6 +129,7 @@ def test_boot_check_parameters_are_validated() -> None:
         ({"boot_check": True, "dry_run": True}, "parameters.boot_check: a dry run"),
         ({"boot_check_seconds": 5}, "parameters.boot_check_seconds: must be a whole number"),
         ({"boot_check_seconds": True}, "parameters.boot_check_seconds: must be a whole number"),
+        ({"boot_check_seconds": 12.5}, "parameters.boot_check_seconds: must be a whole number"),
     ]:
         with pytest.raises(InvalidSpec, match=message.replace(".", r"\.")):
             plan_repair(_repair_spec(**parameters))
