@@ -74,6 +74,10 @@ class ChangeSet:
             _write_atomically(host, new.encode(errors="surrogateescape"))
         return True
 
+    def record(self, action: str, guest_path: str, change: str, detail: str) -> None:
+        """Record a change made by a tool rather than through this set (an unmounted ESP)."""
+        self.changes.append(FileChange(action, guest_path, change, None, detail))
+
     def copy_file(self, action: str, source: str, guest_path: str) -> bool:
         """Create ``guest_path`` as a copy of the guest's file ``source`` (binary, no diff)."""
         data = self.root.resolve(source).read_bytes()

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.disk.attach import AttachedDisk
+from agent.disk.attach import AttachedDisk, AttachedPartition
 from agent.disk.journal import AttachmentJournal
 from agent.repair import actions as A
 from agent.repair.changes import ChangeSet
@@ -24,7 +24,7 @@ from agent.repair.fixes.fstab_uuid import fix_fstab_uuid
 from agent.repair.fixes.initramfs import fix_virtio_initramfs
 from agent.repair.fixes.network import fix_network_cleanup
 from agent.repair.fixes.selinux import fix_selinux_relabel
-from agent.repair.fixes.uefi_fallback import fix_uefi_fallback
+from agent.repair.fixes.uefi_fallback import fix_uefi_fallback, fix_uefi_fallback_unmounted
 from agent.repair.fixes.vmware_tools import fix_remove_vmware_tools
 from agent.repair.fsck import FsckResult, check_filesystem
 from agent.repair.guestfs import GuestPathError
@@ -124,11 +124,12 @@ async def _run_fixes(
     journal: AttachmentJournal,
     abilities: NodeAbilities,
     result: RepairOutcome,
+    workdir: Path,
 ) -> None:
     for action in plan.actions:
         started = time.monotonic()
         try:
-            outcome = await _run_fix(action, ctx, plan, clock, journal, abilities)
+            outcome = await _run_fix(action, ctx, plan, clock, journal, abilities, workdir)
         except (OSError, GuestPathError) as exc:
             # A hostile or damaged guest (a directory where a file should be, a symlink loop)
             # fails this action, not the whole job.
@@ -139,6 +140,15 @@ async def _run_fixes(
         result.outcomes.append(outcome)
 
 
+def _unmounted_esp(ctx: FixContext) -> AttachedPartition | None:
+    """The guest's /boot/efi partition when it is vfat and was left unmounted (no driver)."""
+    if "/boot/efi" in ctx.guest.mounted:
+        return None
+    entry = next((e for e in ctx.guest.fstab if e.mountpoint == "/boot/efi"), None)
+    partition = ctx.devices.lookup(entry.spec) if entry else None
+    return partition if partition is not None and partition.fstype == "vfat" else None
+
+
 async def _run_fix(
     action: str,
     ctx: FixContext,
@@ -146,8 +156,12 @@ async def _run_fix(
     clock: PhaseClock,
     journal: AttachmentJournal,
     abilities: NodeAbilities,
+    workdir: Path,
 ) -> Outcome | None:
     """Run one action (not fs_check, which runs before mounting); None for fs_check."""
+    if action == A.UEFI_FALLBACK and (esp := _unmounted_esp(ctx)) is not None:
+        clock.enter(action)
+        return await fix_uefi_fallback_unmounted(ctx, esp, workdir)
     if action in FILE_FIXES:
         clock.enter(action)
         return FILE_FIXES[action](ctx)
@@ -190,6 +204,6 @@ async def repair_disk(
         changes = ChangeSet(guest.root, dry_run=plan.dry_run)
         result.changes = changes
         ctx = FixContext(guest.root, guest.guest, guest.devices, changes, parameters)
-        await _run_fixes(ctx, plan, clock, journal, abilities, result)
+        await _run_fixes(ctx, plan, clock, journal, abilities, result, workdir)
         clock.enter("detach", "unmounting and detaching")
     return result

@@ -117,9 +117,7 @@ def test_offline_fix_with_boot_check_boots_the_repaired_guest(
         assert sha256(output) == before
 
 
-def test_a_two_disk_vm_repaired_as_a_migration_boots(
-    boot_cluster: Cluster, outdir: Path
-) -> None:
+def test_a_two_disk_vm_repaired_as_a_migration_boots(boot_cluster: Cluster, outdir: Path) -> None:
     guest = copy_guest("two_disks", boot_cluster.input_dir / "vm")
     data = outdir / staged_name("mig-1", "vm-disk1.qcow2")
     subprocess.run(["qemu-img", "convert", "-f", "vmdk", "-O", "qcow2", str(guest.disks[1]),

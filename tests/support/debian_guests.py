@@ -12,7 +12,7 @@ kernel command line. Layouts:
 
 The expensive part, the debootstrapped tree, is built once per machine and kept as a tarball in
 ``$H2K_TEST_GUESTS_CACHE`` (default ``/var/cache/h2k-test-guests``) under the hash of the recipe
-below; the assembled disks are cached next to it. GRUB's images are made with ``grub-mkimage``
+below; the assembled disks are cached next to it, keyed by this module's code as well. GRUB's images are made with ``grub-mkimage``
 from the guest's own GRUB modules (a loop per partition cannot show grub-install a whole disk).
 Needs root, debootstrap, grub-mkimage, mkfs.ext4, mkfs.vfat and mtools.
 
@@ -290,7 +290,8 @@ def _build_uefi(tree: Path, scratch: Path, out: Path) -> DebianGuest:
     root_uuid, boot_uuid = str(uuid.uuid4()), str(uuid.uuid4())
     boot = scratch / "boot"
     shutil.move(str(tree / "boot"), boot)
-    (tree / "boot/efi").mkdir(parents=True)
+    (tree / "boot").mkdir()  # the mount point of /boot, and /boot/efi's on the /boot fs
+    (boot / "efi").mkdir()
     _write_fstab(tree, [
         "/dev/sda3 / ext4 errors=remount-ro 0 1",
         "/dev/sda2 /boot ext4 defaults 0 2",
@@ -341,7 +342,8 @@ def cached_guest(layout: str) -> DebianGuest:
     if layout not in LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}")
     directory = cache_dir()
-    out = directory / layout
+    # Assembled disks are keyed by this module's code too (the tree only by the recipe).
+    out = directory / f"{layout}-{hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12]}"
     meta = out / "guest.json"
     tarball = tree_tarball()
     with _locked(directory):
