@@ -18,7 +18,7 @@ import pytest
 
 from agent.boot.check import GuestDisk, boot_check
 from agent.boot.verdict import Stage
-from devsupport.cluster import Cluster, wait_for
+from devsupport.cluster import Cluster
 from protocol.migration_jobs import staged_name
 from tests.support.debian_guests import DebianGuest, copy_guest
 from tests.support.repair_checks import is_clean, leftovers, sha256

@@ -12,9 +12,10 @@ kernel command line. Layouts:
 
 The expensive part, the debootstrapped tree, is built once per machine and kept as a tarball in
 ``$H2K_TEST_GUESTS_CACHE`` (default ``/var/cache/h2k-test-guests``) under the hash of the recipe
-below; the assembled disks are cached next to it, keyed by this module's code as well. GRUB's images are made with ``grub-mkimage``
-from the guest's own GRUB modules (a loop per partition cannot show grub-install a whole disk).
-Needs root, debootstrap, grub-mkimage, mkfs.ext4, mkfs.vfat and mtools.
+below; the assembled disks are cached next to it, keyed by this module's code as well. GRUB's
+images are made with ``grub-mkimage`` from the guest's own GRUB modules (a loop per partition
+cannot show grub-install a whole disk). Needs root, debootstrap, grub-mkimage, mkfs.ext4,
+mkfs.vfat and mtools.
 
 Run ``python -m tests.support.debian_guests`` to build (or check) the cache by hand.
 """

@@ -147,8 +147,9 @@ def _uefi_guest(tmp_path: Path, files: dict[str, bytes], *, dry_run: bool = Fals
 
 
 def test_uefi_fallback_copies_grub_as_debian_would(tmp_path: Path) -> None:
-    ctx = _uefi_guest(tmp_path, {"/boot/efi/EFI/debian/grubx64.efi": b"MZgrub",
-                                 "/boot/efi/EFI/debian/grub.cfg": b"search.fs_uuid x root\n"})  # fmt: skip
+    vendor = "/boot/efi/EFI/debian"
+    ctx = _uefi_guest(tmp_path, {f"{vendor}/grubx64.efi": b"MZgrub",
+                                 f"{vendor}/grub.cfg": b"search.fs_uuid x root\n"})  # fmt: skip
     outcome = fix_uefi_fallback(ctx)
     assert outcome.status is OutcomeStatus.APPLIED
     assert (tmp_path / "boot/efi/EFI/BOOT/BOOTX64.EFI").read_bytes() == b"MZgrub"
