@@ -13,6 +13,11 @@ APT_PACKAGES=(qemu-utils qemu-system-common fdisk e2fsprogs xfsprogs util-linux 
 # start even an isolated network. Not libvirt-daemon-system: it would start the host's daemon.
 APT_PACKAGES+=(libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 ovmf
   libxml2-utils iptables)
+# tests/boot build real Debian guests (debootstrap, GRUB's BIOS and EFI images, a FAT ESP with
+# mtools, the tree cached as .tar.zst) and boot them under qemu-system-x86 with ovmf. mtools is
+# also what the agent's uefi_fallback fix uses on an ESP when the node's kernel has no vfat.
+# zstd and lz4 also decode the initramfs images inspection lists (guest_info).
+APT_PACKAGES+=(debootstrap grub-pc-bin grub-efi-amd64-bin dosfstools mtools zstd lz4)
 # nodejs npm: only to install buf (below), which is published on npm. Checked by command, not by
 # package: a node from elsewhere (NodeSource's nodejs bundles npm and conflicts with Debian's).
 command -v npm >/dev/null 2>&1 || APT_PACKAGES+=(nodejs npm)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agent.boot.repair_step import check_repaired_boot
 from agent.disk import qemu_img
 from agent.disk.atomic import atomic_output
 from agent.disk.attach import DiskImage, attached_disks
@@ -243,6 +244,12 @@ def _choices(ctx: JobContext, plan: RepairPlan) -> _Choices:
             "it cannot be false",
             phase="validate",
         )
+    if not keep and plan.boot_check:
+        raise InvalidSpec(
+            "parameters.boot_check: needs the repaired image, and artifacts.store_fixed_image "
+            "false writes none",
+            phase="validate",
+        )
     copy = keep and not (plan.dry_run or plan.in_place)
     if plan.dry_run:
         why = "dry run: nothing is written"
@@ -273,6 +280,7 @@ async def _repair_source(
     before = await data_extents(ctx.input_path, info.format) if trim else []
     journal = AttachmentJournal(ctx.state_dir, ctx.job_id)
     outcome, method = await _repair(ctx, plan, clock, own, others, journal, trim=trim)
+    await check_repaired_boot(ctx, plan, clock, outcome, _boot_disks(own.path, own.format, others))
     if trim:
         reclaim = account(outcome.trims, before, await data_extents(ctx.input_path, info.format))
     else:
@@ -282,6 +290,11 @@ async def _repair_source(
         ctx.input_path, info.format, repaired, info.format if repaired else None, method
     )
     return _finish(ctx, plan, described, outcome, clock, started, reclaim)
+
+
+def _boot_disks(path: Path, fmt: str, others: list[OtherDisk]) -> list[tuple[Path, str]]:
+    """The disks a boot check boots: the repaired one first, then the VM's other disks."""
+    return [(path, fmt), *((o.path, o.format) for o in others)]
 
 
 async def run_repair(ctx: JobContext) -> OpResult:
@@ -296,6 +309,7 @@ async def run_repair(ctx: JobContext) -> OpResult:
         "inspect",
         *phases_for(plan, trim=choices.trim),
         *(["convert"] if choices.copy else []),
+        *(["boot_check"] if plan.boot_check else []),
         "finalize",
     ]
     clock = PhaseClock(ctx.progress, phases)
@@ -335,6 +349,9 @@ async def run_repair(ctx: JobContext) -> OpResult:
                 pinned_output(ctx.policy, output.tmp) as tmp,
             ):
                 await _copy_out(ctx, overlay, tmp, fmt, clock)
+                # The output as it will be published, booted through a throwaway overlay.
+                disks = _boot_disks(output.tmp, fmt, others)
+                await check_repaired_boot(ctx, plan, clock, outcome, disks)
                 after = await data_extents(tmp.tool_path, fmt) if choices.trim else []
                 reclaim = (
                     account(outcome.trims, before, after)

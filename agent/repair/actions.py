@@ -14,6 +14,7 @@ from protocol.spec import Operation as Op
 FS_CHECK = "fs_check"
 FSTAB_UUID = "fstab_uuid"
 GRUB_ROOT_UUID = "grub_root_uuid"
+UEFI_FALLBACK = "uefi_fallback"
 NETWORK_CLEANUP = "network_cleanup"
 REMOVE_VMWARE_TOOLS = "remove_vmware_tools"
 VIRTIO_INITRAMFS = "virtio_initramfs"
@@ -25,6 +26,7 @@ ALL_ACTIONS = (
     FS_CHECK,
     FSTAB_UUID,
     GRUB_ROOT_UUID,
+    UEFI_FALLBACK,
     NETWORK_CLEANUP,
     REMOVE_VMWARE_TOOLS,
     VIRTIO_INITRAMFS,
@@ -32,19 +34,24 @@ ALL_ACTIONS = (
 )
 OPERATION_ACTIONS: dict[Op, tuple[str, ...]] = {
     Op.OFFLINE_FIX: ALL_ACTIONS,
-    Op.BOOT_REPAIR: (FSTAB_UUID, GRUB_ROOT_UUID),
+    Op.BOOT_REPAIR: (FSTAB_UUID, GRUB_ROOT_UUID, UEFI_FALLBACK),
     Op.FS_REPAIR: (FS_CHECK,),
     Op.INITRAMFS_REGENERATE: (VIRTIO_INITRAMFS,),
     Op.SELINUX_PREP: (SELINUX_RELABEL,),
     Op.LVM_REPAIR: (FS_CHECK,),
 }
 BOOLEAN_PARAMETERS = {
+    "boot_check": False,
     "dry_run": False,
     "in_place": False,
     "regenerate_initramfs": True,
     "virtio_drivers": True,
     "guest_info": False,  # describe the guest (agent/guest) into the report
 }
+
+
+DEFAULT_BOOT_CHECK_SECONDS = 300
+BOOT_CHECK_SECONDS_RANGE = (10, 3600)
 
 
 @dataclass(frozen=True)
@@ -58,6 +65,8 @@ class RepairPlan:
     regenerate_initramfs: bool
     virtio_drivers: bool
     guest_info: bool = False
+    boot_check: bool = False
+    boot_check_seconds: float = DEFAULT_BOOT_CHECK_SECONDS
 
 
 def _boolean(parameters: dict[str, Any], name: str) -> bool:
@@ -65,6 +74,29 @@ def _boolean(parameters: dict[str, Any], name: str) -> bool:
     if not isinstance(value, bool):
         raise InvalidSpec(f"parameters.{name}: must be true or false", phase="validate")
     return value
+
+
+def _boot_check(parameters: dict[str, Any]) -> bool:
+    wanted = _boolean(parameters, "boot_check")
+    if wanted and _boolean(parameters, "dry_run"):
+        raise InvalidSpec(
+            "parameters.boot_check: a dry run writes no repaired image to boot", phase="validate"
+        )
+    return wanted
+
+
+def _boot_check_seconds(parameters: dict[str, Any]) -> float:
+    value = parameters.get("boot_check_seconds", DEFAULT_BOOT_CHECK_SECONDS)
+    low, high = BOOT_CHECK_SECONDS_RANGE
+    # Whole numbers arrive as floats: job parameters travel as a protobuf Struct.
+    whole = isinstance(value, int | float) and not isinstance(value, bool) and value == int(value)
+    if not whole or not low <= value <= high:
+        raise InvalidSpec(
+            f"parameters.boot_check_seconds: must be a whole number of seconds from {low} "
+            f"to {high}",
+            phase="validate",
+        )
+    return float(value)
 
 
 def selected_actions(operation: Op, requested: list[str]) -> tuple[str, ...]:
@@ -113,4 +145,6 @@ def plan_repair(spec: JobSpec) -> RepairPlan:
         regenerate_initramfs=_boolean(params, "regenerate_initramfs"),
         virtio_drivers=_boolean(params, "virtio_drivers"),
         guest_info=_boolean(params, "guest_info"),
+        boot_check=_boot_check(params),
+        boot_check_seconds=_boot_check_seconds(params),
     )

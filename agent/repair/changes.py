@@ -74,6 +74,22 @@ class ChangeSet:
             _write_atomically(host, new.encode(errors="surrogateescape"))
         return True
 
+    def record(self, action: str, guest_path: str, change: str, detail: str) -> None:
+        """Record a change made by a tool rather than through this set (an unmounted ESP)."""
+        self.changes.append(FileChange(action, guest_path, change, None, detail))
+
+    def copy_file(self, action: str, source: str, guest_path: str) -> bool:
+        """Create ``guest_path`` as a copy of the guest's file ``source`` (binary, no diff)."""
+        data = self.root.resolve(source).read_bytes()
+        host = self.root.resolve(guest_path)
+        if host.exists() and host.read_bytes() == data:
+            return False
+        change = "modified" if host.exists() else "created"
+        self.changes.append(FileChange(action, guest_path, change, None, f"copy of {source}"))
+        if not self.dry_run:
+            _write_atomically(host, data)
+        return True
+
     def remove(self, action: str, guest_path: str, detail: str = "") -> bool:
         """Remove a file or symlink; returns False when there is nothing there."""
         host = self.root.parent_resolved(guest_path)

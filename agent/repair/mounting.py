@@ -104,6 +104,15 @@ async def _find_root(
     return None
 
 
+def kernel_has_filesystem(fstype: str) -> bool:
+    """Whether the agent's kernel can mount ``fstype`` now (loaded or built in)."""
+    try:
+        with open("/proc/filesystems") as f:
+            return any(line.split()[-1] == fstype for line in f if line.strip())
+    except OSError:
+        return True  # let mount say what is wrong
+
+
 def _to_mount(
     entry: TabEntry, devices: DeviceMap, guest: GuestInfo
 ) -> tuple[AttachedPartition | None, str]:
@@ -114,6 +123,8 @@ def _to_mount(
         return None, f"{entry.spec} is not on an attached disk ({why})"
     if partition.fstype not in MOUNTABLE:
         return None, f"{entry.spec} holds {partition.fstype or 'nothing'}"
+    if partition.fstype == "vfat" and not kernel_has_filesystem("vfat"):
+        return None, f"{entry.spec} is vfat and this node's kernel has no vfat driver"
     if (partition.disk, partition.number) in guest.mounted.values():
         return None, f"{entry.spec} is mounted already"
     return partition, ""

@@ -17,6 +17,7 @@ WEIGHTS = {
     "mount": 4.0,
     "initramfs": 6.0,
     "detach": 4.0,
+    "boot_check": 30.0,
     "finalize": 2.0,
 }
 FIX_WEIGHT = 2.0

@@ -48,6 +48,7 @@ def build_report(
         "actions": [o.describe(changes) if changes else _bare(o) for o in outcome.outcomes],
         "files": [c.describe() for c in changes.changes] if changes else [],
         "phase_seconds": phase_seconds,
+        **({"boot_check": outcome.boot_check} if outcome.boot_check is not None else {}),
     }
 
 

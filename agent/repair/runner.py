@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.disk.attach import AttachedDisk
+from agent.disk.attach import AttachedDisk, AttachedPartition
 from agent.disk.journal import AttachmentJournal
 from agent.guest.inspection import describe_guest_into
 from agent.repair import actions as A
@@ -25,6 +25,7 @@ from agent.repair.fixes.fstab_uuid import fix_fstab_uuid
 from agent.repair.fixes.initramfs import fix_virtio_initramfs
 from agent.repair.fixes.network import fix_network_cleanup
 from agent.repair.fixes.selinux import fix_selinux_relabel
+from agent.repair.fixes.uefi_fallback import fix_uefi_fallback, fix_uefi_fallback_unmounted
 from agent.repair.fixes.vmware_tools import fix_remove_vmware_tools
 from agent.repair.fsck import FsckResult, check_filesystem
 from agent.repair.guestfs import GuestPathError
@@ -35,6 +36,7 @@ from agent.repair.reclaim import MountedFilesystem, TrimResult, trim_filesystems
 FILE_FIXES = {
     A.FSTAB_UUID: fix_fstab_uuid,
     A.GRUB_ROOT_UUID: fix_grub_root_uuid,
+    A.UEFI_FALLBACK: fix_uefi_fallback,
     A.NETWORK_CLEANUP: fix_network_cleanup,
     A.REMOVE_VMWARE_TOOLS: fix_remove_vmware_tools,
 }
@@ -57,6 +59,7 @@ class RepairOutcome:
     disks: list[dict[str, Any]] = field(default_factory=list)
     guest_info: dict[str, Any] | None = None  # parameters.guest_info: as found, before fixes
     trims: list[TrimResult] = field(default_factory=list)
+    boot_check: dict[str, Any] | None = None  # agent.boot's verdict, when the job asked
 
     @property
     def failed(self) -> list[Outcome]:
@@ -146,11 +149,12 @@ async def _run_fixes(
     journal: AttachmentJournal,
     abilities: NodeAbilities,
     result: RepairOutcome,
+    workdir: Path,
 ) -> None:
     for action in plan.actions:
         started = time.monotonic()
         try:
-            outcome = await _run_fix(action, ctx, plan, clock, journal, abilities)
+            outcome = await _run_fix(action, ctx, plan, clock, journal, abilities, workdir)
         except (OSError, GuestPathError) as exc:
             # A hostile or damaged guest (a directory where a file should be, a symlink loop)
             # fails this action, not the whole job.
@@ -161,6 +165,15 @@ async def _run_fixes(
         result.outcomes.append(outcome)
 
 
+def _unmounted_esp(ctx: FixContext) -> AttachedPartition | None:
+    """The guest's /boot/efi partition when it is vfat and was left unmounted (no driver)."""
+    if "/boot/efi" in ctx.guest.mounted:
+        return None
+    entry = next((e for e in ctx.guest.fstab if e.mountpoint == "/boot/efi"), None)
+    partition = ctx.devices.lookup(entry.spec) if entry else None
+    return partition if partition is not None and partition.fstype == "vfat" else None
+
+
 async def _run_fix(
     action: str,
     ctx: FixContext,
@@ -168,8 +181,12 @@ async def _run_fix(
     clock: PhaseClock,
     journal: AttachmentJournal,
     abilities: NodeAbilities,
+    workdir: Path,
 ) -> Outcome | None:
     """Run one action (not fs_check, which runs before mounting); None for fs_check."""
+    if action == A.UEFI_FALLBACK and (esp := _unmounted_esp(ctx)) is not None:
+        clock.enter(action)
+        return await fix_uefi_fallback_unmounted(ctx, esp, workdir)
     if action in FILE_FIXES:
         clock.enter(action)
         return FILE_FIXES[action](ctx)
@@ -222,7 +239,7 @@ async def repair_disk(
         changes = ChangeSet(guest.root, dry_run=plan.dry_run)
         result.changes = changes
         ctx = FixContext(guest.root, guest.guest, guest.devices, changes, parameters)
-        await _run_fixes(ctx, plan, clock, journal, abilities, result)
+        await _run_fixes(ctx, plan, clock, journal, abilities, result, workdir)
         if trim and not plan.dry_run:
             clock.enter("trim", "discarding the free space of the guest's file systems")
             damaged = {(r.disk, r.partition) for r in result.fsck if r.result in UNREPAIRED}

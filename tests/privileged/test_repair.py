@@ -177,6 +177,7 @@ def test_offline_fix_debian_all_actions(
         "fs_check": "applied",  # checked: clean
         "fstab_uuid": "applied",
         "grub_root_uuid": "applied",
+        "uefi_fallback": "skipped",  # a BIOS guest
         "network_cleanup": "applied",
         "remove_vmware_tools": "applied",
         "virtio_initramfs": "applied",
@@ -209,6 +210,7 @@ def _assert_progress_is_honest(cluster: Cluster, job_id: str) -> None:
         "mount",
         "fstab_uuid",
         "grub_root_uuid",
+        "uefi_fallback",
         "network_cleanup",
         "remove_vmware_tools",
         "initramfs",
@@ -243,7 +245,10 @@ def test_dry_run_changes_nothing_and_reports_what_would(
 @pytest.mark.parametrize(
     ("operation", "expected_actions"),
     [
-        ("boot_repair", {"fstab_uuid": "applied", "grub_root_uuid": "applied"}),
+        (
+            "boot_repair",
+            {"fstab_uuid": "applied", "grub_root_uuid": "applied", "uefi_fallback": "skipped"},
+        ),
         ("fs_repair", {"fs_check": "applied"}),
         ("initramfs_regenerate", {"virtio_initramfs": "applied"}),
         ("selinux_prep", {"selinux_relabel": "applied"}),

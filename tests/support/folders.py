@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.support.host import missing_for_privileged
+from tests.support.host import missing_for_boot, missing_for_privileged
 
 TESTS = Path(__file__).resolve().parents[1]
 
@@ -29,11 +29,13 @@ FOLDER_MARKERS = {
     "deploy": "deploy",
     "bench": "bench",
     "libvirt": "libvirt",
+    "boot": "boot",
 }
 
 # Folder -> why its tests cannot run on this machine (None: they can). Asked once per run.
 FOLDER_REQUIREMENTS: dict[str, Callable[[], str | None]] = {
     "privileged": missing_for_privileged,
+    "boot": missing_for_boot,
 }
 
 
