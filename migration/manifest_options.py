@@ -52,6 +52,8 @@ class ConvertStage:
 class ValidateStage:
     enabled: bool = False
     check_image_integrity: bool = True
+    # h2k's own key (HyperSDK never writes it): boot the repaired guest once before publishing.
+    boot_check: bool = False
 
 
 @dataclass(frozen=True)
@@ -191,7 +193,14 @@ def _read_pipeline(obj: JsonObject) -> PipelineSettings:
         validate = ValidateStage(
             enabled=found.boolean("enabled"),
             check_image_integrity=_flag(found, "check_image_integrity", True),
+            boot_check=_flag(found, "boot_check", False),
         )
+        if validate.boot_check and not (validate.enabled and fix.enabled):
+            # h2k boots only the guest its repair made ready for virtio: asked without the
+            # repair (or with validate off) it could not do what it says.
+            found.findings.add(
+                found.at("boot_check"), "needs pipeline.validate.enabled and pipeline.fix.enabled"
+            )
         found.finish()
     obj.finish()
     return PipelineSettings(inspect=inspect, fix=fix, convert=convert, validate=validate)

@@ -123,6 +123,7 @@ def pipeline_from_manifest(parsed: ParsedManifest) -> migration_pb2.MigrationPip
         collect_guest_info=pipeline.inspect.enabled
         and pipeline.inspect.collect_guest_info
         and fix.enabled,
+        boot_check=pipeline.validate.enabled and pipeline.validate.boot_check and fix.enabled,
     )
 
 

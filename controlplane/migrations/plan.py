@@ -145,6 +145,10 @@ def disk_job(
             parameters["dry_run"] = True
         if spec.pipeline.collect_guest_info:
             parameters["guest_info"] = True
+        if spec.pipeline.boot_check and not spec.dry_run:
+            # The boot disk's repair boots the VM's repaired disks (its own output and the
+            # data disks it attaches) once before the migration publishes anything.
+            parameters["boot_check"] = True
         others = [s for s in disk_steps(spec) if s.disk_id != disk.id]
         migration["attach_outputs"] = [
             {

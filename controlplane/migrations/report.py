@@ -48,6 +48,12 @@ def option_effects(record: MigrationRecord) -> dict[str, str]:
             if pipeline.collect_guest_info and actions
             else "no guest description"
         ),
+        "pipeline.boot_check": (
+            "the repaired guest was booted once on virtio before publishing: the boot disk's "
+            "disks[].repair.boot_check"
+            if pipeline.boot_check and actions
+            else "no boot check"
+        ),
         "dry_run": "nothing written; the repair reported what it would change"
         if spec.dry_run
         else "outputs written",

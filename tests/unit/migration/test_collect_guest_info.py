@@ -11,6 +11,7 @@ import pytest
 from controlplane.migrations import plan
 from controlplane.migrations.intake import checked_spec
 from migration.manifest import read_manifest
+from migration.model import MigrationProblem
 from migration.wire import manifest_notes, pipeline_from_manifest
 from protocol.gen.h2k.v1 import migration_pb2 as S
 
@@ -66,3 +67,36 @@ def test_only_the_boot_disks_repair_job_describes_the_guest(collect: bool) -> No
     jobs = {s.role: plan.disk_job(spec, s, None) for s in plan.disk_steps(spec)}
     assert jobs["repair"].parameters.get("guest_info", False) is collect
     assert "guest_info" not in jobs["convert"].parameters
+
+
+def _with_validate(validate: dict, fix_enabled: bool = True):  # type: ignore[no-untyped-def]
+    document = json.loads((DATA / "azure-manifest.json").read_text())
+    document["pipeline"]["validate"] = validate
+    document["pipeline"]["fix"]["enabled"] = fix_enabled
+    return read_manifest(json.dumps(document), path_exists=lambda _: True)
+
+
+def test_validate_boot_check_reaches_the_pipeline_and_only_the_repair_job() -> None:
+    parsed = _with_validate({"enabled": True, "boot_check": True})
+    assert pipeline_from_manifest(parsed).boot_check is True
+    assert pipeline_from_manifest(_with_validate({"enabled": True})).boot_check is False
+    spec = _spec(False)
+    spec.pipeline.boot_check = True
+    checked = checked_spec(spec, "a")
+    jobs = {s.role: plan.disk_job(checked, s, None) for s in plan.disk_steps(checked)}
+    assert jobs["repair"].parameters["boot_check"] is True
+    assert "boot_check" not in jobs["convert"].parameters
+
+
+@pytest.mark.parametrize(
+    ("validate", "fix"),
+    [
+        ({"enabled": True, "boot_check": True}, False),
+        ({"enabled": False, "boot_check": True}, True),
+    ],
+)
+def test_a_boot_check_without_the_repair_or_validate_is_refused_naming_it(
+    validate: dict, fix: bool
+) -> None:
+    with pytest.raises(MigrationProblem, match=r"pipeline\.validate\.boot_check: needs"):
+        _with_validate(validate, fix)

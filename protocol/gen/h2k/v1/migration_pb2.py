@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from protocol.gen.h2k.v1 import job_pb2 as h2k_dot_v1_dot_job__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16h2k/v1/migration.proto\x12\x06h2k.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x10h2k/v1/job.proto\"\xc6\x01\n\x06VmDisk\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x15\n\rsource_format\x18\x03 \x01(\t\x12\x16\n\x0e\x63\x61pacity_bytes\x18\x04 \x01(\x03\x12\x0c\n\x04role\x18\x05 \x01(\t\x12\r\n\x05label\x18\x06 \x01(\t\x12\x10\n\x08\x63hecksum\x18\x07 \x01(\t\x12\x0e\n\x06offset\x18\x08 \x01(\x03\x12\x0c\n\x04size\x18\t \x01(\x03\x12\x12\n\ncontroller\x18\n \x01(\t\x12\x12\n\nfile_bytes\x18\x0b \x01(\x03\"@\n\x05VmNic\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0b\n\x03mac\x18\x02 \x01(\t\x12\x0f\n\x07network\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\"\x87\x02\n\x0cVmDefinition\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x1d\n\x05\x64isks\x18\x02 \x03(\x0b\x32\x0e.h2k.v1.VmDisk\x12\x0c\n\x04\x63pus\x18\x03 \x01(\x05\x12\x12\n\nmemory_mib\x18\x04 \x01(\x03\x12\x10\n\x08\x66irmware\x18\x05 \x01(\t\x12\x13\n\x0bsecure_boot\x18\x06 \x01(\x08\x12\x1b\n\x04nics\x18\x07 \x03(\x0b\x32\r.h2k.v1.VmNic\x12\x10\n\x08provider\x18\x08 \x01(\t\x12\x12\n\ndatacenter\x18\t \x01(\t\x12\r\n\x05vm_id\x18\n \x01(\t\x12\x0f\n\x07os_hint\x18\x0b \x01(\t\x12\x0f\n\x07ignored\x18\x0c \x03(\t\x12\r\n\x05notes\x18\r \x03(\t\"Z\n\rNetworkTarget\x12\x17\n\x0flibvirt_network\x18\x01 \x01(\t\x12\x16\n\x0elibvirt_bridge\x18\x02 \x01(\t\x12\x18\n\x10kubevirt_network\x18\x03 \x01(\t\"\xd3\x01\n\x11MigrationPipeline\x12\x0f\n\x07inspect\x18\x01 \x01(\x08\x12\x0e\n\x06repair\x18\x02 \x01(\x08\x12\x12\n\nfstab_mode\x18\x03 \x01(\t\x12\x13\n\x0bupdate_grub\x18\x04 \x01(\x08\x12\x17\n\x0fregen_initramfs\x18\x05 \x01(\x08\x12\x1b\n\x13remove_vmware_tools\x18\x06 \x01(\x08\x12\x10\n\x08\x63ompress\x18\x07 \x01(\x08\x12\x10\n\x08validate\x18\x08 \x01(\x08\x12\x1a\n\x12\x63ollect_guest_info\x18\t \x01(\x08\"\xbc\x04\n\rMigrationSpec\x12\x14\n\x0cmigration_id\x18\x01 \x01(\t\x12 \n\x02vm\x18\x02 \x01(\x0b\x32\x14.h2k.v1.VmDefinition\x12+\n\x08pipeline\x18\x03 \x01(\x0b\x32\x19.h2k.v1.MigrationPipeline\x12\x18\n\x10output_directory\x18\x04 \x01(\t\x12\x15\n\routput_format\x18\x05 \x01(\t\x12:\n\x0bnetwork_map\x18\x06 \x03(\x0b\x32%.h2k.v1.MigrationSpec.NetworkMapEntry\x12\x1c\n\x14keep_partial_outputs\x18\x07 \x01(\x08\x12\x0f\n\x07\x64ry_run\x18\x08 \x01(\x08\x12\x12\n\nsource_key\x18\t \x01(\t\x12 \n\x18max_in_flight_per_source\x18\n \x01(\x05\x12\x12\n\ninput_kind\x18\x0b \x01(\t\x12\x16\n\x0einput_document\x18\x0c \x01(\t\x12\x1c\n\x05\x61udit\x18\r \x01(\x0b\x32\r.h2k.v1.Audit\x12\x31\n\x06labels\x18\x0e \x03(\x0b\x32!.h2k.v1.MigrationSpec.LabelsEntry\x1aH\n\x0fNetworkMapEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12$\n\x05value\x18\x02 \x01(\x0b\x32\x15.h2k.v1.NetworkTarget:\x02\x38\x01\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xa5\x01\n\x13MigrationTransition\x12*\n\nfrom_state\x18\x01 \x01(\x0e\x32\x16.h2k.v1.MigrationState\x12(\n\x08to_state\x18\x02 \x01(\x0e\x32\x16.h2k.v1.MigrationState\x12(\n\x04time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06reason\x18\x04 \x01(\t\"\xc5\x01\n\x0cMigrationJob\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07\x64isk_id\x18\x02 \x01(\t\x12\x0c\n\x04role\x18\x03 \x01(\t\x12\x1f\n\x05state\x18\x04 \x01(\x0e\x32\x10.h2k.v1.JobState\x12\x18\n\x10progress_percent\x18\x05 \x01(\x01\x12\x12\n\nbytes_done\x18\x06 \x01(\x03\x12\x13\n\x0b\x62ytes_total\x18\x07 \x01(\x03\x12\x13\n\x0boutput_path\x18\x08 \x01(\t\x12\r\n\x05\x65rror\x18\t \x01(\t\"\xed\x03\n\tMigration\x12#\n\x04spec\x18\x01 \x01(\x0b\x32\x15.h2k.v1.MigrationSpec\x12%\n\x05state\x18\x02 \x01(\x0e\x32\x16.h2k.v1.MigrationState\x12,\n\x07history\x18\x03 \x03(\x0b\x32\x1b.h2k.v1.MigrationTransition\x12\"\n\x04jobs\x18\x04 \x03(\x0b\x32\x14.h2k.v1.MigrationJob\x12\r\n\x05stage\x18\x05 \x01(\t\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12\x12\n\nbytes_done\x18\x07 \x01(\x03\x12\x13\n\x0b\x62ytes_total\x18\x08 \x01(\x03\x12\x12\n\ndisks_done\x18\t \x01(\x05\x12\x13\n\x0b\x64isks_total\x18\n \x01(\x05\x12\x30\n\x0csubmitted_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10\x63\x61ncel_requested\x18\x0e \x01(\x08\x12\x0f\n\x07outputs\x18\x0f \x03(\t\x12\x13\n\x0b\x65ta_seconds\x18\x10 \x01(\x01\"=\n\x16SubmitMigrationRequest\x12#\n\x04spec\x18\x01 \x01(\x0b\x32\x15.h2k.v1.MigrationSpec\"P\n\x17SubmitMigrationResponse\x12$\n\tmigration\x18\x01 \x01(\x0b\x32\x11.h2k.v1.Migration\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"?\n\x17SubmitMigrationsRequest\x12$\n\x05specs\x18\x01 \x03(\x0b\x32\x15.h2k.v1.MigrationSpec\"L\n\x18SubmitMigrationsResponse\x12\x30\n\x07results\x18\x01 \x03(\x0b\x32\x1f.h2k.v1.SubmitMigrationResponse\"+\n\x13GetMigrationRequest\x12\x14\n\x0cmigration_id\x18\x01 \x01(\t\"f\n\x15ListMigrationsRequest\x12&\n\x06states\x18\x01 \x03(\x0e\x32\x16.h2k.v1.MigrationState\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"X\n\x16ListMigrationsResponse\x12%\n\nmigrations\x18\x01 \x03(\x0b\x32\x11.h2k.v1.Migration\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\">\n\x16\x43\x61ncelMigrationRequest\x12\x14\n\x0cmigration_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t*\xc4\x01\n\x0eMigrationState\x12\x1f\n\x1bMIGRATION_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16MIGRATION_STATE_QUEUED\x10\x01\x12\x1b\n\x17MIGRATION_STATE_RUNNING\x10\x02\x12\x1d\n\x19MIGRATION_STATE_COMPLETED\x10\x03\x12\x1a\n\x16MIGRATION_STATE_FAILED\x10\x04\x12\x1d\n\x19MIGRATION_STATE_CANCELLED\x10\x05\x32\x94\x03\n\x10MigrationService\x12R\n\x0fSubmitMigration\x12\x1e.h2k.v1.SubmitMigrationRequest\x1a\x1f.h2k.v1.SubmitMigrationResponse\x12U\n\x10SubmitMigrations\x12\x1f.h2k.v1.SubmitMigrationsRequest\x1a .h2k.v1.SubmitMigrationsResponse\x12>\n\x0cGetMigration\x12\x1b.h2k.v1.GetMigrationRequest\x1a\x11.h2k.v1.Migration\x12O\n\x0eListMigrations\x12\x1d.h2k.v1.ListMigrationsRequest\x1a\x1e.h2k.v1.ListMigrationsResponse\x12\x44\n\x0f\x43\x61ncelMigration\x12\x1e.h2k.v1.CancelMigrationRequest\x1a\x11.h2k.v1.Migrationb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16h2k/v1/migration.proto\x12\x06h2k.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x10h2k/v1/job.proto\"\xc6\x01\n\x06VmDisk\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x15\n\rsource_format\x18\x03 \x01(\t\x12\x16\n\x0e\x63\x61pacity_bytes\x18\x04 \x01(\x03\x12\x0c\n\x04role\x18\x05 \x01(\t\x12\r\n\x05label\x18\x06 \x01(\t\x12\x10\n\x08\x63hecksum\x18\x07 \x01(\t\x12\x0e\n\x06offset\x18\x08 \x01(\x03\x12\x0c\n\x04size\x18\t \x01(\x03\x12\x12\n\ncontroller\x18\n \x01(\t\x12\x12\n\nfile_bytes\x18\x0b \x01(\x03\"@\n\x05VmNic\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0b\n\x03mac\x18\x02 \x01(\t\x12\x0f\n\x07network\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\"\x87\x02\n\x0cVmDefinition\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x1d\n\x05\x64isks\x18\x02 \x03(\x0b\x32\x0e.h2k.v1.VmDisk\x12\x0c\n\x04\x63pus\x18\x03 \x01(\x05\x12\x12\n\nmemory_mib\x18\x04 \x01(\x03\x12\x10\n\x08\x66irmware\x18\x05 \x01(\t\x12\x13\n\x0bsecure_boot\x18\x06 \x01(\x08\x12\x1b\n\x04nics\x18\x07 \x03(\x0b\x32\r.h2k.v1.VmNic\x12\x10\n\x08provider\x18\x08 \x01(\t\x12\x12\n\ndatacenter\x18\t \x01(\t\x12\r\n\x05vm_id\x18\n \x01(\t\x12\x0f\n\x07os_hint\x18\x0b \x01(\t\x12\x0f\n\x07ignored\x18\x0c \x03(\t\x12\r\n\x05notes\x18\r \x03(\t\"Z\n\rNetworkTarget\x12\x17\n\x0flibvirt_network\x18\x01 \x01(\t\x12\x16\n\x0elibvirt_bridge\x18\x02 \x01(\t\x12\x18\n\x10kubevirt_network\x18\x03 \x01(\t\"\xe7\x01\n\x11MigrationPipeline\x12\x0f\n\x07inspect\x18\x01 \x01(\x08\x12\x0e\n\x06repair\x18\x02 \x01(\x08\x12\x12\n\nfstab_mode\x18\x03 \x01(\t\x12\x13\n\x0bupdate_grub\x18\x04 \x01(\x08\x12\x17\n\x0fregen_initramfs\x18\x05 \x01(\x08\x12\x1b\n\x13remove_vmware_tools\x18\x06 \x01(\x08\x12\x10\n\x08\x63ompress\x18\x07 \x01(\x08\x12\x10\n\x08validate\x18\x08 \x01(\x08\x12\x1a\n\x12\x63ollect_guest_info\x18\t \x01(\x08\x12\x12\n\nboot_check\x18\n \x01(\x08\"\xbc\x04\n\rMigrationSpec\x12\x14\n\x0cmigration_id\x18\x01 \x01(\t\x12 \n\x02vm\x18\x02 \x01(\x0b\x32\x14.h2k.v1.VmDefinition\x12+\n\x08pipeline\x18\x03 \x01(\x0b\x32\x19.h2k.v1.MigrationPipeline\x12\x18\n\x10output_directory\x18\x04 \x01(\t\x12\x15\n\routput_format\x18\x05 \x01(\t\x12:\n\x0bnetwork_map\x18\x06 \x03(\x0b\x32%.h2k.v1.MigrationSpec.NetworkMapEntry\x12\x1c\n\x14keep_partial_outputs\x18\x07 \x01(\x08\x12\x0f\n\x07\x64ry_run\x18\x08 \x01(\x08\x12\x12\n\nsource_key\x18\t \x01(\t\x12 \n\x18max_in_flight_per_source\x18\n \x01(\x05\x12\x12\n\ninput_kind\x18\x0b \x01(\t\x12\x16\n\x0einput_document\x18\x0c \x01(\t\x12\x1c\n\x05\x61udit\x18\r \x01(\x0b\x32\r.h2k.v1.Audit\x12\x31\n\x06labels\x18\x0e \x03(\x0b\x32!.h2k.v1.MigrationSpec.LabelsEntry\x1aH\n\x0fNetworkMapEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12$\n\x05value\x18\x02 \x01(\x0b\x32\x15.h2k.v1.NetworkTarget:\x02\x38\x01\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xa5\x01\n\x13MigrationTransition\x12*\n\nfrom_state\x18\x01 \x01(\x0e\x32\x16.h2k.v1.MigrationState\x12(\n\x08to_state\x18\x02 \x01(\x0e\x32\x16.h2k.v1.MigrationState\x12(\n\x04time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06reason\x18\x04 \x01(\t\"\xc5\x01\n\x0cMigrationJob\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07\x64isk_id\x18\x02 \x01(\t\x12\x0c\n\x04role\x18\x03 \x01(\t\x12\x1f\n\x05state\x18\x04 \x01(\x0e\x32\x10.h2k.v1.JobState\x12\x18\n\x10progress_percent\x18\x05 \x01(\x01\x12\x12\n\nbytes_done\x18\x06 \x01(\x03\x12\x13\n\x0b\x62ytes_total\x18\x07 \x01(\x03\x12\x13\n\x0boutput_path\x18\x08 \x01(\t\x12\r\n\x05\x65rror\x18\t \x01(\t\"\xed\x03\n\tMigration\x12#\n\x04spec\x18\x01 \x01(\x0b\x32\x15.h2k.v1.MigrationSpec\x12%\n\x05state\x18\x02 \x01(\x0e\x32\x16.h2k.v1.MigrationState\x12,\n\x07history\x18\x03 \x03(\x0b\x32\x1b.h2k.v1.MigrationTransition\x12\"\n\x04jobs\x18\x04 \x03(\x0b\x32\x14.h2k.v1.MigrationJob\x12\r\n\x05stage\x18\x05 \x01(\t\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12\x12\n\nbytes_done\x18\x07 \x01(\x03\x12\x13\n\x0b\x62ytes_total\x18\x08 \x01(\x03\x12\x12\n\ndisks_done\x18\t \x01(\x05\x12\x13\n\x0b\x64isks_total\x18\n \x01(\x05\x12\x30\n\x0csubmitted_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10\x63\x61ncel_requested\x18\x0e \x01(\x08\x12\x0f\n\x07outputs\x18\x0f \x03(\t\x12\x13\n\x0b\x65ta_seconds\x18\x10 \x01(\x01\"=\n\x16SubmitMigrationRequest\x12#\n\x04spec\x18\x01 \x01(\x0b\x32\x15.h2k.v1.MigrationSpec\"P\n\x17SubmitMigrationResponse\x12$\n\tmigration\x18\x01 \x01(\x0b\x32\x11.h2k.v1.Migration\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"?\n\x17SubmitMigrationsRequest\x12$\n\x05specs\x18\x01 \x03(\x0b\x32\x15.h2k.v1.MigrationSpec\"L\n\x18SubmitMigrationsResponse\x12\x30\n\x07results\x18\x01 \x03(\x0b\x32\x1f.h2k.v1.SubmitMigrationResponse\"+\n\x13GetMigrationRequest\x12\x14\n\x0cmigration_id\x18\x01 \x01(\t\"f\n\x15ListMigrationsRequest\x12&\n\x06states\x18\x01 \x03(\x0e\x32\x16.h2k.v1.MigrationState\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"X\n\x16ListMigrationsResponse\x12%\n\nmigrations\x18\x01 \x03(\x0b\x32\x11.h2k.v1.Migration\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\">\n\x16\x43\x61ncelMigrationRequest\x12\x14\n\x0cmigration_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t*\xc4\x01\n\x0eMigrationState\x12\x1f\n\x1bMIGRATION_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16MIGRATION_STATE_QUEUED\x10\x01\x12\x1b\n\x17MIGRATION_STATE_RUNNING\x10\x02\x12\x1d\n\x19MIGRATION_STATE_COMPLETED\x10\x03\x12\x1a\n\x16MIGRATION_STATE_FAILED\x10\x04\x12\x1d\n\x19MIGRATION_STATE_CANCELLED\x10\x05\x32\x94\x03\n\x10MigrationService\x12R\n\x0fSubmitMigration\x12\x1e.h2k.v1.SubmitMigrationRequest\x1a\x1f.h2k.v1.SubmitMigrationResponse\x12U\n\x10SubmitMigrations\x12\x1f.h2k.v1.SubmitMigrationsRequest\x1a .h2k.v1.SubmitMigrationsResponse\x12>\n\x0cGetMigration\x12\x1b.h2k.v1.GetMigrationRequest\x1a\x11.h2k.v1.Migration\x12O\n\x0eListMigrations\x12\x1d.h2k.v1.ListMigrationsRequest\x1a\x1e.h2k.v1.ListMigrationsResponse\x12\x44\n\x0f\x43\x61ncelMigration\x12\x1e.h2k.v1.CancelMigrationRequest\x1a\x11.h2k.v1.Migrationb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,8 +37,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MIGRATIONSPEC_NETWORKMAPENTRY']._serialized_options = b'8\001'
   _globals['_MIGRATIONSPEC_LABELSENTRY']._loaded_options = None
   _globals['_MIGRATIONSPEC_LABELSENTRY']._serialized_options = b'8\001'
-  _globals['_MIGRATIONSTATE']._serialized_start=2955
-  _globals['_MIGRATIONSTATE']._serialized_end=3151
+  _globals['_MIGRATIONSTATE']._serialized_start=2975
+  _globals['_MIGRATIONSTATE']._serialized_end=3171
   _globals['_VMDISK']._serialized_start=86
   _globals['_VMDISK']._serialized_end=284
   _globals['_VMNIC']._serialized_start=286
@@ -48,35 +48,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_NETWORKTARGET']._serialized_start=618
   _globals['_NETWORKTARGET']._serialized_end=708
   _globals['_MIGRATIONPIPELINE']._serialized_start=711
-  _globals['_MIGRATIONPIPELINE']._serialized_end=922
-  _globals['_MIGRATIONSPEC']._serialized_start=925
-  _globals['_MIGRATIONSPEC']._serialized_end=1497
-  _globals['_MIGRATIONSPEC_NETWORKMAPENTRY']._serialized_start=1378
-  _globals['_MIGRATIONSPEC_NETWORKMAPENTRY']._serialized_end=1450
-  _globals['_MIGRATIONSPEC_LABELSENTRY']._serialized_start=1452
-  _globals['_MIGRATIONSPEC_LABELSENTRY']._serialized_end=1497
-  _globals['_MIGRATIONTRANSITION']._serialized_start=1500
-  _globals['_MIGRATIONTRANSITION']._serialized_end=1665
-  _globals['_MIGRATIONJOB']._serialized_start=1668
-  _globals['_MIGRATIONJOB']._serialized_end=1865
-  _globals['_MIGRATION']._serialized_start=1868
-  _globals['_MIGRATION']._serialized_end=2361
-  _globals['_SUBMITMIGRATIONREQUEST']._serialized_start=2363
-  _globals['_SUBMITMIGRATIONREQUEST']._serialized_end=2424
-  _globals['_SUBMITMIGRATIONRESPONSE']._serialized_start=2426
-  _globals['_SUBMITMIGRATIONRESPONSE']._serialized_end=2506
-  _globals['_SUBMITMIGRATIONSREQUEST']._serialized_start=2508
-  _globals['_SUBMITMIGRATIONSREQUEST']._serialized_end=2571
-  _globals['_SUBMITMIGRATIONSRESPONSE']._serialized_start=2573
-  _globals['_SUBMITMIGRATIONSRESPONSE']._serialized_end=2649
-  _globals['_GETMIGRATIONREQUEST']._serialized_start=2651
-  _globals['_GETMIGRATIONREQUEST']._serialized_end=2694
-  _globals['_LISTMIGRATIONSREQUEST']._serialized_start=2696
-  _globals['_LISTMIGRATIONSREQUEST']._serialized_end=2798
-  _globals['_LISTMIGRATIONSRESPONSE']._serialized_start=2800
-  _globals['_LISTMIGRATIONSRESPONSE']._serialized_end=2888
-  _globals['_CANCELMIGRATIONREQUEST']._serialized_start=2890
-  _globals['_CANCELMIGRATIONREQUEST']._serialized_end=2952
-  _globals['_MIGRATIONSERVICE']._serialized_start=3154
-  _globals['_MIGRATIONSERVICE']._serialized_end=3558
+  _globals['_MIGRATIONPIPELINE']._serialized_end=942
+  _globals['_MIGRATIONSPEC']._serialized_start=945
+  _globals['_MIGRATIONSPEC']._serialized_end=1517
+  _globals['_MIGRATIONSPEC_NETWORKMAPENTRY']._serialized_start=1398
+  _globals['_MIGRATIONSPEC_NETWORKMAPENTRY']._serialized_end=1470
+  _globals['_MIGRATIONSPEC_LABELSENTRY']._serialized_start=1472
+  _globals['_MIGRATIONSPEC_LABELSENTRY']._serialized_end=1517
+  _globals['_MIGRATIONTRANSITION']._serialized_start=1520
+  _globals['_MIGRATIONTRANSITION']._serialized_end=1685
+  _globals['_MIGRATIONJOB']._serialized_start=1688
+  _globals['_MIGRATIONJOB']._serialized_end=1885
+  _globals['_MIGRATION']._serialized_start=1888
+  _globals['_MIGRATION']._serialized_end=2381
+  _globals['_SUBMITMIGRATIONREQUEST']._serialized_start=2383
+  _globals['_SUBMITMIGRATIONREQUEST']._serialized_end=2444
+  _globals['_SUBMITMIGRATIONRESPONSE']._serialized_start=2446
+  _globals['_SUBMITMIGRATIONRESPONSE']._serialized_end=2526
+  _globals['_SUBMITMIGRATIONSREQUEST']._serialized_start=2528
+  _globals['_SUBMITMIGRATIONSREQUEST']._serialized_end=2591
+  _globals['_SUBMITMIGRATIONSRESPONSE']._serialized_start=2593
+  _globals['_SUBMITMIGRATIONSRESPONSE']._serialized_end=2669
+  _globals['_GETMIGRATIONREQUEST']._serialized_start=2671
+  _globals['_GETMIGRATIONREQUEST']._serialized_end=2714
+  _globals['_LISTMIGRATIONSREQUEST']._serialized_start=2716
+  _globals['_LISTMIGRATIONSREQUEST']._serialized_end=2818
+  _globals['_LISTMIGRATIONSRESPONSE']._serialized_start=2820
+  _globals['_LISTMIGRATIONSRESPONSE']._serialized_end=2908
+  _globals['_CANCELMIGRATIONREQUEST']._serialized_start=2910
+  _globals['_CANCELMIGRATIONREQUEST']._serialized_end=2972
+  _globals['_MIGRATIONSERVICE']._serialized_start=3174
+  _globals['_MIGRATIONSERVICE']._serialized_end=3578
 # @@protoc_insertion_point(module_scope)

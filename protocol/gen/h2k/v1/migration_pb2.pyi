@@ -105,7 +105,7 @@ class NetworkTarget(_message.Message):
     def __init__(self, libvirt_network: _Optional[str] = ..., libvirt_bridge: _Optional[str] = ..., kubevirt_network: _Optional[str] = ...) -> None: ...
 
 class MigrationPipeline(_message.Message):
-    __slots__ = ("inspect", "repair", "fstab_mode", "update_grub", "regen_initramfs", "remove_vmware_tools", "compress", "validate", "collect_guest_info")
+    __slots__ = ("inspect", "repair", "fstab_mode", "update_grub", "regen_initramfs", "remove_vmware_tools", "compress", "validate", "collect_guest_info", "boot_check")
     INSPECT_FIELD_NUMBER: _ClassVar[int]
     REPAIR_FIELD_NUMBER: _ClassVar[int]
     FSTAB_MODE_FIELD_NUMBER: _ClassVar[int]
@@ -115,6 +115,7 @@ class MigrationPipeline(_message.Message):
     COMPRESS_FIELD_NUMBER: _ClassVar[int]
     VALIDATE_FIELD_NUMBER: _ClassVar[int]
     COLLECT_GUEST_INFO_FIELD_NUMBER: _ClassVar[int]
+    BOOT_CHECK_FIELD_NUMBER: _ClassVar[int]
     inspect: bool
     repair: bool
     fstab_mode: str
@@ -124,7 +125,8 @@ class MigrationPipeline(_message.Message):
     compress: bool
     validate: bool
     collect_guest_info: bool
-    def __init__(self, inspect: _Optional[bool] = ..., repair: _Optional[bool] = ..., fstab_mode: _Optional[str] = ..., update_grub: _Optional[bool] = ..., regen_initramfs: _Optional[bool] = ..., remove_vmware_tools: _Optional[bool] = ..., compress: _Optional[bool] = ..., validate: _Optional[bool] = ..., collect_guest_info: _Optional[bool] = ...) -> None: ...
+    boot_check: bool
+    def __init__(self, inspect: _Optional[bool] = ..., repair: _Optional[bool] = ..., fstab_mode: _Optional[str] = ..., update_grub: _Optional[bool] = ..., regen_initramfs: _Optional[bool] = ..., remove_vmware_tools: _Optional[bool] = ..., compress: _Optional[bool] = ..., validate: _Optional[bool] = ..., collect_guest_info: _Optional[bool] = ..., boot_check: _Optional[bool] = ...) -> None: ...
 
 class MigrationSpec(_message.Message):
     __slots__ = ("migration_id", "vm", "pipeline", "output_directory", "output_format", "network_map", "keep_partial_outputs", "dry_run", "source_key", "max_in_flight_per_source", "input_kind", "input_document", "audit", "labels")
