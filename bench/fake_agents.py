@@ -30,6 +30,24 @@ class Plan:
     lead_in: float = 0.0  # pause after RUNNING (watchers attach meanwhile)
 
 
+def progress_event(
+    request: Any, agent: str, seq: int, state: int, percent: float
+) -> job_pb2.ProgressEvent:
+    """An event as a fake agent sends it, stamped with its send time (``details.sent_ns``)."""
+    event = job_pb2.ProgressEvent(
+        job_id=request.spec.job_id,
+        seq=seq,
+        state=state,  # type: ignore[arg-type]
+        phase="convert",
+        progress_percent=percent,
+        attempt=request.attempt,
+        agent=agent,
+    )
+    event.time.GetCurrentTime()
+    event.details["sent_ns"] = str(time.time_ns())
+    return event
+
+
 class FakeAgent(services_pb2_grpc.WorkerServicer):
     def __init__(self, name: str, plan: Plan, arrivals: dict[str, float]) -> None:
         self.name = name
@@ -37,18 +55,7 @@ class FakeAgent(services_pb2_grpc.WorkerServicer):
         self.arrivals = arrivals
 
     def _event(self, request: Any, seq: int, state: int, percent: float) -> job_pb2.ProgressEvent:
-        event = job_pb2.ProgressEvent(
-            job_id=request.spec.job_id,
-            seq=seq,
-            state=state,  # type: ignore[arg-type]
-            phase="convert",
-            progress_percent=percent,
-            attempt=request.attempt,
-            agent=self.name,
-        )
-        event.time.GetCurrentTime()
-        event.details["sent_ns"] = str(time.time_ns())
-        return event
+        return progress_event(request, self.name, seq, state, percent)
 
     async def ExecuteJob(
         self, request: services_pb2.ExecuteJobRequest, context: grpc.aio.ServicerContext

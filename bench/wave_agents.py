@@ -26,6 +26,7 @@ from typing import Any
 
 import grpc
 
+from bench.fake_agents import progress_event
 from protocol.gen.h2k.v1 import agent_pb2, job_pb2, services_pb2, services_pb2_grpc
 
 
@@ -70,18 +71,7 @@ class WaveAgent(services_pb2_grpc.WorkerServicer):
         self.running: set[str] = set()
 
     def _event(self, request: Any, seq: int, state: int, percent: float) -> job_pb2.ProgressEvent:
-        event = job_pb2.ProgressEvent(
-            job_id=request.spec.job_id,
-            seq=seq,
-            state=state,  # type: ignore[arg-type]
-            phase="convert",
-            progress_percent=percent,
-            attempt=request.attempt,
-            agent=self.name,
-        )
-        event.time.GetCurrentTime()
-        event.details["sent_ns"] = str(time.time_ns())
-        return event
+        return progress_event(request, self.name, seq, state, percent)
 
     async def ExecuteJob(
         self, request: services_pb2.ExecuteJobRequest, context: grpc.aio.ServicerContext
