@@ -3,8 +3,9 @@
 Events of one job are applied in order under a lock per job, and a batch is applied in full
 even when the task relaying it is cancelled, so a job's stored events are always seq 1..N
 without a gap or a duplicate, and ``last_seq`` is the last applied one. A run of plain progress
-events (no state change) is stored with one store write (:meth:`JobStore.record_events`); an
-event that changes the job's state is applied on its own, after the run before it.
+events (no state change) is stored with one store write, shared with the runs of every other
+job that arrived meanwhile (:meth:`JobStore.record_progress`); an event that changes the job's
+state is applied on its own, after the run before it.
 
 An attempt that ends without completing goes through :mod:`controlplane.retry`: the job is
 retried, requeued, cancelled or failed. When the control plane itself ends an attempt (agent
@@ -17,13 +18,13 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from controlplane.events import EventHub
 from controlplane.models import JobRecord, error_result, result_to_dict
 from controlplane.retry import Decision, Outcome, RetryPolicy, decide
-from controlplane.store import ACTIVE_STATES, JobStore
+from controlplane.store import ACTIVE_STATES, JobStatus, JobStore, ProgressWrite
 from protocol.conversion import event_state, timestamp_from_proto, timestamp_to_proto, utcnow
 from protocol.errors import ErrorCode, NotFound
 from protocol.gen.h2k.v1 import job_pb2
@@ -44,6 +45,66 @@ class EventGap(Exception):
         self.job_id = job_id
         self.expected = expected
         self.got = got
+
+
+class ProgressWrites:
+    """The progress runs of all jobs, written together: each store call takes every run that
+    arrived while the previous one was on its way (one transaction, one commit, one hop to
+    the store for a wave's thousand relays instead of one each)."""
+
+    def __init__(self, store: JobStore) -> None:
+        self._store = store
+        self._pending: list[tuple[ProgressWrite, asyncio.Future[JobStatus | None]]] = []
+        self._writing: asyncio.Task[None] | None = None
+
+    async def write(self, write: ProgressWrite) -> JobStatus | None:
+        """Store one job's run with the others waiting; its status after the commit, or None
+        when the store has no such job."""
+        future: asyncio.Future[JobStatus | None] = asyncio.get_running_loop().create_future()
+        self._pending.append((write, future))
+        if self._writing is None:
+            self._writing = asyncio.ensure_future(self._write_pending())
+        return await future
+
+    async def _write_pending(self) -> None:
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                await self._write_batch(batch)
+        finally:
+            self._writing = None
+            for _write, future in self._pending:  # only when this task was cancelled
+                if not future.done():
+                    future.cancel()
+
+    async def _write_batch(
+        self, batch: list[tuple[ProgressWrite, asyncio.Future[JobStatus | None]]]
+    ) -> None:
+        try:
+            found = await self._store.record_progress([write for write, _future in batch])
+        except Exception as exc:
+            if len(batch) == 1:
+                _settle(batch[0][1], exc)
+                return
+            # One write's fault fails only its caller: write each alone.
+            for one in batch:
+                await self._write_batch([one])
+            return
+        except BaseException:
+            for _write, future in batch:
+                future.cancel()
+            raise
+        for write, future in batch:
+            _settle(future, found.get(write.job_id))
+
+
+def _settle(future: asyncio.Future[T], outcome: T | BaseException) -> None:
+    if future.done():
+        return
+    if isinstance(outcome, BaseException):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)
 
 
 @dataclass
@@ -77,6 +138,7 @@ class ProgressRecorder:
         # dropped whenever anyone else takes the job's lock (they may change the job).
         self._known: dict[str, JobRecord] = {}
         self._keeps_records = not store.replicated
+        self._writes = ProgressWrites(store)
 
     @property
     def retry_policy(self) -> RetryPolicy:
@@ -167,21 +229,37 @@ class ProgressRecorder:
         return await self._store_run(job, run)
 
     async def _store_run(self, job: JobRecord, run: Sequence[job_pb2.ProgressEvent]) -> JobRecord:
-        """Store a run of events that change no state with ONE write, then publish them."""
+        """Store a run of events that change no state, then publish them.
+
+        The run shares one store write with the runs of every other job that arrived
+        meanwhile (:class:`ProgressWrites`), and the job is not read back: the write answers
+        with its state, attempt, agent and cancel flag, the rest is what this run set.
+        """
         if not run:
             return job
         phase = job.phase
         for event in run:
             phase = event.phase or phase
-        job = await self._store.record_events(
-            job.job_id,
-            run,
-            last_seq=run[-1].seq,
-            phase=phase,
-            progress_percent=run[-1].progress_percent,
-        )
+        write = ProgressWrite(job.job_id, run, run[-1].seq, phase, run[-1].progress_percent)
+        status = await self._writes.write(write)
+        if status is None:
+            raise NotFound(f"job {job.job_id} not found")
         self._hub.publish_batch(run)
-        return job
+        if (status.state, status.attempt, status.assigned_agent) != (
+            job.state,
+            job.attempt,
+            job.assigned_agent,
+        ):
+            # Moved by someone not holding the job's lock: its record, as stored.
+            return await self._store.get_job(job.job_id)
+        return replace(
+            job,
+            last_seq=write.last_seq,
+            phase=write.phase,
+            progress_percent=write.progress_percent,
+            cancel_requested=status.cancel_requested,
+            updated_at=status.updated_at,
+        )
 
     async def end_attempt(
         self, job_id: str, attempt: int, *, code: str, message: str, agent: str

@@ -6,6 +6,8 @@ pydantic models, dataclasses and :class:`~protocol.states.JobState`.
 
 from __future__ import annotations
 
+import json
+import math
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -166,13 +168,101 @@ def spec_from_proto(msg: job_pb2.JobSpec) -> JobSpec:
 # --- progress events ----------------------------------------------------------------------
 
 
+# How the plain fields of a ProgressEvent are written in its JSON (proto3's JSON mapping, with
+# the proto field names): strings and 32-bit integers as they are, 64-bit integers as strings.
+# A field not named here (the result, a field added later) sends the event through
+# json_format, so an event's JSON never loses a field.
+_EVENT_TEXT_FIELDS = frozenset({"job_id", "phase", "message", "agent"})
+_EVENT_INT64_FIELDS = frozenset({"seq", "bytes_done", "bytes_total"})
+_EVENT_ENCODER = json.JSONEncoder(separators=(",", ":"))
+_EVENT_STATE_NAMES = {number: name for name, number in job_pb2.JobState.items()}
+
+
 def event_to_json(event: job_pb2.ProgressEvent) -> str:
-    """One JSON Lines record for an event log."""
-    return json_format.MessageToJson(event, indent=None, preserving_proto_field_name=True)
+    """One JSON record of an event (an event log's line, a stored event's body).
+
+    The same document ``json_format.MessageToJson`` writes, built directly for an event of
+    plain fields (every progress event but the last of an attempt): the generic encoder costs
+    more than the store write the event is part of.
+    """
+    body: dict[str, Any] = {}
+    for descriptor, value in event.ListFields():
+        name = descriptor.name
+        if name in _EVENT_TEXT_FIELDS or name == "attempt":
+            body[name] = value
+        elif name in _EVENT_INT64_FIELDS:
+            body[name] = str(value)
+        elif name == "progress_percent" and math.isfinite(value):
+            body[name] = value
+        elif name == "time":
+            body[name] = value.ToJsonString()
+        elif name == "details":
+            body[name] = dict(value)
+        elif name == "state" and value in _EVENT_STATE_NAMES:
+            body[name] = _EVENT_STATE_NAMES[value]
+        else:
+            return json_format.MessageToJson(
+                event, indent=None, preserving_proto_field_name=True
+            )
+    return _EVENT_ENCODER.encode(body)
 
 
 def event_from_json(line: str) -> job_pb2.ProgressEvent:
-    return json_format.Parse(line, job_pb2.ProgressEvent())
+    """An event from its JSON record (what :func:`event_to_json` or json_format wrote).
+
+    Raises:
+        json_format.ParseError: the record is not a ProgressEvent.
+    """
+    try:
+        body = json.loads(line)
+    except ValueError as exc:
+        raise json_format.ParseError(f"not a JSON record: {exc}") from exc
+    if not isinstance(body, dict) or not _plain_event(body):
+        return json_format.Parse(line, job_pb2.ProgressEvent())
+    try:
+        return _plain_event_from(body)
+    except (ValueError, TypeError):
+        # json_format says what is wrong with it.
+        return json_format.Parse(line, job_pb2.ProgressEvent())
+
+
+def _plain_event_from(body: dict[str, Any]) -> job_pb2.ProgressEvent:
+    event = job_pb2.ProgressEvent()
+    for name, value in body.items():
+        if name == "time":
+            event.time.FromJsonString(value)
+        elif name == "details":
+            event.details.update(value)
+        elif name == "state":
+            event.state = job_pb2.JobState.Value(value)
+        elif name in _EVENT_INT64_FIELDS:
+            setattr(event, name, int(value))
+        else:
+            setattr(event, name, value)
+    return event
+
+
+def _plain_event(body: dict[str, Any]) -> bool:
+    """Whether a record holds only plain fields of the types event_to_json writes them in
+    (anything else, e.g. a result or a number written another way, goes to json_format)."""
+    for name, value in body.items():
+        if name in _EVENT_TEXT_FIELDS:
+            ok = isinstance(value, str)
+        elif name in _EVENT_INT64_FIELDS:
+            ok = isinstance(value, str) and value.isdigit()
+        elif name == "attempt":
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif name == "progress_percent":
+            ok = isinstance(value, int | float) and not isinstance(value, bool)
+        elif name in ("time", "state"):
+            ok = isinstance(value, str)
+        elif name == "details":
+            ok = isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
+        else:
+            ok = False
+        if not ok:
+            return False
+    return True
 
 
 def event_state(event: job_pb2.ProgressEvent) -> JobState | None:

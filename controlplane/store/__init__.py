@@ -8,14 +8,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from controlplane.store.base import ACTIVE_STATES, Assignment, JobPage, JobStore
+from controlplane.store.base import (
+    ACTIVE_STATES,
+    Assignment,
+    JobPage,
+    JobStatus,
+    JobStore,
+    ProgressWrite,
+)
 from controlplane.store.sqlite import SqliteStore
 
 __all__ = [
     "ACTIVE_STATES",
     "Assignment",
     "JobPage",
+    "JobStatus",
     "JobStore",
+    "ProgressWrite",
     "SqliteStore",
     "open_store",
     "store_for_url",

@@ -55,6 +55,30 @@ class Assignment:
 
 
 @dataclass(frozen=True)
+class ProgressWrite:
+    """A run of one job's events that change no state, and the fields they move, as
+    :meth:`JobStore.record_progress` stores it with the runs of other jobs."""
+
+    job_id: str
+    events: Sequence[job_pb2.ProgressEvent]
+    last_seq: int
+    phase: str
+    progress_percent: float
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    """What a job's relay needs to know of it after a progress write: is the attempt still
+    this one, on this agent, and has a cancel been asked for."""
+
+    state: JobState
+    attempt: int
+    assigned_agent: str | None
+    cancel_requested: bool
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
 class JobPage:
     """One page of :meth:`JobStore.list_jobs`; ``next_offset`` is None on the last page."""
 
@@ -338,6 +362,42 @@ class JobStore(MigrationStore):
             ValueError: an event of another job, or an update naming a field that cannot be
                 updated (nothing is stored).
         """
+
+
+    @abc.abstractmethod
+    async def record_progress(self, writes: Sequence[ProgressWrite]) -> dict[str, JobStatus]:
+        """Store the runs of progress events of many jobs, and the fields each moves, in ONE
+        committed transaction: a wave's relays share a write instead of one write per job.
+
+        Each job's row gets ``last_seq``, ``phase`` and ``progress_percent`` (and
+        ``updated_at``); its events are stored, an event whose (job_id, seq) is stored already
+        being skipped. No state changes, and no job is read back with its history.
+
+        Returns:
+            Each stored job's status as committed; a job the store does not have is left out
+            (nothing of it is stored).
+
+        Raises:
+            ValueError: a write names a job twice, or holds an event of another job (nothing
+                is stored).
+        """
+
+
+def progress_rows(writes: Sequence[ProgressWrite]) -> list[tuple[str, int, str]]:
+    """The (job_id, seq, stored body) rows of :meth:`JobStore.record_progress`' events, after
+    checking its writes.
+
+    Raises:
+        ValueError: a job written twice, or an event of another job in a job's run.
+    """
+    seen: set[str] = set()
+    bodies: list[tuple[str, int, str]] = []
+    for write in writes:
+        if write.job_id in seen:
+            raise ValueError(f"job {write.job_id} is written twice in one progress write")
+        seen.add(write.job_id)
+        bodies.extend(event_rows(write.job_id, write.events, {}))
+    return bodies
 
 
 def event_rows(

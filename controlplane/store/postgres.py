@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from dataclasses import replace
 from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -26,7 +27,16 @@ import psycopg
 
 from controlplane.models import AgentRecord, JobRecord, QueuedJob, QueueKind, Transition
 from controlplane.store import rows, rules
-from controlplane.store.base import ACTIVE_STATES, Assignment, JobPage, JobStore, event_rows
+from controlplane.store.base import (
+    ACTIVE_STATES,
+    Assignment,
+    JobPage,
+    JobStatus,
+    JobStore,
+    ProgressWrite,
+    event_rows,
+    progress_rows,
+)
 from controlplane.store.pg_listen import CHANNEL, ChangeFeed
 from controlplane.store.postgres_leases import Leases
 from controlplane.store.postgres_migrations import PostgresMigrations
@@ -466,6 +476,44 @@ class PostgresStore(PostgresMigrations, JobStore):
         return await self._leases.claim_role(role, owner, lease)
 
     # --- progress in batches ------------------------------------------------------------
+
+    async def record_progress(self, writes: Sequence[ProgressWrite]) -> dict[str, JobStatus]:
+        if not writes:
+            return {}
+        batch = list(writes)
+        bodies = progress_rows(batch)
+        now = utcnow()
+        async with self._db.transaction() as conn:
+            # The rows locked in job_id order (as assign_jobs does: no deadlock with a replica
+            # writing some of the same jobs), and read as committed by anyone before us.
+            found_rows = await conn.execute(
+                f"SELECT {rows.JOB_STATUS_COLUMNS} FROM jobs WHERE job_id = ANY(%s) "
+                "ORDER BY job_id FOR UPDATE",
+                ([write.job_id for write in batch],),
+            )
+            found = {
+                row["job_id"]: replace(rows.job_status(row, CODEC), updated_at=now)
+                for row in await found_rows.fetchall()
+            }
+            if not found:
+                return {}
+            async with conn.cursor() as cursor:
+                await cursor.executemany(
+                    rows.progress_update_statement(CODEC),
+                    [rows.progress_update_params(w, now, CODEC) for w in batch if w.job_id in found],
+                )
+                stored = [body for body in bodies if body[0] in found]
+                if stored:
+                    await cursor.executemany(
+                        "INSERT INTO job_events (job_id, seq, event) VALUES (%s, %s, %s) "
+                        "ON CONFLICT (job_id, seq) DO NOTHING",
+                        stored,
+                    )
+                await cursor.executemany(
+                    "SELECT pg_notify(%s, %s)",
+                    [(CHANNEL, f"{self.instance_id}:{job_id}") for job_id in sorted(found)],
+                )
+            return found
 
     async def record_events(
         self, job_id: str, events: Sequence[job_pb2.ProgressEvent], **updates: Any

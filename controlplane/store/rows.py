@@ -17,6 +17,7 @@ from google.protobuf import json_format
 
 from controlplane.capabilities import needs_kind
 from controlplane.models import AgentRecord, JobRecord, QueuedJob, QueueKind, Transition
+from controlplane.store.base import JobStatus, ProgressWrite
 from controlplane.store.rules import NEW_JOB_STATE, HistoryEntry
 from protocol.gen.h2k.v1 import agent_pb2
 from protocol.spec import JobSpec
@@ -148,6 +149,42 @@ def update_job_statement(
     assignments = ", ".join(f"{name} = {codec.mark}" for name in columns)
     sql = f"UPDATE jobs SET {assignments} WHERE job_id = {codec.mark}"
     return sql, [*columns.values(), job_id]
+
+
+# --- progress of many jobs in one write (JobStore.record_progress) --------------------------
+
+JOB_STATUS_COLUMNS = "job_id, state, attempt, assigned_agent, cancel_requested, updated_at"
+
+
+def progress_update_statement(codec: Codec) -> str:
+    """The UPDATE one :class:`ProgressWrite` makes, for an executemany over many jobs."""
+    m = codec.mark
+    return (
+        f"UPDATE jobs SET last_seq = {m}, phase = {m}, progress_percent = {m}, "
+        f"updated_at = {m} WHERE job_id = {m}"
+    )
+
+
+def progress_update_params(
+    write: ProgressWrite, now: datetime, codec: Codec
+) -> tuple[Any, ...]:
+    return (
+        write.last_seq,
+        write.phase,
+        write.progress_percent,
+        codec.encode_time(now),
+        write.job_id,
+    )
+
+
+def job_status(row: Row, codec: Codec) -> JobStatus:
+    return JobStatus(
+        state=JobState(row["state"]),
+        attempt=row["attempt"],
+        assigned_agent=row["assigned_agent"],
+        cancel_requested=codec.decode_flag(row["cancel_requested"]),
+        updated_at=codec.decode_time(row["updated_at"]),
+    )
 
 
 @functools.lru_cache(maxsize=1024)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import logging
 import sqlite3
+from dataclasses import replace
 from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -18,7 +19,16 @@ from typing import Any
 
 from controlplane.models import AgentRecord, JobRecord, QueuedJob, QueueKind
 from controlplane.store import rows, rules
-from controlplane.store.base import ACTIVE_STATES, Assignment, JobPage, JobStore, event_rows
+from controlplane.store.base import (
+    ACTIVE_STATES,
+    Assignment,
+    JobPage,
+    JobStatus,
+    JobStore,
+    ProgressWrite,
+    event_rows,
+    progress_rows,
+)
 from controlplane.store.sqlite_migrations import SqliteMigrations
 from controlplane.store.sqlite_schema import migrate
 from controlplane.store.sqlite_thread import StoreThread
@@ -29,6 +39,9 @@ from protocol.spec import JobSpec
 from protocol.states import JobState
 
 log = logging.getLogger(__name__)
+
+# Job ids per `IN (...)` list (SQLite allows 32,766 parameters; this keeps statements short).
+_IN_LIST_CHUNK = 500
 
 
 class SqliteCodec(rows.Codec):
@@ -488,6 +501,39 @@ class SqliteStore(SqliteMigrations, JobStore):
             functools.partial(self._insert_events, job_id, bodies, updates, utcnow()),
             lambda _: self._load(job_id),
         )
+
+    async def record_progress(self, writes: Sequence[ProgressWrite]) -> dict[str, JobStatus]:
+        if not writes:
+            return {}
+        batch = list(writes)
+        bodies = progress_rows(batch)
+        return await self._thread.batched(
+            functools.partial(self._insert_progress, batch, bodies, utcnow()), lambda found: found
+        )
+
+    def _insert_progress(
+        self, writes: list[ProgressWrite], bodies: list[tuple[str, int, str]], now: datetime
+    ) -> dict[str, JobStatus]:
+        # The statuses first (in the write's transaction, so a cancel flag is the committed
+        # one): a job the store does not have is left out of the UPDATE and the INSERT.
+        ids = [write.job_id for write in writes]
+        found: dict[str, JobStatus] = {}
+        for start in range(0, len(ids), _IN_LIST_CHUNK):
+            chunk = ids[start : start + _IN_LIST_CHUNK]
+            for row in self._db.execute(
+                f"SELECT {rows.JOB_STATUS_COLUMNS} FROM jobs WHERE job_id IN ({CODEC.marks(len(chunk))})",
+                chunk,
+            ):
+                found[row["job_id"]] = rows.job_status(row, CODEC)
+        self._db.executemany(
+            rows.progress_update_statement(CODEC),
+            [rows.progress_update_params(w, now, CODEC) for w in writes if w.job_id in found],
+        )
+        self._db.executemany(
+            "INSERT OR IGNORE INTO job_events (job_id, seq, event) VALUES (?, ?, ?)",
+            [body for body in bodies if body[0] in found],
+        )
+        return {job_id: replace(status, updated_at=now) for job_id, status in found.items()}
 
     def _insert_events(
         self,

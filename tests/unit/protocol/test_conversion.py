@@ -1,6 +1,12 @@
 from __future__ import annotations
 
+import json
+import math
+from datetime import UTC, datetime
+from typing import cast
+
 import pytest
+from google.protobuf import json_format
 
 from devsupport.specs import example, job_spec
 from protocol.conversion import (
@@ -10,6 +16,7 @@ from protocol.conversion import (
     spec_to_proto,
     state_from_proto,
     state_to_proto,
+    timestamp_to_proto,
 )
 from protocol.errors import InvalidArgument
 from protocol.gen.h2k.v1 import job_pb2
@@ -57,3 +64,58 @@ def test_event_json_lines_round_trip() -> None:
     line = event_to_json(event)
     assert "\n" not in line
     assert event_from_json(line) == event
+
+
+def _events_of_every_shape() -> list[job_pb2.ProgressEvent]:
+    stamp = timestamp_to_proto(datetime(2026, 12, 2, 4, 5, 6, 789012, tzinfo=UTC))
+    plain = job_pb2.ProgressEvent(
+        job_id="job-1",
+        seq=(1 << 62) + 5,
+        time=stamp,
+        phase="convert",
+        progress_percent=12.345678901234,
+        bytes_done=1 << 40,
+        bytes_total=(1 << 40) + 1,
+        message='quote " backslash \\ newline \n unicode ü',
+        details={"reported_by": "agent", "empty": ""},
+        state=job_pb2.JOB_STATE_PROGRESSING,
+        attempt=2,
+        agent="node-a",
+    )
+    ended = job_pb2.ProgressEvent()
+    ended.CopyFrom(plain)
+    ended.state = job_pb2.JOB_STATE_FAILED
+    ended.result.error.code = "TOOL_FAILED"
+    ended.result.error.message = "qemu-img exited 1"
+    return [
+        plain,
+        ended,
+        job_pb2.ProgressEvent(),
+        job_pb2.ProgressEvent(job_id="j", seq=1, progress_percent=100),
+        job_pb2.ProgressEvent(job_id="j", bytes_done=-1),
+        job_pb2.ProgressEvent(job_id="j", progress_percent=float("nan")),
+        job_pb2.ProgressEvent(job_id="j", progress_percent=float("inf")),
+        job_pb2.ProgressEvent(job_id="j", state=cast(job_pb2.JobState, 99)),
+    ]
+
+
+def test_event_json_is_the_document_json_format_writes() -> None:
+    # The direct encoder must write what the generic one does, field for field, and read
+    # back both its own records and json_format's.
+    for event in _events_of_every_shape():
+        ours = event_to_json(event)
+        generic = json_format.MessageToJson(event, indent=None, preserving_proto_field_name=True)
+        assert json.loads(ours) == json.loads(generic), event
+        for line in (ours, generic):
+            back = event_from_json(line)
+            if math.isnan(event.progress_percent):  # NaN equals nothing, itself included
+                assert math.isnan(back.progress_percent)
+                assert back.SerializeToString() == event.SerializeToString()
+            else:
+                assert back == event
+
+
+def test_a_record_that_is_no_event_is_refused_naming_the_field() -> None:
+    for line in ('{"seq": "x"}', '{"nope": 1}', '{"time": "yesterday"}', "[1]", "{"):
+        with pytest.raises(json_format.ParseError):
+            event_from_json(line)
