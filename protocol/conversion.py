@@ -201,9 +201,7 @@ def event_to_json(event: job_pb2.ProgressEvent) -> str:
         elif name == "state" and value in _EVENT_STATE_NAMES:
             body[name] = _EVENT_STATE_NAMES[value]
         else:
-            return json_format.MessageToJson(
-                event, indent=None, preserving_proto_field_name=True
-            )
+            return json_format.MessageToJson(event, indent=None, preserving_proto_field_name=True)
     return _EVENT_ENCODER.encode(body)
 
 

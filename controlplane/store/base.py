@@ -363,7 +363,6 @@ class JobStore(MigrationStore):
                 updated (nothing is stored).
         """
 
-
     @abc.abstractmethod
     async def record_progress(self, writes: Sequence[ProgressWrite]) -> dict[str, JobStatus]:
         """Store the runs of progress events of many jobs, and the fields each moves, in ONE

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import logging
 import uuid
-from dataclasses import replace
 from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -498,9 +498,10 @@ class PostgresStore(PostgresMigrations, JobStore):
             if not found:
                 return {}
             async with conn.cursor() as cursor:
+                updates = [rows.progress_update_params(w, now, CODEC) for w in batch]
                 await cursor.executemany(
                     rows.progress_update_statement(CODEC),
-                    [rows.progress_update_params(w, now, CODEC) for w in batch if w.job_id in found],
+                    [params for params in updates if params[-1] in found],
                 )
                 stored = [body for body in bodies if body[0] in found]
                 if stored:

@@ -165,9 +165,7 @@ def progress_update_statement(codec: Codec) -> str:
     )
 
 
-def progress_update_params(
-    write: ProgressWrite, now: datetime, codec: Codec
-) -> tuple[Any, ...]:
+def progress_update_params(write: ProgressWrite, now: datetime, codec: Codec) -> tuple[Any, ...]:
     return (
         write.last_seq,
         write.phase,

@@ -11,8 +11,8 @@ from __future__ import annotations
 import functools
 import logging
 import sqlite3
-from dataclasses import replace
 from collections.abc import Collection, Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -520,9 +520,9 @@ class SqliteStore(SqliteMigrations, JobStore):
         found: dict[str, JobStatus] = {}
         for start in range(0, len(ids), _IN_LIST_CHUNK):
             chunk = ids[start : start + _IN_LIST_CHUNK]
+            marks = CODEC.marks(len(chunk))
             for row in self._db.execute(
-                f"SELECT {rows.JOB_STATUS_COLUMNS} FROM jobs WHERE job_id IN ({CODEC.marks(len(chunk))})",
-                chunk,
+                f"SELECT {rows.JOB_STATUS_COLUMNS} FROM jobs WHERE job_id IN ({marks})", chunk
             ):
                 found[row["job_id"]] = rows.job_status(row, CODEC)
         self._db.executemany(

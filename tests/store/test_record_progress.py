@@ -73,7 +73,8 @@ async def test_an_event_stored_already_is_kept_once(backend, build):
 async def test_a_job_the_store_lacks_is_left_out_and_the_others_are_stored(backend, build):
     async with backend.opened() as store:
         await _progressing(store, build, "job-1")
-        found = await store.record_progress([_write("ghost", range(1, 3)), _write("job-1", range(3, 4))])
+        writes = [_write("ghost", range(1, 3)), _write("job-1", range(3, 4))]
+        found = await store.record_progress(writes)
         assert set(found) == {"job-1"}
         assert await store.list_events("ghost") == []
         assert [e.seq for e in await store.list_events("job-1", after_seq=2)] == [3]
