@@ -232,7 +232,7 @@ def _plain_event_from(body: dict[str, Any]) -> job_pb2.ProgressEvent:
         elif name == "details":
             event.details.update(value)
         elif name == "state":
-            event.state = job_pb2.JobState.Value(value)
+            event.state = cast(job_pb2.JobState, job_pb2.JobState.Value(value))
         elif name in _EVENT_INT64_FIELDS:
             setattr(event, name, int(value))
         else:
