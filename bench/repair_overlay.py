@@ -54,7 +54,7 @@ from agent.progress import ProgressReporter
 from bench.common import machine_line, print_table
 from devsupport.specs import job_spec
 from protocol.spec import parse_spec
-from tests.support.guests import build_debian_like
+from tests.support.guests import Tree, build_debian_like
 
 MiB = 1024 * 1024
 
@@ -65,7 +65,7 @@ class _Quiet(ProgressReporter):
     def __init__(self) -> None:
         self.phase, self.percent = "start", 0.0
 
-    def report(self, phase: str, percent: float, **_: Any) -> bool:  # type: ignore[override]
+    def report(self, phase: str, percent: float, **_: Any) -> bool:
         return True
 
 
@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(dir=args.workdir, prefix="h2k-bench-repair-") as tmp:
         work = Path(tmp)
         guests = {}
-        data = {"/srv/data.bin": os.urandom(args.data_mib * MiB)}
+        data: Tree = {"/srv/data.bin": os.urandom(args.data_mib * MiB)}
         for name, garbage in (("garbage", args.garbage_mib), ("clean", 0)):
             (work / name).mkdir()
             disk = build_debian_like(
