@@ -83,11 +83,13 @@ def _context(source: Path, outdir: Path, state: Path, job_id: str, **params: Any
     return JobContext(parse_spec(doc), source, outdir, state, policy, _Quiet())
 
 
-def _written_bytes() -> int:
+def written_bytes() -> int:
+    """Bytes written so far by this process's finished children (pages they dirtied)."""
     return resource.getrusage(resource.RUSAGE_CHILDREN).ru_oublock * 512
 
 
-def _allocated(path: Path) -> int:
+def allocated(path: Path) -> int:
+    """The file's allocated bytes (what ``du`` and qemu-img info's "disk size" say)."""
     return os.stat(path).st_blocks * 512
 
 
@@ -128,7 +130,7 @@ def virt_sparsify(source: Path, work: Path) -> Path:
     outdir = _fresh(work / "out")
     output = outdir / f"{source.stem}.qcow2"
     argv = ["virt-sparsify", "-q", "--format", "vmdk", "--convert", "qcow2"]
-    subprocess.run([*argv, str(source), str(output)], check=True, env=_libguestfs_env())
+    subprocess.run([*argv, str(source), str(output)], check=True, env=libguestfs_env())
     return output
 
 
@@ -136,11 +138,12 @@ def virt_v2v(source: Path, work: Path) -> Path:
     outdir = _fresh(work / "out")
     argv = ["virt-v2v", "-q", "-i", "disk", str(source), "-o", "local", "-os", str(outdir)]
     argv += ["-of", "qcow2"]
-    subprocess.run(argv, check=True, env=_libguestfs_env(), capture_output=True, text=True)
+    subprocess.run(argv, check=True, env=libguestfs_env(), capture_output=True, text=True)
     return next(p for p in outdir.iterdir() if p.suffix != ".xml")
 
 
-def _libguestfs_env() -> dict[str, str]:
+def libguestfs_env() -> dict[str, str]:
+    """The environment for libguestfs tools: direct backend, appliance under TCG."""
     # KVM cannot run guests on this machine: the appliance runs under TCG.
     return {
         **os.environ,
@@ -150,7 +153,7 @@ def _libguestfs_env() -> dict[str, str]:
 
 
 def _measure(way: Callable[[Path, Path], Path], source: Path, work: Path) -> dict[str, Any]:
-    written = _written_bytes()
+    written = written_bytes()
     started = time.monotonic()
     try:
         output = way(source, work)
@@ -160,8 +163,8 @@ def _measure(way: Callable[[Path, Path], Path], source: Path, work: Path) -> dic
     seconds = time.monotonic() - started
     return {
         "seconds": seconds,
-        "written": _written_bytes() - written,
-        "output": _allocated(output),
+        "written": written_bytes() - written,
+        "output": allocated(output),
     }
 
 

@@ -1,22 +1,33 @@
-"""h2k's repair and boot check against virt-v2v, on the same real Debian 12 guest.
+"""h2k's repair pipelines against virt-v2v, on the same real Debian 12 guest, with and without
+a large deleted file.
 
-For each layout of tests/support/debian_guests.py (built and cached on first use; needs root),
-on fresh copies of the same VMware-like guest (no virtio in the initramfs, root /dev/sda1):
+For each layout of tests/support/debian_guests.py (built and cached on first use; needs root)
+two guests are made from the cached VMware-like disk (no virtio in the initramfs, root
+/dev/sda1): "garbage" carries the blocks of a --garbage-mib file of random bytes written into
+its root file system and deleted again (through a loop mount at the partition's offset, before
+the disk becomes a VMDK again, as real VMDKs carry deleted files), "clean" is the disk as cached.
+On each, one after the other in the same run:
 
-  h2k        ``offline_fix`` (the agent's ``run_repair`` in-process, qcow2 out), then its
-             output booted by ``agent.boot.boot_check``
-  virt-v2v   ``virt-v2v -i disk <vmdk> -o local -os <dir> -of qcow2`` (libguestfs under TCG),
-             then its output booted by the same ``boot_check``: one rule for "it boots"
+  h2k overlay     the agent's ``run_repair`` (offline_fix, in-process, qcow2 out) as it is now:
+                  repaired in an overlay over the read-only source, trimmed, copied once
+                  (bench.repair_overlay.overlay)
+  h2k before      the order before it: convert, then repair the copy in place
+                  (bench.repair_overlay.convert_then_repair)
+  virt-v2v        ``virt-v2v -i disk <vmdk> -o local -os <dir> -of qcow2`` (libguestfs under
+                  TCG: KVM hangs guests on this machine)
 
-Reported per tool: wall seconds of the conversion and of the boot check, the output's allocated
-bytes, the bytes its processes wrote (children's rusage), the boot verdict and stage. Then what
-each tool changed in the guest: the source and both outputs are converted to raw, their root
-file systems mounted read-only by a loop at the partition's offset, and the file lists and key
-files (fstab, grub.cfg, initramfs module lists, /etc/modprobe.d, network files) compared.
+Every output is booted by ``agent.boot.boot_check`` (one rule for "it boots"). Reported per
+way: wall seconds of the conversion, the bytes its processes wrote (children's rusage), the
+output's allocated bytes (``du``; qemu-img info's "disk size"), the boot verdict. Then what
+each way changed in the guest: source and outputs are converted to raw, their root file
+systems mounted read-only by a loop at the partition's offset, and the file lists and key files
+(fstab, grub.cfg, initramfs module lists, /etc/modprobe.d, network files) compared.
 
-    python -m bench.v2v_compare [--layouts bios,uefi]
+    python -m bench.v2v_compare [--layouts bios,uefi] [--garbage-mib 1024] [--guests garbage,clean]
 
-Needs virt-v2v and nbdkit (not installed by scripts/setup.sh) and minutes of TCG per run.
+Needs virt-v2v, nbdkit and libnbd-bin (nbdcopy: virt-v2v 2.x copies with it; without it the
+copy fails with "nbdcopy command failed"), none installed by scripts/setup.sh, and minutes of
+TCG per virt-v2v run. virt-v2v's full log of each run is kept next to --json (or in /var/tmp).
 """
 
 from __future__ import annotations
@@ -27,25 +38,32 @@ import contextlib
 import hashlib
 import json
 import os
-import resource
+import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agent.ops.base import JobContext
-from agent.ops.repair import run_repair
-from agent.paths import PathPolicy
-from agent.progress import ProgressReporter
 from bench.common import machine_line, print_table
-from devsupport.specs import job_spec
-from protocol.spec import parse_spec
+from bench.repair_overlay import (
+    allocated,
+    convert_then_repair,
+    libguestfs_env,
+    overlay,
+    written_bytes,
+)
 from tests.support.debian_guests import copy_guest
 
+MiB = 1024 * 1024
 BOOT_SECONDS = 300
 V2V_TIMEOUT = 3600
+GARBAGE_MIB = 1024
+OVERLAY = "h2k overlay (trim, one copy)"
+BEFORE = "h2k convert then repair (before)"
+V2V = "virt-v2v -i disk -o local"
 KEY_FILES = (
     "etc/fstab",
     "boot/grub/grub.cfg",
@@ -57,85 +75,72 @@ KEY_FILES = (
 KEY_DIRS = ("etc/modprobe.d", "etc/systemd/network", "etc/NetworkManager/system-connections")
 
 
-class _Quiet(ProgressReporter):
-    """Progress that goes nowhere (the repair runs in-process)."""
+@dataclass
+class Run:
+    """One way on one guest: what it cost and whether its output boots."""
 
-    def __init__(self) -> None:
-        self.phase, self.percent = "start", 0.0
-
-    def report(self, phase: str, percent: float, **_: Any) -> bool:
-        return True
-
-
-def _context(source: Path, outdir: Path, state: Path, job_id: str) -> JobContext:
-    doc = job_spec(
-        "offline_fix",
-        image=source,
-        image_format=source.suffix.lstrip("."),
-        output=outdir,
-        job_id=job_id,
-        parameters={"output_format": "qcow2", "compress": False},
-        capability_requirements={"needs_mount": True},
-    )
-    policy = PathPolicy([source.parent, outdir], [outdir])
-    return JobContext(parse_spec(doc), source, outdir, state, policy, _Quiet())
+    guest: str
+    way: str
+    seconds: float | None = None
+    written: int | None = None
+    output: Path | None = None
+    output_bytes: int | None = None
+    boot: str = "-"
+    error: str = ""
 
 
-def _written() -> int:
-    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_oublock * 512
-
-
-def _allocated(path: Path) -> int:
-    return os.stat(path).st_blocks * 512
-
-
-def _env() -> dict[str, str]:
-    # KVM hangs guests on this machine: the libguestfs appliance runs under TCG.
-    return {
-        **os.environ,
-        "LIBGUESTFS_BACKEND": "direct",
-        "LIBGUESTFS_BACKEND_SETTINGS": "force_tcg",
-    }
-
-
-def _boot(disk: Path, firmware: str, workdir: Path) -> tuple[float, dict[str, Any]]:
+def _boot(disk: Path, firmware: str, workdir: Path) -> str:
     from agent.boot.check import GuestDisk, boot_check
 
-    started = time.monotonic()
     result = asyncio.run(
         boot_check([GuestDisk(disk, "qcow2")], firmware, workdir, time_limit=BOOT_SECONDS)
     )
-    return time.monotonic() - started, result.describe()
+    verdict = result.describe()
+    return f"{verdict.get('result')} {verdict.get('stage') or ''}".strip()
 
 
-def _h2k(source: Path, work: Path) -> tuple[float, int, Path]:
-    outdir = work / "h2k-out"
+def _v2v(source: Path, work: Path, log: Path) -> Path:
+    outdir = work / "out"
     outdir.mkdir(parents=True)
-    ctx = _context(source, outdir, work / "h2k-state", f"v2v-compare-{os.getpid()}")
-    written = _written()
-    started = time.monotonic()
-    asyncio.run(run_repair(ctx))
-    subprocess.run(["sync"], check=True)
-    return time.monotonic() - started, _written() - written, outdir / f"{source.stem}.qcow2"
-
-
-def _v2v(source: Path, work: Path) -> tuple[float, int, Path, list[str]]:
-    outdir = work / "v2v-out"
-    outdir.mkdir(parents=True)
-    argv = ["virt-v2v", "-i", "disk", str(source), "-o", "local", "-os", str(outdir)]
-    argv += ["-of", "qcow2", "-on", "guest"]
-    written = _written()
-    started = time.monotonic()
-    done = subprocess.run(
-        argv, capture_output=True, text=True, timeout=V2V_TIMEOUT, env=_env(), check=False
-    )
-    subprocess.run(["sync"], check=True)
-    seconds = time.monotonic() - started
-    log = (done.stdout + done.stderr).splitlines()
-    (work / "v2v.log").write_text("\n".join(log))
+    argv = ["virt-v2v", "-v", "-x", "-i", "disk", str(source), "-o", "local"]
+    argv += ["-os", str(outdir), "-of", "qcow2", "-on", "guest"]
+    with log.open("w") as out:
+        done = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, timeout=V2V_TIMEOUT,
+                              env=libguestfs_env(), check=False)  # fmt: skip
     if done.returncode != 0:
-        raise RuntimeError(f"virt-v2v exit {done.returncode}: {' / '.join(log[-5:])}")
-    return seconds, _written() - written, outdir / "guest-sda", log
+        errors = [line for line in log.read_text(errors="replace").splitlines() if "error" in line]
+        raise RuntimeError(f"exit {done.returncode}: {' / '.join(errors[-2:])[:300]} (log {log})")
+    return outdir / "guest-sda"
+
+
+def _ways(log_dir: Path, guest: str) -> dict[str, Callable[[Path, Path], Path]]:
+    return {
+        OVERLAY: lambda s, w: overlay(s, w, True),
+        BEFORE: convert_then_repair,
+        V2V: lambda s, w: _v2v(s, w, log_dir / f"v2v-{guest}.log"),
+    }
+
+
+def _warm(source: Path) -> None:
+    """Read the source once so that every way starts from the page cache."""
+    with source.open("rb") as f:
+        while f.read(8 * MiB):
+            pass
+
+
+def _measure(run: Run, way: Callable[[Path, Path], Path], source: Path, work: Path) -> None:
+    _warm(source)
+    written = written_bytes()
+    started = time.monotonic()
+    try:
+        output = way(source, work)
+    except (RuntimeError, subprocess.SubprocessError) as exc:
+        run.error = str(exc)
+        return
+    subprocess.run(["sync"], check=True)
+    run.seconds = time.monotonic() - started
+    run.written = written_bytes() - written
+    run.output, run.output_bytes = output, allocated(output)
 
 
 def _root_offset(raw: Path) -> int:
@@ -147,23 +152,57 @@ def _root_offset(raw: Path) -> int:
 
 
 @contextlib.contextmanager
-def _mounted(image: Path, fmt: str, work: Path) -> Iterator[Path]:
-    raw = work / f"{image.stem}-{fmt}.raw"
-    subprocess.run(["qemu-img", "convert", "-f", fmt, "-O", "raw", str(image), str(raw)],
-                   check=True)  # fmt: skip
-    argv = ["losetup", "-f", "--show", "-r", "-o", str(_root_offset(raw)), str(raw)]
+def _root_fs(raw: Path, work: Path, *, writable: bool = False) -> Iterator[Path]:
+    """The root file system of a raw disk, mounted by a loop device at its partition's offset."""
+    argv = ["losetup", "-f", "--show", "-o", str(_root_offset(raw)), str(raw)]
+    if not writable:
+        argv.insert(1, "-r")
     loop = subprocess.run(argv, capture_output=True, text=True, check=True).stdout.strip()
-    target = work / f"mnt-{image.stem}-{fmt}"
-    target.mkdir()
+    target = Path(tempfile.mkdtemp(dir=work, prefix="mnt-"))
     try:
-        subprocess.run(["mount", "-o", "ro,noload", loop, str(target)], check=True)
+        subprocess.run(["mount", "-o", "rw" if writable else "ro,noload", loop, str(target)],
+                       check=True)  # fmt: skip
         try:
             yield target
         finally:
             subprocess.run(["umount", str(target)], check=True)
     finally:
         subprocess.run(["losetup", "-d", loop], check=True)
-        raw.unlink()
+        target.rmdir()
+
+
+@contextlib.contextmanager
+def _mounted(image: Path, fmt: str, work: Path) -> Iterator[Path]:
+    """The root file system of ``image`` (any format), read-only, from a raw copy."""
+    raw = Path(tempfile.mkdtemp(dir=work, prefix="raw-")) / "disk.raw"
+    try:
+        subprocess.run(["qemu-img", "convert", "-f", fmt, "-O", "raw", str(image), str(raw)],
+                       check=True)  # fmt: skip
+        with _root_fs(raw, work) as root:
+            yield root
+    finally:
+        raw.unlink(missing_ok=True)
+        raw.parent.rmdir()
+
+
+def add_garbage(vmdk: Path, mib: int, work: Path) -> None:
+    """Write ``mib`` MiB of random bytes into the guest's root file system and delete them
+    again, so the VMDK carries blocks no file uses (through a raw copy, then a VMDK again)."""
+    raw = work / "garbage.raw"
+    subprocess.run(["qemu-img", "convert", "-f", "vmdk", "-O", "raw", str(vmdk), str(raw)],
+                   check=True)  # fmt: skip
+    with _root_fs(raw, work, writable=True) as root:
+        deleted = root / "deleted.bin"
+        with deleted.open("wb") as f:
+            for _ in range(mib):
+                f.write(os.urandom(MiB))
+            f.flush()
+            os.fsync(f.fileno())
+        deleted.unlink()
+    vmdk.unlink()
+    subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "vmdk", str(raw), str(vmdk)],
+                   check=True)  # fmt: skip
+    raw.unlink()
 
 
 def _tree(root: Path) -> dict[str, str]:
@@ -236,60 +275,96 @@ def _short(paths: list[str], limit: int = 40) -> str:
     return shown + (f" (+{len(paths) - limit} more)" if len(paths) > limit else "") or "-"
 
 
-def _run_layout(layout: str, work: Path) -> tuple[list[tuple[Any, ...]], dict[str, Any]]:
+def _run_guest(
+    layout: str, guest_name: str, garbage_mib: int, work: Path, logs: Path
+) -> tuple[list[Run], dict[str, Any]]:
+    """Every way on one guest (fresh copy of the cached layout); runs and guest changes."""
     guest = copy_guest(layout, work / "in")
     source = guest.disks[0]
-    rows: list[tuple[Any, ...]] = []
-    outputs: dict[str, Path] = {}
-    h2k_s, h2k_w, h2k_out = _h2k(source, work)
-    boot_s, verdict = _boot(h2k_out, guest.firmware, work / "h2k-boot")
-    outputs["h2k"] = h2k_out
-    rows.append((layout, "h2k offline_fix", f"{h2k_s:.1f}", f"{boot_s:.1f}",
-                 f"{_allocated(h2k_out) / 2**20:.0f}", f"{h2k_w / 2**20:.0f}",
-                 f"{verdict.get('result')} {verdict.get('stage') or ''}"))  # fmt: skip
-    v2v_copy = copy_guest(layout, work / "in-v2v").disks[0]
-    try:
-        v2v_s, v2v_w, v2v_out, _log = _v2v(v2v_copy, work)
-    except (RuntimeError, subprocess.TimeoutExpired) as exc:
-        rows.append((layout, "virt-v2v", "-", "-", "-", "-", str(exc)[:200]))
-    else:
-        boot_s, verdict = _boot(v2v_out, guest.firmware, work / "v2v-boot")
-        outputs["virt-v2v"] = v2v_out
-        rows.append((layout, "virt-v2v", f"{v2v_s:.1f}", f"{boot_s:.1f}",
-                     f"{_allocated(v2v_out) / 2**20:.0f}", f"{v2v_w / 2**20:.0f}",
-                     f"{verdict.get('result')} {verdict.get('stage') or ''}"))  # fmt: skip
+    if garbage_mib:
+        add_garbage(source, garbage_mib, work)
     with _mounted(source, "vmdk", work) as root:
         before = _snapshot(root)
-    changes = {}
-    for tool, image in outputs.items():
-        with _mounted(image, "qcow2", work) as root:
-            changes[tool] = _changes(before, _snapshot(root))
-    return rows, changes
+    runs: list[Run] = []
+    changes: dict[str, Any] = {}
+    label = f"{layout} {guest_name}"
+    for number, (way, call) in enumerate(_ways(logs, f"{layout}-{guest_name}").items()):
+        run = Run(label, way)
+        runs.append(run)
+        way_dir = work / f"way-{number}"
+        way_dir.mkdir()
+        _measure(run, call, source, way_dir)
+        if run.output is not None:
+            (way_dir / "boot").mkdir()
+            run.boot = _boot(run.output, guest.firmware, way_dir / "boot")
+            with _mounted(run.output, "qcow2", work) as root:
+                changes[way] = _changes(before, _snapshot(root))
+        shutil.rmtree(way_dir)  # the next way's room
+    return runs, changes
+
+
+def _row(run: Run) -> list[Any]:
+    if run.error:
+        return [run.guest, run.way, "-", "-", "-", f"failed: {run.error}"]
+    assert run.seconds is not None and run.written is not None and run.output_bytes is not None
+    return [run.guest, run.way, f"{run.seconds:.1f}", f"{run.written / MiB:.0f}",
+            f"{run.output_bytes / MiB:.0f}", run.boot]  # fmt: skip
+
+
+def _bars(runs: list[Run]) -> list[str]:
+    """The issue's bars, per guest: h2k's output against virt-v2v's + 5 %, and the wall time of
+    the overlay pipeline against the order before."""
+    lines = []
+    for guest in dict.fromkeys(r.guest for r in runs):
+        by_way = {r.way: r for r in runs if r.guest == guest}
+        h2k, before, v2v = by_way[OVERLAY], by_way[BEFORE], by_way[V2V]
+        if h2k.output_bytes is not None and v2v.output_bytes is not None:
+            ratio = h2k.output_bytes / v2v.output_bytes
+            met = "met" if ratio <= 1.05 else "MISSED"
+            lines.append(f"{guest}: output h2k/virt-v2v = {ratio:.3f} (bar <= 1.05): {met}")
+        else:
+            lines.append(f"{guest}: output bar not measured (a way failed)")
+        if h2k.seconds is not None and before.seconds is not None:
+            lines.append(f"{guest}: wall h2k overlay {h2k.seconds:.1f} s vs before "
+                         f"{before.seconds:.1f} s")  # fmt: skip
+    return lines
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--layouts", default="bios")
+    parser.add_argument("--guests", default="garbage,clean", help="garbage, clean or both")
+    parser.add_argument("--garbage-mib", type=int, default=GARBAGE_MIB)
+    parser.add_argument("--logs", type=Path, default=Path("/var/tmp/h2k-bench-v2v-logs"),
+                        help="where virt-v2v's verbose logs are kept")  # fmt: skip
     parser.add_argument("--json", type=Path, help="also write every difference here")
     args = parser.parse_args(argv)
-    rows: list[tuple[Any, ...]] = []
+    args.logs.mkdir(parents=True, exist_ok=True)
+    print(machine_line())
+    runs: list[Run] = []
     everything: dict[str, Any] = {}
     for layout in args.layouts.split(","):
-        with tempfile.TemporaryDirectory(dir="/var/tmp") as name:
-            layout_rows, changes = _run_layout(layout, Path(name))
-        rows += layout_rows
-        everything[layout] = changes
-        for tool, change in changes.items():
-            print(f"\n== {layout} / {tool}")
-            for kind in ("added", "removed", "changed", "initramfs_added", "initramfs_removed"):
-                print(f"{kind} ({len(change[kind])}): {_short(change[kind])}")
-            for key, text in change["keys"].items():
-                print(f"--- {key} now:\n{text if text is not None else '(absent)'}")
+        for guest_name in args.guests.split(","):
+            garbage = args.garbage_mib if guest_name == "garbage" else 0
+            with tempfile.TemporaryDirectory(dir="/var/tmp", prefix="h2k-bench-v2v-") as name:
+                guest_runs, changes = _run_guest(layout, guest_name, garbage, Path(name), args.logs)
+            runs += guest_runs
+            everything[f"{layout} {guest_name}"] = changes
+            for way, change in changes.items():
+                print(f"\n== {layout} {guest_name} / {way}")
+                for kind in ("added", "removed", "changed", "initramfs_added",
+                             "initramfs_removed"):  # fmt: skip
+                    print(f"{kind} ({len(change[kind])}): {_short(change[kind])}")
+                for key, text in change["keys"].items():
+                    print(f"--- {key} now:\n{text if text is not None else '(absent)'}")
     print_table(
-        f"h2k against virt-v2v on debootstrapped Debian 12 guests ({machine_line()})",
-        ["guest", "tool", "convert s", "boot check s", "output MiB", "written MiB", "boot"],
-        rows,
+        f"h2k against virt-v2v on debootstrapped Debian 12 guests ({machine_line()}; "
+        f"garbage: {args.garbage_mib} MiB deleted)",
+        ["guest", "way", "wall s", "written MiB", "output MiB", "boot"],
+        [_row(r) for r in runs],
     )
+    for line in _bars(runs):
+        print(line)
     if args.json:
         args.json.write_text(json.dumps(everything, indent=1))
 

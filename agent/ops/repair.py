@@ -323,15 +323,16 @@ async def run_repair(ctx: JobContext) -> OpResult:
         _check_target(ctx, target)
         await check_compression(ctx, params.effective_compression_type)
     journal = AttachmentJournal(ctx.state_dir, ctx.job_id)
-    async with checked_input(ctx) as source:
+    async with checked_input(ctx) as source, contextlib.AsyncExitStack() as stack:
         info = source.info
+        # The source's data, for the report, mapped while the job goes on: nothing writes it.
+        before = await stack.enter_async_context(source_data(source)) if choices.trim else None
         if choices.copy:
             # What the copy will need (a 127 GiB dynamic VHD holding 250 KB needs little); the
             # repair adds at most what it writes, far less than the slack measure leaves.
             options = _create_options(params.effective_compression_type)
             needed = await required_bytes(source.tool_path, info, fmt, options)
             check_space(needed, ctx.output_dir, ctx.input_path)
-        before = await source_data(source) if choices.trim else []
         async with overlay_over(
             source.tool_path, info.format, info.virtual_size, _workdir(ctx), journal
         ) as overlay:
@@ -352,12 +353,11 @@ async def run_repair(ctx: JobContext) -> OpResult:
                 # The output as it will be published, booted through a throwaway overlay.
                 disks = _boot_disks(output.tmp, fmt, others)
                 await check_repaired_boot(ctx, plan, clock, outcome, disks)
-                after = await data_extents(tmp.tool_path, fmt) if choices.trim else []
-                reclaim = (
-                    account(outcome.trims, before, after)
-                    if choices.trim
-                    else disabled(choices.no_trim)
-                )
+                if before is not None:
+                    after = await data_extents(tmp.tool_path, fmt)
+                    reclaim = account(outcome.trims, await before, after)
+                else:
+                    reclaim = disabled(choices.no_trim)
                 described = ImageDescription(ctx.input_path, info.format, target, fmt, method)
                 result = _finish(ctx, plan, described, outcome, clock, started, reclaim)
                 output.commit()

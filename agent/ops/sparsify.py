@@ -29,7 +29,7 @@ from agent.disk.atomic import atomic_output
 from agent.disk.attach import AttachedDisk, DiskImage, attached_disks
 from agent.disk.journal import AttachmentJournal
 from agent.disk.mount import mounted
-from agent.disk.overlay import Extent, Overlay, data_extents, overlay_over
+from agent.disk.overlay import Extent, Overlay, data_extents, mapped_meanwhile, overlay_over
 from agent.disk.writeback import early_writeback
 from agent.errors import CapabilityMissing, InvalidSpec, ToolFailed
 from agent.ops.base import JobContext, OpResult, Output
@@ -98,9 +98,12 @@ async def require_mount_capability() -> None:
         )
 
 
-async def source_data(source: CheckedInput) -> list[Extent]:
-    """The source's data extents, read before anything is attached (for the report)."""
-    return await data_extents(source.tool_path, source.info.format)
+def source_data(
+    source: CheckedInput,
+) -> contextlib.AbstractAsyncContextManager[asyncio.Task[list[Extent]]]:
+    """The source's data extents (for the report), mapped in the background while the job
+    attaches, repairs and trims: nothing writes the pinned source beneath the overlay."""
+    return mapped_meanwhile(source.tool_path, source.info.format)
 
 
 async def copy_out(
@@ -214,10 +217,10 @@ async def convert_sparsified(
     workdir = ctx.scratch_dir / f"sparsify-{ctx.job_id}"
     workdir.mkdir(parents=True, exist_ok=True)
     journal = AttachmentJournal(ctx.state_dir, ctx.job_id)
-    before = await source_data(source)
-    async with overlay_over(
-        source.tool_path, source.info.format, total, workdir, journal
-    ) as overlay:
+    async with (
+        source_data(source) as before,
+        overlay_over(source.tool_path, source.info.format, total, workdir, journal) as overlay,
+    ):
         ctx.progress.report("attach", 3, message="attaching the source beneath an overlay")
         own = DiskImage(overlay.path, "qcow2", True, discard=True)
         async with attached_disks([own], workdir, journal, timeout=timeout) as disks:
@@ -247,12 +250,11 @@ async def convert_sparsified(
                 timeout=timeout,
                 fd=tmp.fd,
             )
-            after = await data_extents(tmp.tool_path, fmt)
+            reclaim = account(trims, await before, await data_extents(tmp.tool_path, fmt))
             ctx.progress.report("finalize", 98, bytes_done=total, bytes_total=total)
             output.commit()
     with contextlib.suppress(OSError):
         workdir.rmdir()
-    reclaim = account(trims, before, after)
     stat = target.stat()
     took = max(time.monotonic() - started, 1e-6)
     return OpResult(
