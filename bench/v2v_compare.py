@@ -295,7 +295,6 @@ def _run_guest(
         way_dir.mkdir()
         _measure(run, call, source, way_dir)
         if run.output is not None:
-            (way_dir / "boot").mkdir()
             run.boot = _boot(run.output, guest.firmware, way_dir / "boot")
             with _mounted(run.output, "qcow2", work) as root:
                 changes[way] = _changes(before, _snapshot(root))

@@ -13,7 +13,6 @@ agent removes a crashed job's overlay (:mod:`agent.disk.leftovers`).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
@@ -151,26 +150,6 @@ async def data_extents(image: ToolImage, fmt: str, *, timeout: float = MAP_TIMEO
         for e in entries
         if isinstance(e, dict) and e.get("data") and not e.get("zero")
     ]
-
-
-@contextlib.asynccontextmanager
-async def mapped_meanwhile(image: ToolImage, fmt: str) -> AsyncIterator[asyncio.Task[list[Extent]]]:
-    """:func:`data_extents` of ``image``, read in the background while the body goes on.
-
-    For an image nothing writes while the body runs (a source pinned beneath an overlay): the
-    map costs the job no wall time of its own. Await the task for the extents (it raises what
-    :func:`data_extents` raises). A map the body did not wait for is cancelled on the way out
-    (its qemu-img killed), so nothing outlives the body.
-    """
-    task = asyncio.create_task(data_extents(image, fmt), name=f"qemu-img-map-{image}")
-    try:
-        yield task
-    finally:
-        if not task.done():
-            task.cancel()
-        await asyncio.wait([task])
-        if not task.cancelled():
-            task.exception()  # seen: a failure nobody asked for is not reported as lost
 
 
 def bytes_within(extents: Sequence[Extent], offset: int, size: int) -> int:
