@@ -276,15 +276,17 @@ def _short(paths: list[str], limit: int = 40) -> str:
 
 
 def _run_guest(
-    layout: str, guest_name: str, garbage_mib: int, work: Path, logs: Path
+    layout: str, guest_name: str, garbage_mib: int, work: Path, logs: Path, diff: bool
 ) -> tuple[list[Run], dict[str, Any]]:
     """Every way on one guest (fresh copy of the cached layout); runs and guest changes."""
     guest = copy_guest(layout, work / "in")
     source = guest.disks[0]
     if garbage_mib:
         add_garbage(source, garbage_mib, work)
-    with _mounted(source, "vmdk", work) as root:
-        before = _snapshot(root)
+    before = None
+    if diff:
+        with _mounted(source, "vmdk", work) as root:
+            before = _snapshot(root)
     runs: list[Run] = []
     changes: dict[str, Any] = {}
     label = f"{layout} {guest_name}"
@@ -296,8 +298,10 @@ def _run_guest(
         _measure(run, call, source, way_dir)
         if run.output is not None:
             run.boot = _boot(run.output, guest.firmware, way_dir / "boot")
-            with _mounted(run.output, "qcow2", work) as root:
-                changes[way] = _changes(before, _snapshot(root))
+            if before is not None:
+                with _mounted(run.output, "qcow2", work) as root:
+                    changes[way] = _changes(before, _snapshot(root))
+        print("done:", " | ".join(str(c) for c in _row(run)), flush=True)  # a long run's progress
         shutil.rmtree(way_dir)  # the next way's room
     return runs, changes
 
@@ -337,16 +341,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--logs", type=Path, default=Path("/var/tmp/h2k-bench-v2v-logs"),
                         help="where virt-v2v's verbose logs are kept")  # fmt: skip
     parser.add_argument("--json", type=Path, help="also write every difference here")
+    parser.add_argument("--no-diff", action="store_true", help="skip what each way changed")
     args = parser.parse_args(argv)
     args.logs.mkdir(parents=True, exist_ok=True)
-    print(machine_line())
+    print(machine_line(), flush=True)
     runs: list[Run] = []
     everything: dict[str, Any] = {}
     for layout in args.layouts.split(","):
         for guest_name in args.guests.split(","):
             garbage = args.garbage_mib if guest_name == "garbage" else 0
             with tempfile.TemporaryDirectory(dir="/var/tmp", prefix="h2k-bench-v2v-") as name:
-                guest_runs, changes = _run_guest(layout, guest_name, garbage, Path(name), args.logs)
+                guest_runs, changes = _run_guest(
+                    layout, guest_name, garbage, Path(name), args.logs, not args.no_diff
+                )
             runs += guest_runs
             everything[f"{layout} {guest_name}"] = changes
             for way, change in changes.items():
