@@ -24,7 +24,7 @@ holding a --data-mib file of random bytes, and (the "garbage" guest) the blocks 
 --garbage-mib file deleted again. Needs root (loop, FUSE, mount).
 
     python -m bench.repair_overlay [--root-mib 1024] [--data-mib 256] [--garbage-mib 512]
-                                   [--rounds 2] [--libguestfs]
+                                   [--rounds 2] [--libguestfs] [--max-load 2]
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ from agent.ops.image import inspect_input
 from agent.ops.repair import run_repair
 from agent.paths import PathPolicy
 from agent.progress import ProgressReporter
-from bench.common import machine_line, print_table
+from bench.common import machine_line, print_table, wait_quiet
 from devsupport.specs import job_spec
 from protocol.spec import parse_spec
 from tests.support.guests import Tree, build_debian_like
@@ -180,6 +180,13 @@ def main(argv: list[str] | None = None) -> int:
         help="also run virt-sparsify and virt-v2v -i disk (Debian's guestfs-tools, virt-v2v)",
     )
     parser.add_argument("--workdir", type=Path, default=Path("/var/tmp"))
+    parser.add_argument(
+        "--max-load",
+        type=float,
+        default=0.0,
+        help="before each round, wait (at most --max-wait s) for the 1-minute load to drop below",
+    )
+    parser.add_argument("--max-wait", type=float, default=600.0)
     args = parser.parse_args(argv)
     ways: dict[str, Callable[[Path, Path], Path]] = {
         "overlay (trim, one copy)": lambda s, w: overlay(s, w, True),
@@ -203,7 +210,11 @@ def main(argv: list[str] | None = None) -> int:
         print(machine_line())
         for name, source in guests.items():
             results: dict[str, list[dict[str, Any]]] = {w: [] for w in ways}
+            loads = []
             for _ in range(args.rounds):
+                if args.max_load:
+                    wait_quiet(args.max_load, args.max_wait)
+                loads.append(os.getloadavg()[0])
                 for way, run in ways.items():
                     results[way].append(_measure(run, source, work / "run"))
             rows = []
@@ -225,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"guest {name}: {source.stat().st_blocks * 512 / MiB:.0f} MiB VMDK, root "
                 f"{args.root_mib} MiB with {args.data_mib} MiB of data"
                 + (f" and {args.garbage_mib} MiB deleted" if name == "garbage" else "")
-                + f"; {args.rounds} rounds"
+                + f"; {args.rounds} rounds, load at their start {min(loads):.1f}-{max(loads):.1f}"
             )
             header = ["way", "wall s (median)", "range", "written MiB", "output MiB"]
             print_table(title, header, rows)
