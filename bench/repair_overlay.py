@@ -24,7 +24,7 @@ holding a --data-mib file of random bytes, and (the "garbage" guest) the blocks 
 --garbage-mib file deleted again. Needs root (loop, FUSE, mount).
 
     python -m bench.repair_overlay [--root-mib 1024] [--data-mib 256] [--garbage-mib 512]
-                                   [--rounds 2] [--libguestfs]
+                                   [--rounds 2] [--libguestfs] [--max-load 2]
 """
 
 from __future__ import annotations
@@ -51,10 +51,10 @@ from agent.ops.image import inspect_input
 from agent.ops.repair import run_repair
 from agent.paths import PathPolicy
 from agent.progress import ProgressReporter
-from bench.common import machine_line, print_table
+from bench.common import machine_line, print_table, wait_quiet
 from devsupport.specs import job_spec
 from protocol.spec import parse_spec
-from tests.support.guests import build_debian_like
+from tests.support.guests import Tree, build_debian_like
 
 MiB = 1024 * 1024
 
@@ -65,7 +65,7 @@ class _Quiet(ProgressReporter):
     def __init__(self) -> None:
         self.phase, self.percent = "start", 0.0
 
-    def report(self, phase: str, percent: float, **_: Any) -> bool:  # type: ignore[override]
+    def report(self, phase: str, percent: float, **_: Any) -> bool:
         return True
 
 
@@ -83,11 +83,13 @@ def _context(source: Path, outdir: Path, state: Path, job_id: str, **params: Any
     return JobContext(parse_spec(doc), source, outdir, state, policy, _Quiet())
 
 
-def _written_bytes() -> int:
+def written_bytes() -> int:
+    """Bytes written so far by this process's finished children (pages they dirtied)."""
     return resource.getrusage(resource.RUSAGE_CHILDREN).ru_oublock * 512
 
 
-def _allocated(path: Path) -> int:
+def allocated(path: Path) -> int:
+    """The file's allocated bytes (what ``du`` and qemu-img info's "disk size" say)."""
     return os.stat(path).st_blocks * 512
 
 
@@ -128,7 +130,7 @@ def virt_sparsify(source: Path, work: Path) -> Path:
     outdir = _fresh(work / "out")
     output = outdir / f"{source.stem}.qcow2"
     argv = ["virt-sparsify", "-q", "--format", "vmdk", "--convert", "qcow2"]
-    subprocess.run([*argv, str(source), str(output)], check=True, env=_libguestfs_env())
+    subprocess.run([*argv, str(source), str(output)], check=True, env=libguestfs_env())
     return output
 
 
@@ -136,11 +138,12 @@ def virt_v2v(source: Path, work: Path) -> Path:
     outdir = _fresh(work / "out")
     argv = ["virt-v2v", "-q", "-i", "disk", str(source), "-o", "local", "-os", str(outdir)]
     argv += ["-of", "qcow2"]
-    subprocess.run(argv, check=True, env=_libguestfs_env(), capture_output=True, text=True)
+    subprocess.run(argv, check=True, env=libguestfs_env(), capture_output=True, text=True)
     return next(p for p in outdir.iterdir() if p.suffix != ".xml")
 
 
-def _libguestfs_env() -> dict[str, str]:
+def libguestfs_env() -> dict[str, str]:
+    """The environment for libguestfs tools: direct backend, appliance under TCG."""
     # KVM cannot run guests on this machine: the appliance runs under TCG.
     return {
         **os.environ,
@@ -150,7 +153,7 @@ def _libguestfs_env() -> dict[str, str]:
 
 
 def _measure(way: Callable[[Path, Path], Path], source: Path, work: Path) -> dict[str, Any]:
-    written = _written_bytes()
+    written = written_bytes()
     started = time.monotonic()
     try:
         output = way(source, work)
@@ -160,8 +163,8 @@ def _measure(way: Callable[[Path, Path], Path], source: Path, work: Path) -> dic
     seconds = time.monotonic() - started
     return {
         "seconds": seconds,
-        "written": _written_bytes() - written,
-        "output": _allocated(output),
+        "written": written_bytes() - written,
+        "output": allocated(output),
     }
 
 
@@ -177,6 +180,13 @@ def main(argv: list[str] | None = None) -> int:
         help="also run virt-sparsify and virt-v2v -i disk (Debian's guestfs-tools, virt-v2v)",
     )
     parser.add_argument("--workdir", type=Path, default=Path("/var/tmp"))
+    parser.add_argument(
+        "--max-load",
+        type=float,
+        default=0.0,
+        help="before each round, wait (at most --max-wait s) for the 1-minute load to drop below",
+    )
+    parser.add_argument("--max-wait", type=float, default=600.0)
     args = parser.parse_args(argv)
     ways: dict[str, Callable[[Path, Path], Path]] = {
         "overlay (trim, one copy)": lambda s, w: overlay(s, w, True),
@@ -190,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(dir=args.workdir, prefix="h2k-bench-repair-") as tmp:
         work = Path(tmp)
         guests = {}
-        data = {"/srv/data.bin": os.urandom(args.data_mib * MiB)}
+        data: Tree = {"/srv/data.bin": os.urandom(args.data_mib * MiB)}
         for name, garbage in (("garbage", args.garbage_mib), ("clean", 0)):
             (work / name).mkdir()
             disk = build_debian_like(
@@ -200,7 +210,11 @@ def main(argv: list[str] | None = None) -> int:
         print(machine_line())
         for name, source in guests.items():
             results: dict[str, list[dict[str, Any]]] = {w: [] for w in ways}
+            loads = []
             for _ in range(args.rounds):
+                if args.max_load:
+                    wait_quiet(args.max_load, args.max_wait)
+                loads.append(os.getloadavg()[0])
                 for way, run in ways.items():
                     results[way].append(_measure(run, source, work / "run"))
             rows = []
@@ -222,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"guest {name}: {source.stat().st_blocks * 512 / MiB:.0f} MiB VMDK, root "
                 f"{args.root_mib} MiB with {args.data_mib} MiB of data"
                 + (f" and {args.garbage_mib} MiB deleted" if name == "garbage" else "")
-                + f"; {args.rounds} rounds"
+                + f"; {args.rounds} rounds, load at their start {min(loads):.1f}-{max(loads):.1f}"
             )
             header = ["way", "wall s (median)", "range", "written MiB", "output MiB"]
             print_table(title, header, rows)

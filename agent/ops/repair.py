@@ -23,12 +23,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agent.background import meanwhile
 from agent.boot.repair_step import check_repaired_boot
 from agent.disk import qemu_img
 from agent.disk.atomic import atomic_output
 from agent.disk.attach import DiskImage, attached_disks
 from agent.disk.journal import AttachmentJournal
-from agent.disk.overlay import Overlay, data_extents, overlay_over
+from agent.disk.overlay import Extent, Overlay, data_extents, overlay_over
 from agent.disk.space import check_space, required_bytes
 from agent.errors import CapabilityMissing, InvalidSpec, OperationNotImplemented, ToolFailed
 from agent.ops.base import JobContext, OpResult, Output
@@ -139,9 +140,16 @@ def _tool_timeout(ctx: JobContext) -> float:
 
 
 async def _copy_out(
-    ctx: JobContext, overlay: Overlay, tmp: PinnedFile, fmt: str, clock: PhaseClock
-) -> None:
-    """The one copy pass of the job: the repaired, trimmed overlay into the temporary output."""
+    ctx: JobContext,
+    overlay: Overlay,
+    tmp: PinnedFile,
+    fmt: str,
+    clock: PhaseClock,
+    *,
+    measure: bool,
+) -> list[Extent] | None:
+    """The one copy pass of the job: the repaired, trimmed overlay into the temporary output;
+    with ``measure`` also the data extents it copied (see :func:`copy_out`)."""
     total = overlay.virtual_size
     clock.enter("convert", f"overlay ({overlay.backing_format} beneath) -> {fmt}")
 
@@ -149,7 +157,7 @@ async def _copy_out(
         done = int(total * percent / 100)
         clock.within("convert", percent / 100, bytes_done=done, bytes_total=total)
 
-    await copy_out(
+    return await copy_out(
         overlay,
         tmp.tool_path,
         fmt,
@@ -158,6 +166,7 @@ async def _copy_out(
         job_id=ctx.job_id,
         timeout=_tool_timeout(ctx),
         fd=tmp.fd,
+        measure=measure,
     )
 
 
@@ -323,18 +332,23 @@ async def run_repair(ctx: JobContext) -> OpResult:
         _check_target(ctx, target)
         await check_compression(ctx, params.effective_compression_type)
     journal = AttachmentJournal(ctx.state_dir, ctx.job_id)
-    async with checked_input(ctx) as source:
+    async with checked_input(ctx) as source, contextlib.AsyncExitStack() as stack:
         info = source.info
+        # The source's data, for the report, mapped while the job goes on: nothing writes it.
+        before = await stack.enter_async_context(source_data(source)) if choices.trim else None
+        needed = None
         if choices.copy:
             # What the copy will need (a 127 GiB dynamic VHD holding 250 KB needs little); the
             # repair adds at most what it writes, far less than the slack measure leaves.
+            # Measured while the overlay is made; refused before anything is attached.
             options = _create_options(params.effective_compression_type)
-            needed = await required_bytes(source.tool_path, info, fmt, options)
-            check_space(needed, ctx.output_dir, ctx.input_path)
-        before = await source_data(source) if choices.trim else []
+            measuring = required_bytes(source.tool_path, info, fmt, options)
+            needed = await stack.enter_async_context(meanwhile(measuring, "measure-output"))
         async with overlay_over(
             source.tool_path, info.format, info.virtual_size, _workdir(ctx), journal
         ) as overlay:
+            if needed is not None:
+                check_space(await needed, ctx.output_dir, ctx.input_path)
             own = DiskImage(overlay.path, "qcow2", True, disk_id=disk_id, discard=choices.trim)
             outcome, method = await _repair(
                 ctx, plan, clock, own, others, journal, trim=choices.trim
@@ -348,16 +362,14 @@ async def run_repair(ctx: JobContext) -> OpResult:
                 atomic_output(target, ctx.job_id, ctx.state_dir) as output,
                 pinned_output(ctx.policy, output.tmp) as tmp,
             ):
-                await _copy_out(ctx, overlay, tmp, fmt, clock)
+                kept = await _copy_out(ctx, overlay, tmp, fmt, clock, measure=before is not None)
                 # The output as it will be published, booted through a throwaway overlay.
                 disks = _boot_disks(output.tmp, fmt, others)
                 await check_repaired_boot(ctx, plan, clock, outcome, disks)
-                after = await data_extents(tmp.tool_path, fmt) if choices.trim else []
-                reclaim = (
-                    account(outcome.trims, before, after)
-                    if choices.trim
-                    else disabled(choices.no_trim)
-                )
+                if before is not None:
+                    reclaim = account(outcome.trims, await before, kept or [])
+                else:
+                    reclaim = disabled(choices.no_trim)
                 described = ImageDescription(ctx.input_path, info.format, target, fmt, method)
                 result = _finish(ctx, plan, described, outcome, clock, started, reclaim)
                 output.commit()

@@ -6,7 +6,7 @@ trimmed (``fstrim``), so their free blocks become zero clusters of the overlay, 
 output is made from the overlay in one ``qemu-img convert`` pass, which skips holes and
 zeros. The source is never written. Files keep their content: only blocks no file uses are
 dropped. The report's ``space_reclaim`` says, per file system, how much free space was
-discarded and how many data bytes of the partition the source and the output hold.
+discarded and how many data bytes of the partition the source held and the trim kept.
 
 Repairs reclaim by default (:mod:`agent.ops.repair`); ``convert`` does so only when asked,
 and then needs the mount capability (``capability_requirements.needs_mount: true``, so the
@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from agent.background import meanwhile
 from agent.disk import qemu_img
 from agent.disk.atomic import atomic_output
 from agent.disk.attach import AttachedDisk, DiskImage, attached_disks
@@ -98,9 +99,12 @@ async def require_mount_capability() -> None:
         )
 
 
-async def source_data(source: CheckedInput) -> list[Extent]:
-    """The source's data extents, read before anything is attached (for the report)."""
-    return await data_extents(source.tool_path, source.info.format)
+def source_data(
+    source: CheckedInput,
+) -> contextlib.AbstractAsyncContextManager[asyncio.Task[list[Extent]]]:
+    """The source's data extents (for the report), mapped in the background while the job
+    attaches, repairs and trims: nothing writes the pinned source beneath the overlay."""
+    return meanwhile(data_extents(source.tool_path, source.info.format), "map-source")
 
 
 async def copy_out(
@@ -113,7 +117,8 @@ async def copy_out(
     job_id: str,
     timeout: float,
     fd: int | None = None,
-) -> None:
+    measure: bool = False,
+) -> list[Extent] | None:
     """The single copy pass: the overlay (and, through it, the source) into ``tmp``.
 
     qemu-img skips what reads as zeros: holes of the source, and the zero clusters the trim
@@ -122,13 +127,23 @@ async def copy_out(
     Args:
         tmp: the temporary output as qemu-img is to open it (a pinned path).
         fd: the temporary output's descriptor, for early write-back while it is written.
+        measure: also map the data the pass copies (the trimmed overlay through its
+            backing), while it copies: nothing writes the overlay any more.
+
+    Returns:
+        With ``measure``, the data extents the pass copied (the output holds at most these:
+        qemu-img also leaves blocks of zeros out), else None.
 
     Raises:
-        ToolFailed: qemu-img failed.
+        ToolFailed: qemu-img failed (the copy or the map).
     """
     async with contextlib.AsyncExitStack() as stack:
         if fd is not None:
             await stack.enter_async_context(early_writeback(fd, job_id))
+        copied = None
+        if measure:
+            mapping = data_extents(overlay.path, "qcow2")
+            copied = await stack.enter_async_context(meanwhile(mapping, "map-overlay"))
         await qemu_img.convert(
             overlay.path,
             "qcow2",
@@ -140,15 +155,17 @@ async def copy_out(
             # zlib is qemu-img's default: its argv stays as it would be without.
             compression_type=compression.value if compression is CompressionType.ZSTD else None,
         )
+        return await copied if copied is not None else None
 
 
 def account(
-    trims: Sequence[TrimResult], source: Sequence[Extent], output: Sequence[Extent]
+    trims: Sequence[TrimResult], source: Sequence[Extent], kept: Sequence[Extent]
 ) -> dict[str, Any]:
-    """The report's ``space_reclaim`` section, with before/after bytes of each file system."""
+    """The report's ``space_reclaim`` section, with before/after bytes of each file system
+    (``kept``: the data after the trim; see :mod:`agent.repair.reclaim`)."""
     for result in trims:
-        result.account(source, output)
-    return reclaim_summary(trims, sum(e.length for e in source), sum(e.length for e in output))
+        result.account(source, kept)
+    return reclaim_summary(trims, sum(e.length for e in source), sum(e.length for e in kept))
 
 
 def disabled(reason: str) -> dict[str, Any]:
@@ -214,10 +231,10 @@ async def convert_sparsified(
     workdir = ctx.scratch_dir / f"sparsify-{ctx.job_id}"
     workdir.mkdir(parents=True, exist_ok=True)
     journal = AttachmentJournal(ctx.state_dir, ctx.job_id)
-    before = await source_data(source)
-    async with overlay_over(
-        source.tool_path, source.info.format, total, workdir, journal
-    ) as overlay:
+    async with (
+        source_data(source) as before,
+        overlay_over(source.tool_path, source.info.format, total, workdir, journal) as overlay,
+    ):
         ctx.progress.report("attach", 3, message="attaching the source beneath an overlay")
         own = DiskImage(overlay.path, "qcow2", True, discard=True)
         async with attached_disks([own], workdir, journal, timeout=timeout) as disks:
@@ -237,7 +254,7 @@ async def convert_sparsified(
             atomic_output(target, ctx.job_id, ctx.state_dir) as output,
             pinned_output(ctx.policy, output.tmp) as tmp,
         ):
-            await copy_out(
+            kept = await copy_out(
                 overlay,
                 tmp.tool_path,
                 fmt,
@@ -246,13 +263,13 @@ async def convert_sparsified(
                 job_id=ctx.job_id,
                 timeout=timeout,
                 fd=tmp.fd,
+                measure=True,
             )
-            after = await data_extents(tmp.tool_path, fmt)
+            reclaim = account(trims, await before, kept or [])
             ctx.progress.report("finalize", 98, bytes_done=total, bytes_total=total)
             output.commit()
     with contextlib.suppress(OSError):
         workdir.rmdir()
-    reclaim = account(trims, before, after)
     stat = target.stat()
     took = max(time.monotonic() - started, 1e-6)
     return OpResult(

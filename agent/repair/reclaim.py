@@ -4,6 +4,14 @@ Only file systems on a disk that is an overlay of the job (disk 0 of a repair, e
 sparsified convert) are trimmed: their discards become zero clusters of the overlay, which
 the single copy pass then skips. A file system whose check found errors it could not repair
 is never trimmed: its free-space map may be wrong, and a trim would zero what it still uses.
+
+The report's ``space_reclaim`` counts data bytes (``qemu-img map``: neither hole nor zero) in
+each file system's byte range: ``source_data_bytes`` in the source, ``kept_data_bytes`` after
+the trim (what the one copy pass read from the trimmed overlay, or what an in-place image
+still holds), ``reclaimed_bytes`` the difference: what the trim gave back. The output holds at
+most the kept bytes (qemu-img also leaves blocks of zeros out of it). ``discarded_bytes`` is
+fstrim's own figure: the free space the file system discarded, which includes free space the
+source never held data in, so it is no measure of the saving.
 """
 
 from __future__ import annotations
@@ -49,16 +57,16 @@ class TrimResult:
 
     @property
     def reclaimed_bytes(self) -> int | None:
-        """Data bytes of the partition's range in the source that the output does not hold."""
+        """Data bytes of the partition's range in the source that the trim left out."""
         if self.allocated_before is None or self.allocated_after is None:
             return None
         return max(0, self.allocated_before - self.allocated_after)
 
-    def account(self, source: Sequence[Extent], output: Sequence[Extent]) -> None:
-        """Fill in the partition's data bytes in the source and in the output."""
+    def account(self, source: Sequence[Extent], kept: Sequence[Extent]) -> None:
+        """Fill in the partition's data bytes in the source and after the trim."""
         part = self.partition
         self.allocated_before = bytes_within(source, part.offset, part.size)
-        self.allocated_after = bytes_within(output, part.offset, part.size)
+        self.allocated_after = bytes_within(kept, part.offset, part.size)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -70,7 +78,7 @@ class TrimResult:
             "reason": self.reason,
             "discarded_bytes": self.discarded_bytes,
             "source_data_bytes": self.allocated_before,
-            "output_data_bytes": self.allocated_after,
+            "kept_data_bytes": self.allocated_after,
             "reclaimed_bytes": self.reclaimed_bytes,
         }
 
@@ -111,16 +119,16 @@ async def trim_filesystems(
 
 
 def reclaim_summary(
-    results: Sequence[TrimResult], source_data: int | None, output_data: int | None
+    results: Sequence[TrimResult], source_data: int | None, kept_data: int | None
 ) -> dict[str, Any]:
-    """The report's ``space_reclaim`` section."""
+    """The report's ``space_reclaim`` section (whole disk and per file system)."""
     reclaimed = None
-    if source_data is not None and output_data is not None:
-        reclaimed = max(0, source_data - output_data)
+    if source_data is not None and kept_data is not None:
+        reclaimed = max(0, source_data - kept_data)
     return {
         "enabled": True,
         "filesystems": [r.describe() for r in results],
         "source_data_bytes": source_data,
-        "output_data_bytes": output_data,
+        "kept_data_bytes": kept_data,
         "reclaimed_bytes": reclaimed,
     }

@@ -10,8 +10,10 @@ guest is hashed in the source and in the output.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import stat
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,6 +111,12 @@ def _allocated(path: Path) -> int:
     return os.stat(path).st_blocks * 512
 
 
+def _data_bytes(image: Path, fmt: str) -> int:
+    argv = ["qemu-img", "map", "--output=json", "-f", fmt, str(image)]
+    entries = json.loads(subprocess.run(argv, capture_output=True, check=True).stdout)
+    return sum(e["length"] for e in entries if e["data"] and not e["zero"])
+
+
 def _phases(cluster: Cluster, job_id: str) -> list[str]:
     progressing = [e for e in events(cluster, job_id) if e["state"] == "PROGRESSING"]
     return list(dict.fromkeys(e["phase"] for e in progressing))
@@ -157,6 +165,10 @@ def test_repair_reclaims_the_deleted_blocks_and_changes_only_what_it_reports(
     assert root["discarded_bytes"] > GARBAGE_MIB * MiB
     assert root["reclaimed_bytes"] > (GARBAGE_MIB - 8) * MiB, root
     assert reclaim["reclaimed_bytes"] >= root["reclaimed_bytes"]
+    assert root["source_data_bytes"] - root["kept_data_bytes"] == root["reclaimed_bytes"]
+    # The kept figure is what the copy read: the output holds no more data than that.
+    assert _data_bytes(output, "qcow2") <= reclaim["kept_data_bytes"]
+    assert reclaim["source_data_bytes"] == _data_bytes(guests.garbage.path, "vmdk")
     assert _allocated(output) < _allocated(guests.garbage.path) - (GARBAGE_MIB - 8) * MiB
     assert result["result"]["metrics"]["reclaimed_bytes"] == reclaim["reclaimed_bytes"]
 

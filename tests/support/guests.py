@@ -348,7 +348,8 @@ def build_debian_like(
         garbage_mib: MiB of a deleted file's blocks left in the root file system.
         extra: more files for the root file system.
     """
-    size, options = size_mib, ()
+    size: int = size_mib
+    options: tuple[str, ...] = ()
     if slow_fsck:
         size, options = 2048, ("-N", "4000000", "-O", "^metadata_csum,^uninit_bg")
     tree = {**debian_tree(details), **(extra or {})}
