@@ -253,7 +253,8 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="h2k-lastmile-", dir=args.workdir))
     try:
         with contextlib.ExitStack() as stack:
-            clusters = {"h2k": (stack.enter_context(started_cluster(work / "h2k", None)), None)}
+            ours = stack.enter_context(started_cluster(work / "h2k", None))
+            clusters: dict[str, tuple[Cluster, Path | None]] = {"h2k": (ours, None)}
             if args.baseline_bin is not None:
                 baseline = stack.enter_context(started_cluster(work / "base", args.baseline_bin))
                 clusters["h2k (baseline)"] = (baseline, args.baseline_bin)
