@@ -37,7 +37,7 @@ from agent.disk.atomic import (
 )
 from agent.disk.digest import sha256_of_fd
 from agent.disk.space import check_space, required_bytes
-from agent.disk.writeback import early_writeback
+from agent.disk.writeback import drop_cached, early_writeback
 from agent.errors import CapabilityMissing, OutputExists
 from agent.ops.base import JobContext, OpResult, Output
 from agent.ops.disk_job import migration_parameters
@@ -167,7 +167,7 @@ async def _convert(
     qemu-img writes through the pinned temporary file (``/proc/<pid>/fd/<n>``), so a symlink
     planted at the temporary name cannot redirect the write. While it writes, the agent starts
     write-back of what it wrote so far (:mod:`agent.disk.writeback`), so the fsync before the
-    rename has little left to do.
+    rename has little left to do, and the pages stay cached for the sha256 that follows.
     """
     compress = compression is not None
     total = source.info.virtual_size
@@ -226,6 +226,7 @@ async def _convert(
         )
         attach_record(tmp.fd, record)
         output.commit()
+        drop_cached(tmp.fd)  # hashed and synced: its pages need not fill the page cache
     return digest
 
 
