@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from cli.render import ListFormat, ListOutputOption, agents_table, print_json, print_rich
+from cli.render import ListFormat, ListOutputOption, print_json
 from cli.session import reporting_errors, settings_of
 from client.views import agent_to_dict
 from protocol.gen.h2k.v1 import agent_pb2
@@ -60,7 +60,9 @@ def agents(ctx: typer.Context, output: ListOutputOption = ListFormat.TABLE) -> N
     if output is ListFormat.JSON:
         print_json(views)
     else:
-        print_rich(agents_table(views))
+        from cli import tables  # rich: only when a table is printed (start-up)
+
+        tables.print_rich(tables.agents_table(views))
 
 
 @agents_app.command()

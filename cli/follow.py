@@ -6,9 +6,8 @@ import sys
 from collections.abc import Iterable
 
 import typer
-from rich.progress import BarColumn, Progress, TextColumn
 
-from cli.render import error_text, format_bytes, format_progress_bytes, make_console
+from cli.render import error_text, format_bytes, format_progress_bytes
 from cli.session import EXIT_FAILED, EXIT_OK
 from client import H2KClient
 from client.views import job_to_dict, state_name
@@ -35,6 +34,11 @@ def _print_lines(events: Iterable[job_pb2.ProgressEvent]) -> None:
 
 
 def _show_bar(job: job_pb2.Job, events: Iterable[job_pb2.ProgressEvent]) -> None:
+    # Imported here, after the submit was sent: rich is most of the CLI's start-up otherwise.
+    from rich.progress import BarColumn, Progress, TextColumn
+
+    from cli.tables import make_console
+
     job_id = job.spec.job_id
     waiting = state_name(job.state) + (f": {job.queue_reason}" if job.queue_reason else "")
     progress = Progress(

@@ -15,17 +15,7 @@ import typer
 from cli.agents import agents_app
 from cli.follow import follow
 from cli.migrations import migrate, migrations_app
-from cli.render import (
-    DetailFormat,
-    ListFormat,
-    ListOutputOption,
-    events_table,
-    job_detail,
-    jobs_table,
-    print_json,
-    print_rich,
-    print_yaml,
-)
+from cli.render import DetailFormat, ListFormat, ListOutputOption, print_json
 from cli.session import (
     EXIT_INVALID_INPUT,
     Settings,
@@ -195,12 +185,14 @@ def get(
     with reporting_errors(settings), settings.connect() as client:
         job = client.get(job_id)
     view = {**job_to_dict(job), "trace_id": job.trace_id}
+    from cli import tables  # rich and yaml: only for the output that needs them (start-up)
+
     if output is DetailFormat.JSON:
         print_json(view)
     elif output is DetailFormat.YAML:
-        print_yaml(view)
+        tables.print_yaml(view)
     else:
-        print_rich(*job_detail(view))
+        tables.print_rich(*tables.job_detail(view))
 
 
 def _parse_states(names: list[str]) -> list[JobState]:
@@ -231,7 +223,9 @@ def list_jobs(
     if output is ListFormat.JSON:
         print_json(views)
     else:
-        print_rich(jobs_table(views))
+        from cli import tables  # rich: only when a table is printed (start-up)
+
+        tables.print_rich(tables.jobs_table(views))
 
 
 @app.command()
@@ -251,7 +245,9 @@ def events(
         for view in views:
             print_json(view, indent=None)
     else:
-        print_rich(events_table(views))
+        from cli import tables  # rich: only when a table is printed (start-up)
+
+        tables.print_rich(tables.events_table(views))
 
 
 @app.command()

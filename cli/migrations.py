@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import time
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from google.protobuf import json_format
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
 
 from cli.render import (
     DetailFormat,
@@ -16,14 +14,14 @@ from cli.render import (
     ListOutputOption,
     format_bytes,
     format_duration,
-    make_console,
     print_json,
-    print_rich,
-    print_yaml,
 )
 from cli.session import EXIT_FAILED, EXIT_INVALID_INPUT, EXIT_OK, reporting_errors, settings_of
 from client import H2KClient
 from protocol.gen.h2k.v1 import job_pb2, migration_pb2
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 migrations_app = typer.Typer(help="List migrations, show one, cancel one.", no_args_is_help=True)
 MigrationIdArgument = Annotated[str, typer.Argument(help="Migration id.")]
@@ -41,7 +39,12 @@ def migration_to_dict(m: migration_pb2.Migration) -> dict[str, Any]:
     return view
 
 
+# rich is imported inside the functions that print with it: a submit must not pay for it.
+
+
 def migrations_table(migrations: list[migration_pb2.Migration]) -> Table:
+    from rich.table import Table
+
     table = Table("migration", "vm", "state", "stage", "disks", "bytes", "eta", "reason")
     for m in migrations:
         eta = format_duration(m.eta_seconds) if m.eta_seconds else "-"
@@ -59,6 +62,8 @@ def migrations_table(migrations: list[migration_pb2.Migration]) -> Table:
 
 
 def jobs_table(m: migration_pb2.Migration) -> Table:
+    from rich.table import Table
+
     table = Table("job", "disk", "role", "state", "progress", "output", "error")
     for job in m.jobs:
         state = job_pb2.JobState.Name(job.state).removeprefix("JOB_STATE_") if job.state else "-"
@@ -77,6 +82,8 @@ def jobs_table(m: migration_pb2.Migration) -> Table:
 def outcome(m: migration_pb2.Migration) -> int:
     """Print how the migration ended; the exit status (0 only when COMPLETED)."""
     state = state_name(m.state)
+    from cli.tables import make_console
+
     err = make_console(stderr=True)
     if m.state == migration_pb2.MIGRATION_STATE_COMPLETED:
         for path in m.outputs:
@@ -89,6 +96,10 @@ def outcome(m: migration_pb2.Migration) -> int:
 
 def watch_migrations(client: H2KClient, ids: list[str]) -> int:
     """One bar per disk and a total per migration, until every migration ended."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from cli.tables import make_console
+
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -205,6 +216,8 @@ def list_migrations(ctx: typer.Context, output: ListOutputOption = ListFormat.TA
     if output is ListFormat.JSON:
         print_json([migration_to_dict(m) for m in found])
     else:
+        from cli.tables import print_rich
+
         print_rich(migrations_table(found))
 
 
@@ -220,6 +233,8 @@ def get_migration(
     settings = settings_of(ctx)
     with reporting_errors(settings), settings.connect() as client:
         m = client.get_migration(migration_id)
+    from cli.tables import print_rich, print_yaml
+
     if output is DetailFormat.JSON:
         print_json(migration_to_dict(m))
     elif output is DetailFormat.YAML:

@@ -211,14 +211,21 @@ class AtomicOutput:
         with contextlib.suppress(FileNotFoundError):
             self.tmp.unlink()  # a stale one of this attempt (a restarted agent's)
 
-    def commit(self) -> None:
-        """fsync the temporary file, rename it to the final name, fsync the directory.
+    def sync(self, fd: int | None = None) -> None:
+        """fsync the temporary file (through ``fd`` when given, else by its path).
+
+        :meth:`commit` syncs again before the rename, so this is for writing the data out
+        early (while something else reads the file); the second fsync then has only what
+        changed since (an extended attribute, say) left to do.
 
         Raises:
             OutOfSpace: the file system had no room for the data still in the page cache.
         """
         try:
-            fsync_path(self.tmp)
+            if fd is None:
+                fsync_path(self.tmp)
+            else:
+                os.fsync(fd)
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise OutOfSpace(
@@ -226,6 +233,14 @@ class AtomicOutput:
                     f"({exc.strerror}); the partial output was removed"
                 ) from None
             raise
+
+    def commit(self) -> None:
+        """fsync the temporary file, rename it to the final name, fsync the directory.
+
+        Raises:
+            OutOfSpace: the file system had no room for the data still in the page cache.
+        """
+        self.sync()
         os.replace(self.tmp, self.final)
         fsync_path(self.final.parent)
         self.committed = True

@@ -22,15 +22,22 @@ image, and a migration's output must open wherever it is taken, so the faster on
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from pathlib import Path
 
 from agent.disk import qemu_img
-from agent.disk.atomic import OutputRecord, atomic_output, attach_record, proven_output
+from agent.disk.atomic import (
+    AtomicOutput,
+    OutputRecord,
+    atomic_output,
+    attach_record,
+    proven_output,
+)
 from agent.disk.digest import sha256_of_fd
 from agent.disk.space import check_space, required_bytes
-from agent.disk.writeback import early_writeback
+from agent.disk.writeback import drop_cached, early_writeback
 from agent.errors import CapabilityMissing, OutputExists
 from agent.ops.base import JobContext, OpResult, Output
 from agent.ops.disk_job import migration_parameters
@@ -124,13 +131,19 @@ async def run_convert(ctx: JobContext) -> OpResult:
     sparsify = convert_sparsify_requested(ctx)  # parameters.sparsify: see agent/ops/sparsify.py
     ctx.progress.report("inspect", 0, message=f"reading metadata of {ctx.input_path}")
     await check_compression(ctx, params.effective_compression_type)
-    async with checked_input(ctx) as source:
+    options = _create_options(params.effective_compression_type)
+    needed = 0
+
+    async def measure(source: CheckedInput) -> None:
+        nonlocal needed
+        needed = await required_bytes(source.tool_path, source.info, fmt, options)
+
+    # qemu-img measure runs while qemu-img check proves the source (one start-up, not two).
+    async with checked_input(ctx, alongside_check=measure) as source:
         target = output_path(ctx, fmt)
         earlier = await _check_new_target(ctx, target)
         if earlier is not None:
             return _reused(ctx, target, fmt, earlier, source.info.virtual_size)
-        options = _create_options(params.effective_compression_type)
-        needed = await required_bytes(source.tool_path, source.info, fmt, options)
         check_space(needed, ctx.output_dir, ctx.input_path)
         if sparsify:
             compression = params.effective_compression_type
@@ -154,7 +167,7 @@ async def _convert(
     qemu-img writes through the pinned temporary file (``/proc/<pid>/fd/<n>``), so a symlink
     planted at the temporary name cannot redirect the write. While it writes, the agent starts
     write-back of what it wrote so far (:mod:`agent.disk.writeback`), so the fsync before the
-    rename has little left to do.
+    rename has little left to do, and the pages stay cached for the sha256 that follows.
     """
     compress = compression is not None
     total = source.info.virtual_size
@@ -201,7 +214,7 @@ async def _convert(
         ctx.progress.report(
             "finalize", CONVERT_END, bytes_done=total, bytes_total=total, message="syncing"
         )
-        digest, size = await sha256_of_fd(tmp.fd)
+        digest, size = await _hash_while_syncing(output, tmp.fd)
         record = OutputRecord(
             job_id=ctx.job_id,
             attempt=ctx.attempt,
@@ -213,7 +226,29 @@ async def _convert(
         )
         attach_record(tmp.fd, record)
         output.commit()
+        drop_cached(tmp.fd)  # hashed and synced: its pages need not fill the page cache
     return digest
+
+
+async def _hash_while_syncing(output: AtomicOutput, fd: int) -> tuple[str, int]:
+    """The sha256 and size of the finished temporary file, hashed while it is fsynced.
+
+    Both wait on the kernel (one reads, one writes back what is still dirty) and release the
+    GIL, so they overlap. The commit's own fsync, after the record is attached, stays the one
+    durability point before the rename; this one leaves it only the record to write.
+
+    Raises:
+        OutOfSpace: the data still in the page cache did not fit.
+    """
+    hashed, synced = await asyncio.gather(
+        sha256_of_fd(fd), asyncio.to_thread(output.sync, fd), return_exceptions=True
+    )
+    # Both have ended (neither thread still uses ``fd``): only now may a failure propagate.
+    for outcome in (synced, hashed):
+        if isinstance(outcome, BaseException):
+            raise outcome
+    assert not isinstance(hashed, BaseException)
+    return hashed
 
 
 def _create_options(compression: CompressionType | None) -> list[str]:

@@ -16,9 +16,11 @@ the only proof, and without it :attr:`CheckedInput.size_check` says the size was
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 from agent.disk import qemu_img
 from agent.disk.checksum import verify_sha256
@@ -50,9 +52,20 @@ class CheckedInput:
 CHECKED_SOURCE_FORMATS = frozenset({"vmdk"})
 
 
+# Read-only work on the source that may start once its metadata is known to be safe (the
+# convert's qemu-img measure): run alongside qemu-img check instead of after it.
+AlongsideCheck = Callable[[CheckedInput], Coroutine[Any, Any, None]]
+
+
 @contextlib.asynccontextmanager
-async def checked_input(ctx: JobContext) -> AsyncIterator[CheckedInput]:
+async def checked_input(
+    ctx: JobContext, alongside_check: AlongsideCheck | None = None
+) -> AsyncIterator[CheckedInput]:
     """Pin and check the input, read its metadata; the pin lasts as long as the context.
+
+    ``alongside_check`` runs concurrently with ``qemu-img check`` (after ``qemu-img info``
+    and its safety checks passed); the context is entered only when both ended, and when
+    the check fails it is cancelled and the check's error is raised.
 
     Raises:
         InvalidSpec: ``parameters.migration`` is invalid for this operation, or its byte range
@@ -79,13 +92,11 @@ async def checked_input(ctx: JobContext) -> AsyncIterator[CheckedInput]:
         with safe_input(ctx.policy, pinned, fmt, ctx.scratch_dir, byte_range) as source:
             info = await qemu_img.info(source.tool_path, source.format, shown=ctx.input_path)
             qemu_img.check_safe(info, ctx.input_path, ctx.policy, source.range_node)
+            checked = CheckedInput(info, source.tool_path, byte_range)
             if info.format in CHECKED_SOURCE_FORMATS:
-                await qemu_img.check(
-                    source.tool_path,
-                    info.format,
-                    timeout=qemu_img.INFO_TIMEOUT,
-                    shown=ctx.input_path,
-                )
+                await _check_alongside(ctx, checked, alongside_check)
+            elif alongside_check is not None:
+                await alongside_check(checked)
             size_check = "metadata"
             if info.format == "raw":
                 size_check = "not verified"
@@ -102,6 +113,28 @@ async def checked_input(ctx: JobContext) -> AsyncIterator[CheckedInput]:
                         ),
                     )
             yield CheckedInput(info, source.tool_path, byte_range, size_check)
+
+
+async def _check_alongside(
+    ctx: JobContext, source: CheckedInput, alongside_check: AlongsideCheck | None
+) -> None:
+    """qemu-img check of the source, with ``alongside_check`` running meanwhile."""
+    other = asyncio.create_task(alongside_check(source)) if alongside_check else None
+    try:
+        await qemu_img.check(
+            source.tool_path,
+            source.info.format,
+            timeout=qemu_img.INFO_TIMEOUT,
+            shown=ctx.input_path,
+        )
+    except BaseException:
+        if other is not None:
+            other.cancel()  # its tool's process group is killed (agent.proc)
+            with contextlib.suppress(BaseException):
+                await other
+        raise
+    if other is not None:
+        await other
 
 
 def _check_size_bytes(ctx: JobContext, size: int, byte_range: qemu_img.ByteRange | None) -> None:

@@ -14,6 +14,7 @@ from bench import (
     convert,
     digest,
     fanout,
+    last_mile,
     memory,
     migrate,
     repair_overlay,
@@ -147,4 +148,23 @@ def test_wave_every_job_completes_and_every_watcher_sees_every_event(capsys):
 def test_cli_start_prints_every_way(capsys):
     cli_start.main(["--rounds", "1"])
     names = [r.split("|")[1].strip() for r in table_rows(capsys.readouterr().out)[1:]]
-    assert names == ["python -c pass", "h2kctl --help", "h2kctl submit --help"]
+    assert names == [
+        "python -c pass",
+        "h2kctl --help",
+        "h2kctl submit --help",
+        "h2kctl submit JOB, to validation",
+    ]
+
+
+@pytest.mark.skipif(shutil.which("qemu-img") is None, reason="needs qemu-img")
+def test_last_mile_prints_every_way_and_both_bars(capsys):
+    last_mile.main(["--quick", "--size-gib", "0.0625"])
+    out = capsys.readouterr().out
+    names = [r.split("|")[1].strip() for r in table_rows(out)]
+    assert {"h2k", "hand agent argv +wb", "hand agent argv +wb +sha256", "cp --sparse"} <= set(
+        names
+    )
+    assert "every output equals the source (qemu-img compare)" in out
+    assert "bar: h2k <= 1.1 x best by hand" in out
+    assert "bar: h2k <= 1.25 x cp --sparse + fsync" in out
+    assert "qemu-img measure" in out

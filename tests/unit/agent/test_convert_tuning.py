@@ -17,7 +17,7 @@ import pytest
 
 from agent.disk import qemu_img
 from agent.disk.qemu_img import convert_argv, supports_compression_type
-from agent.disk.writeback import early_writeback
+from agent.disk.writeback import drop_cached, early_writeback
 
 SRC, DST = Path("/i/a.vmdk"), Path("/o/a.qcow2")
 needs_qemu_img = pytest.mark.skipif(shutil.which("qemu-img") is None, reason="needs qemu-img")
@@ -69,7 +69,7 @@ def _is_tmpfs(path: Path) -> bool:
 
 
 @pytest.mark.skipif(shutil.which("fincore") is None, reason="needs fincore (util-linux)")
-async def test_written_data_is_written_back_and_leaves_the_cache_before_any_fsync(
+async def test_written_data_is_written_back_before_any_fsync_and_stays_cached_until_dropped(
     tmp_path: Path,
 ) -> None:
     if _is_tmpfs(tmp_path):
@@ -81,16 +81,26 @@ async def test_written_data_is_written_back_and_leaves_the_cache_before_any_fsyn
         async with early_writeback(fd, "job-1", interval=0.02):
             for _ in range(32):
                 os.write(fd, data)
-            assert _resident_bytes(path) > 0
-            # pages leave the cache only once written to disk: without fsync, only the hints
+            # Only clean pages can be dropped: once a drop empties the cache, the hints have
+            # written the data out (no fsync was called). Until then the pages stay cached
+            # (the hash that follows a conversion reads them from memory).
+            for _ in range(10):  # ten hint periods: the hints themselves drop nothing
+                assert _resident_bytes(path) == 32 << 20
+                await asyncio.sleep(0.02)  # an observation window, not a synchronisation
             deadline = time.monotonic() + 20
-            while _resident_bytes(path) > 0 and time.monotonic() < deadline:
+            while not _written_back(fd, path) and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)  # polling an outcome with a deadline
             assert _resident_bytes(path) == 0
     finally:
         os.close(fd)
     with open(path, "rb") as f:
         assert f.read(1 << 20) == data and os.path.getsize(path) == 32 << 20
+
+
+def _written_back(fd: int, path: Path) -> bool:
+    """Whether every page is clean: a drop then leaves none of them cached."""
+    drop_cached(fd)
+    return _resident_bytes(path) == 0
 
 
 async def test_a_descriptor_without_write_back_only_stops_the_hints(
