@@ -16,7 +16,7 @@ from protocol.errors import AlreadyExists
 from protocol.spec import JobSpec
 from protocol.states import TRANSITIONS, JobState, check_transition
 
-# A new job's row goes in as this state; the admission steps below move it to QUEUED.
+# A new job's history starts in this state; the admission steps below take it to QUEUED.
 NEW_JOB_STATE = JobState.CREATED
 
 # States of unfinished jobs (those the scheduler may still need to place).
@@ -76,6 +76,23 @@ def admission_steps(spec: JobSpec) -> list[tuple[JobState, str]]:
     return [
         (to_state, admission_reason(to_state, spec)) for _, to_state in pairwise(ADMISSION_PATH)
     ]
+
+
+def admission_history(spec: JobSpec) -> list[HistoryEntry]:
+    """The history rows of a new job's admission, each step checked as a transition is.
+
+    The whole path is known before anything is stored (the job starts in CREATED at attempt
+    0), so a backend inserts the row in the path's last state with these rows beside it, in
+    one transaction, instead of moving a stored row step by step.
+    """
+    history: list[HistoryEntry] = []
+    state = NEW_JOB_STATE
+    for to_state, reason in admission_steps(spec):
+        plan = plan_transition(state, 0, to_state, reason, {})
+        if plan.history is not None:
+            history.append(plan.history)
+        state = to_state
+    return history
 
 
 def writes_history(from_state: JobState, to_state: JobState) -> bool:
