@@ -27,4 +27,3 @@ def test_unknown_fields_are_named_at_every_depth() -> None:
         "image: field number 9 is not a v1 field",
         "audit: field number 10 is not a v1 field",
     ]
-
