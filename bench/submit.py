@@ -32,20 +32,19 @@ import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Any
 
 import grpc
 
 from bench.common import (
     aio_channel,
-    controlplane_process,
     machine_line,
     percentile,
     print_table,
     spec_message,
     verdict,
 )
-from devsupport.cluster import Process, free_port, is_serving, wait_for
+from devsupport.cluster import Cluster, Process, free_port, is_serving, wait_for
+from devsupport.pki import ClusterPKI
 from protocol.gen.h2k.v1 import job_pb2, services_pb2, services_pb2_grpc
 
 BAR = 0.60
@@ -62,14 +61,23 @@ class EchoJobs(services_pb2_grpc.JobServiceServicer):
         return services_pb2.SubmitJobResponse(job=job, created=True)
 
 
-def _serve_echo(port: int) -> None:
+def _serve_echo(port: int, tls: tuple[str, str, str] | None) -> None:
+    """The echo server; ``tls`` (cert, key, CA files): mutual TLS as the control plane's."""
+
     async def serve() -> None:
         from grpc_health.v1 import health, health_pb2_grpc
 
         server = grpc.aio.server()
         services_pb2_grpc.add_JobServiceServicer_to_server(EchoJobs(), server)
         health_pb2_grpc.add_HealthServicer_to_server(health.HealthServicer(), server)
-        server.add_insecure_port(f"127.0.0.1:{port}")
+        if tls is None:
+            server.add_insecure_port(f"127.0.0.1:{port}")
+        else:
+            cert, key, ca = (Path(f).read_bytes() for f in tls)
+            credentials = grpc.ssl_server_credentials(
+                [(key, cert)], root_certificates=ca, require_client_auth=True
+            )
+            server.add_secure_port(f"127.0.0.1:{port}", credentials)
         await server.start()
         await server.wait_for_termination()
 
@@ -77,13 +85,24 @@ def _serve_echo(port: int) -> None:
 
 
 async def drive(
-    address: str, seconds: float, concurrency: int, channels: int, batch: int = 0
+    address: str,
+    seconds: float,
+    concurrency: int,
+    channels: int,
+    batch: int = 0,
+    credentials: grpc.ChannelCredentials | None = None,
 ) -> dict[str, float]:
     """Submit unique jobs from ``concurrency`` callers for ``seconds``; jobs/s and latency.
 
     ``batch`` 0: one SubmitJob per job; n: SubmitJobs calls of n jobs each (latency per call).
+    ``credentials``: TLS (the admin's certificate), else plaintext.
     """
-    opened = [aio_channel(address) for _ in range(channels)]
+    opened = [
+        aio_channel(address)
+        if credentials is None
+        else grpc.aio.secure_channel(address, credentials, options=[("grpc.so_reuseport", 0)])
+        for _ in range(channels)
+    ]
     stubs = [services_pb2_grpc.JobServiceStub(c) for c in opened]
     prefix = uuid.uuid4().hex[:8]
     latencies: list[float] = []
@@ -137,9 +156,25 @@ def cpu_seconds(pid: int) -> float:
 
 
 @contextmanager
-def baseline_controlplane(bin_dir: Path, workdir: Path) -> Iterator[tuple[str, int]]:
+def this_controlplane(workdir: Path, pki: ClusterPKI | None) -> Iterator[tuple[str, int]]:
+    """This checkout's ``h2k-controlplane`` (SQLite in ``workdir``, default logging; with
+    ``pki`` mutual TLS and its roles file, else --insecure): (address, pid)."""
+    cluster = Cluster(workdir)
+    cluster.pki = pki
+    try:
+        proc = cluster.start_controlplane()
+        assert proc.popen is not None
+        yield cluster.address, proc.popen.pid
+    finally:
+        cluster.stop()
+
+
+@contextmanager
+def baseline_controlplane(
+    bin_dir: Path, workdir: Path, pki: ClusterPKI | None
+) -> Iterator[tuple[str, int]]:
     """Another checkout's ``h2k-controlplane`` (its venv's bin dir), started as the bench's
-    own is (plaintext, SQLite in ``workdir``, default logging): (address, pid)."""
+    own is: (address, pid)."""
     workdir.mkdir(parents=True, exist_ok=True)
     address = f"127.0.0.1:{free_port()}"
     proc = Process(
@@ -150,23 +185,46 @@ def baseline_controlplane(bin_dir: Path, workdir: Path) -> Iterator[tuple[str, i
             address,
             "--db",
             f"sqlite:///{workdir / 'h2k.db'}",
-            "--insecure",
+            *security_args(pki),
         ],
         workdir / "controlplane.log",
     )
     proc.start()
     try:
-        wait_for(lambda: is_serving(address), what="baseline control plane", timeout=30)
+        wait_for(
+            lambda: is_serving(address, credentials(pki)),
+            what="baseline control plane",
+            timeout=30,
+        )
         assert proc.popen is not None
         yield address, proc.popen.pid
     finally:
         proc.stop()
 
 
-def measured(address: str, pid: int, *drive_args: Any) -> dict[str, float]:
+def security_args(pki: ClusterPKI | None) -> list[str]:
+    if pki is None:
+        return ["--insecure"]
+    return [*pki.args(pki.controlplane), "--roles-file", str(pki.roles_file)]
+
+
+def credentials(pki: ClusterPKI | None) -> grpc.ChannelCredentials | None:
+    return None if pki is None else pki.credentials()
+
+
+def measured(
+    address: str,
+    pid: int,
+    pki: ClusterPKI | None,
+    seconds: float,
+    concurrency: int,
+    channels: int,
+    batch: int = 0,
+) -> dict[str, float]:
     """One drive, with the server's CPU time per job."""
     before = cpu_seconds(pid)
-    result = asyncio.run(drive(address, *drive_args))
+    drove = drive(address, seconds, concurrency, channels, batch, credentials(pki))
+    result = asyncio.run(drove)
     result["cpu_ms"] = (cpu_seconds(pid) - before) * 1000 / max(result["calls"], 1)
     return result
 
@@ -177,37 +235,51 @@ def run(args: argparse.Namespace) -> dict[str, list[dict[str, float]]]:
     work = Path(tempfile.mkdtemp(prefix="h2k-bench-submit-"))
     results: dict[str, list[dict[str, float]]] = {}
     port = free_port()
-    echo = multiprocessing.get_context("spawn").Process(target=_serve_echo, args=(port,))
+    pki = ClusterPKI.create(work / "pki") if args.tls == "on" else None
+    tls = None
+    if pki is not None:
+        leaf = pki.controlplane
+        tls = (str(leaf.cert), str(leaf.key), str(pki.ca.cert))
+    echo = multiprocessing.get_context("spawn").Process(target=_serve_echo, args=(port, tls))
     echo.start()
     try:
         with ExitStack() as stack:
             address = f"127.0.0.1:{port}"
-            wait_for(lambda: is_serving(address), what="echo server")
+            wait_for(lambda: is_serving(address, credentials(pki)), what="echo server")
             assert echo.pid is not None
             servers = {ECHO: (address, echo.pid)}
-            cluster, proc = stack.enter_context(controlplane_process(work / "h2k"))
-            assert proc.popen is not None
-            servers[H2K] = (cluster.address, proc.popen.pid)
+            servers[H2K] = stack.enter_context(this_controlplane(work / "h2k", pki))
             if args.baseline_bin is not None:
                 servers[BASELINE] = stack.enter_context(
-                    baseline_controlplane(args.baseline_bin, work / "baseline")
+                    baseline_controlplane(args.baseline_bin, work / "baseline", pki)
                 )
             drive_args = (args.seconds, args.concurrency, args.channels)
             order = list(servers)
             for address, _pid in servers.values():
                 # Not counted: connections, first-call paths, the servers' start-up work.
-                asyncio.run(drive(address, args.warmup, args.concurrency, args.channels))
+                asyncio.run(
+                    drive(
+                        address,
+                        args.warmup,
+                        args.concurrency,
+                        args.channels,
+                        credentials=credentials(pki),
+                    )
+                )
             for index in range(args.rounds):
                 for name in order if index % 2 == 0 else reversed(order):
-                    results.setdefault(name, []).append(measured(*servers[name], *drive_args))
+                    result = measured(*servers[name], pki, *drive_args)
+                    results.setdefault(name, []).append(result)
             if args.batch:
                 # A fresh store, so the batch row does not start behind the single calls' queue.
-                cluster, proc = stack.enter_context(controlplane_process(work / "batch"))
-                assert proc.popen is not None
+                batch_address, batch_pid = stack.enter_context(
+                    this_controlplane(work / "batch", pki)
+                )
                 results[BATCH_ROW.format(n=args.batch)] = [
                     measured(
-                        cluster.address,
-                        proc.popen.pid,
+                        batch_address,
+                        batch_pid,
+                        pki,
                         args.seconds,
                         args.batch_callers,
                         args.channels,
@@ -243,7 +315,8 @@ def report(results: dict[str, list[dict[str, float]]], args: argparse.Namespace)
     payload = int(results[H2K][0]["bytes"])
     print_table(
         f"submit throughput: {args.concurrency} concurrent callers on {args.channels} channels, "
-        f"{args.seconds:g} s each, {args.rounds} round(s), request spec {payload} bytes; "
+        f"{args.seconds:g} s each, {args.rounds} round(s), TLS {args.tls}, "
+        f"request spec {payload} bytes; "
         f"{machine_line()}",
         [
             "server",
@@ -283,6 +356,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--channels", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=1, help="each server once per round")
+    parser.add_argument(
+        "--tls", choices=("off", "on"), default="off", help="on: mutual TLS, roles (auth)"
+    )
     parser.add_argument("--warmup", type=float, default=2.0, help="s per server, not counted")
     parser.add_argument("--batch", type=int, default=100, help="specs per SubmitJobs (0: skip)")
     parser.add_argument("--batch-callers", type=int, default=8)

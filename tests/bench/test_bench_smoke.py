@@ -38,6 +38,16 @@ def test_submit_prints_echo_and_h2k_rates(capsys):
     assert "bar: h2k >= 60% of echo" in out
 
 
+def test_submit_over_mutual_tls_prints_h2k_and_echo(capsys):
+    args = ["--seconds", "0.3", "--warmup", "0.2", "--concurrency", "2", "--channels", "1"]
+    submit.main([*args, "--batch", "0", "--tls", "on"])
+    out = capsys.readouterr().out
+    rows = table_rows(out)
+    assert any(r.startswith("| h2k SubmitJob ") for r in rows)
+    assert any(r.startswith("| echo ") for r in rows)
+    assert "TLS on" in out
+
+
 def test_schedule_dispatches_every_job_and_prints_placements(capsys):
     schedule.main(["--jobs", "40", "--agents", "3", "--slots", "2", "--latency-jobs", "5"])
     out = capsys.readouterr().out
