@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from protocol.migration_jobs import pinned_agent
@@ -36,7 +37,13 @@ class CapabilityNeed:
 
     def describe(self) -> str:
         """The need as a user reads it: ``nbd`` or ``nbd or fuse+loop+qemu_storage_daemon``."""
-        return " or ".join("+".join(sorted(option)) for option in self.options)
+        return _described(self.options)
+
+
+@functools.lru_cache(maxsize=256)
+def _described(options: tuple[frozenset[str], ...]) -> str:
+    # Every submit describes its needs (needs_kind): the few there are, spelled once each.
+    return " or ".join("+".join(sorted(option)) for option in options)
 
 
 # Offline repair attaches the guest disk through NBD, or through a FUSE export on a loop device.

@@ -26,7 +26,7 @@ from protocol.errors import FailedPrecondition, InvalidArgument, Unavailable
 from protocol.gen.h2k.v1 import job_pb2, services_pb2, services_pb2_grpc
 from protocol.spec import JobSpec
 from runtime.status import Context, stream_rpc, unary_rpc
-from runtime.tracing import current_traceparent, tracer
+from runtime.tracing import current_traceparent, tracer, tracing_enabled
 
 log = logging.getLogger(__name__)
 _TRACER = tracer(__name__)
@@ -54,24 +54,30 @@ class JobService(services_pb2_grpc.JobServiceServicer):
     ) -> services_pb2.SubmitJobResponse:
         started = time.monotonic()
         try:
-            with _TRACER.start_as_current_span("controlplane.submit"):
-                return await self._submit(request)
+            if not tracing_enabled():
+                # The span and the traceparent would be no-ops: not even made.
+                return await self._submit(request, None)
+            with _TRACER.start_as_current_span("controlplane.submit") as span:
+                return await self._submit(request, span)
         finally:
             observe_submit(started)
 
     async def _submit(
-        self, request: services_pb2.SubmitJobRequest
+        self, request: services_pb2.SubmitJobRequest, span: trace.Span | None
     ) -> services_pb2.SubmitJobResponse:
         spec = attribute_submission(validate_submission(request.spec), current_principal())
-        span = trace.get_current_span()
-        span.set_attribute("h2k.job_id", spec.job_id)
-        span.set_attribute("h2k.operation", spec.operation.value)
+        traceparent = ""
+        if span is not None:
+            span.set_attribute("h2k.job_id", spec.job_id)
+            span.set_attribute("h2k.operation", spec.operation.value)
+            # The dispatch happens later, in another task: it continues this span's trace.
+            traceparent = current_traceparent()
         now = utcnow()
         if spec.created_at is None:
             spec = spec.model_copy(update={"created_at": now})
-        # The dispatch happens later, in another task: it continues this span's trace.
-        job, created = await self._store.create_job(spec, now, current_traceparent())
-        span.set_attribute("h2k.created", created)
+        job, created = await self._store.create_job(spec, now, traceparent)
+        if span is not None:
+            span.set_attribute("h2k.created", created)
         log.info(
             "job submitted job_id=%s operation=%s priority=%d created=%s",
             job.job_id,

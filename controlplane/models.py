@@ -8,7 +8,7 @@ from typing import Any
 
 from google.protobuf import json_format
 
-from protocol.conversion import spec_to_proto, state_to_proto
+from protocol.conversion import set_timestamp, spec_to_proto, state_to_proto
 from protocol.gen.h2k.v1 import agent_pb2, job_pb2
 from protocol.spec import JobSpec
 from protocol.states import JobState
@@ -32,7 +32,7 @@ class Transition:
             reason=self.reason,
             attempt=self.attempt,
         )
-        msg.time.FromDatetime(self.time)
+        set_timestamp(msg.time, self.time)
         return msg
 
 
@@ -86,7 +86,7 @@ class JobRecord:
         for name in ("submitted_at", "updated_at", "started_at", "finished_at"):
             value: datetime | None = getattr(self, name)
             if value is not None:
-                getattr(msg, name).FromDatetime(value)
+                set_timestamp(getattr(msg, name), value)
         return msg
 
 

@@ -6,13 +6,17 @@ pydantic models, dataclasses and :class:`~protocol.states.JobState`.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, cast
 
 from google.protobuf import json_format
-from google.protobuf.struct_pb2 import Struct
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import Message
+from google.protobuf.struct_pb2 import Struct, Value
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from protocol.errors import InvalidArgument
@@ -23,8 +27,11 @@ from protocol.states import JobState
 # --- enums -----------------------------------------------------------------------------
 
 
+_STATE_NUMBERS = {state: job_pb2.JobState.Value(f"JOB_STATE_{state.value}") for state in JobState}
+
+
 def state_to_proto(state: JobState) -> job_pb2.JobState:
-    return cast(job_pb2.JobState, job_pb2.JobState.Value(f"JOB_STATE_{state.value}"))
+    return cast(job_pb2.JobState, _STATE_NUMBERS[state])
 
 
 def state_from_proto(value: int) -> JobState:
@@ -60,11 +67,23 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_NAIVE_EPOCH = datetime(1970, 1, 1)
+
+
+def set_timestamp(ts: Timestamp, value: datetime) -> None:
+    """``ts.FromDatetime(value)`` (a naive ``value`` is UTC) without its calendar round trip,
+    which cost more than the rest of a Job message."""
+    since = value - (_NAIVE_EPOCH if value.utcoffset() is None else _EPOCH)
+    ts.seconds = since.days * 86400 + since.seconds
+    ts.nanos = since.microseconds * 1000
+
+
 def timestamp_to_proto(value: datetime | None) -> Timestamp | None:
     if value is None:
         return None
     ts = Timestamp()
-    ts.FromDatetime(value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC))
+    set_timestamp(ts, value)
     return ts
 
 
@@ -137,16 +156,15 @@ def spec_to_proto(spec: JobSpec) -> job_pb2.JobSpec:
 def spec_document_from_proto(msg: job_pb2.JobSpec) -> dict[str, Any]:
     """The v1 JSON document a protobuf spec stands for (only the fields that were set).
 
+    What ``json_format.MessageToDict(msg, preserving_proto_field_name=True)`` gives, built
+    from each message's set fields directly (the well-known types, Struct and Timestamp, still
+    through ``json_format``); the operation by its v1 name, size_bytes as a number.
+
     Raises:
         InvalidArgument: a well-known type holds a value JSON cannot express (a Timestamp
-            outside years 1-9999 or with nanos outside 0-999999999).
+            outside years 1-9999 or with nanos outside 0-999999999, a NaN in a Struct).
     """
-    try:
-        doc = json_format.MessageToDict(msg, preserving_proto_field_name=True)
-    except json_format.SerializeToJsonError as exc:
-        # "Failed to serialize created_at field: Timestamp is not valid: ..." -> field: rule
-        field, _, rule = str(exc).removeprefix("Failed to serialize ").partition(" field: ")
-        raise InvalidArgument(f"{field}: {rule.rstrip('.')}") from None
+    doc = _message_document(msg)
     doc.pop("operation", None)
     operation = operation_from_proto(msg.operation)
     if operation is not None:
@@ -154,6 +172,102 @@ def spec_document_from_proto(msg: job_pb2.JobSpec) -> dict[str, Any]:
     if msg.HasField("image") and msg.image.HasField("size_bytes"):
         doc["image"]["size_bytes"] = msg.image.size_bytes
     return doc
+
+
+def _message_document(msg: Message) -> dict[str, Any]:
+    doc: dict[str, Any] = {}
+    for field, value in msg.ListFields():
+        try:
+            doc[field.name] = _converter(field)(value)
+        except ValueError as exc:
+            # json_format names the field whose value it could not write: "field: rule".
+            raise InvalidArgument(f"{field.name}: {exc}".rstrip(".")) from None
+    return doc
+
+
+_INT64_TYPES = frozenset({FieldDescriptor.CPPTYPE_INT64, FieldDescriptor.CPPTYPE_UINT64})
+_UNWRITTEN_TYPES = frozenset({FieldDescriptor.CPPTYPE_FLOAT, FieldDescriptor.CPPTYPE_DOUBLE})
+
+
+@functools.cache
+def _converter(field: FieldDescriptor) -> Callable[[Any], Any]:
+    """How json_format writes a value of ``field`` (made once per field)."""
+    message_type = field.message_type
+    if message_type is not None and message_type.GetOptions().map_entry:
+        convert_value = _converter(message_type.fields_by_name["value"])
+        return lambda value: {_map_key(k): convert_value(v) for k, v in value.items()}
+    if field.is_repeated:
+        convert_item = _single_converter(field)
+        return lambda value: [convert_item(item) for item in value]
+    return _single_converter(field)
+
+
+def _single_converter(field: FieldDescriptor) -> Callable[[Any], Any]:
+    message_type = field.message_type
+    if message_type is not None:
+        if message_type.full_name == Struct.DESCRIPTOR.full_name:
+            return _struct_or_refusal
+        if message_type.full_name.startswith("google.protobuf."):
+            return _well_known_document
+        return _message_document
+    if field.enum_type is not None:
+        names = {v.number: v.name for v in field.enum_type.values}
+        return lambda value: names.get(value, value)
+    if field.cpp_type in _INT64_TYPES:
+        return str
+    if field.cpp_type in _UNWRITTEN_TYPES or field.type == FieldDescriptor.TYPE_BYTES:
+        # json_format spells these its own way (NaN, base64); no v1 spec field is one.
+        raise TypeError(f"{field.full_name}: no JSON writer for its type here")
+    return _same
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def _map_key(key: Any) -> str:
+    if isinstance(key, bool):
+        return "true" if key else "false"
+    return str(key)
+
+
+class _NotFinite(Exception):
+    """A Struct holds a number JSON has no spelling for."""
+
+
+def _struct_or_refusal(struct: Struct) -> dict[str, Any]:
+    try:
+        return _struct_document(struct)
+    except _NotFinite:
+        return cast(dict[str, Any], _well_known_document(struct))  # raises json_format's error
+
+
+def _struct_document(struct: Struct) -> dict[str, Any]:
+    return {key: _value_document(value) for key, value in struct.fields.items()}
+
+
+def _value_document(value: Value) -> Any:
+    kind = value.WhichOneof("kind")
+    if kind == "string_value":
+        return value.string_value
+    if kind == "number_value":
+        if not math.isfinite(value.number_value):
+            raise _NotFinite
+        return value.number_value
+    if kind == "bool_value":
+        return value.bool_value
+    if kind == "struct_value":
+        return _struct_document(value.struct_value)
+    if kind == "list_value":
+        return [_value_document(item) for item in value.list_value.values]
+    return None  # null_value, or nothing set
+
+
+def _well_known_document(msg: Message) -> Any:
+    try:
+        return json_format.MessageToDict(msg, preserving_proto_field_name=True)
+    except json_format.SerializeToJsonError as exc:
+        raise ValueError(str(exc)) from None
 
 
 def spec_from_proto(msg: job_pb2.JobSpec) -> JobSpec:

@@ -100,38 +100,36 @@ class PostgresStore(PostgresMigrations, JobStore):
     async def create_job(
         self, spec: JobSpec, now: datetime, trace_context: str = ""
     ) -> tuple[JobRecord, bool]:
+        job = rows.new_job(spec, now, trace_context, CODEC)
         async with self._db.transaction() as conn:
-            return await self._insert_job(conn, spec, now, trace_context, "job_id")
+            return await self._insert_job(conn, job, "job_id")
 
     async def create_jobs(
         self, specs: Sequence[JobSpec], now: datetime, trace_context: str = ""
     ) -> list[tuple[JobRecord, bool]]:
+        jobs = [rows.new_job(spec, now, trace_context, CODEC) for spec in specs]
         # One transaction: a conflict raises out of it and nothing is stored.
         async with self._db.transaction() as conn:
             return [
-                await self._insert_job(conn, spec, now, trace_context, f"specs[{i}].job_id")
-                for i, spec in enumerate(specs)
+                await self._insert_job(conn, job, f"specs[{i}].job_id")
+                for i, job in enumerate(jobs)
             ]
 
-    async def _insert_job(
-        self, conn: Conn, spec: JobSpec, now: datetime, trace_context: str, field: str
-    ) -> tuple[JobRecord, bool]:
-        """Insert a new job and queue it; ``field`` names the spec's job_id in a conflict."""
-        cursor = await conn.execute(
-            rows.insert_job_sql(CODEC).encode(),
-            rows.new_job_values(spec, now, trace_context, CODEC),
+    async def _insert_job(self, conn: Conn, job: rows.NewJob, field: str) -> tuple[JobRecord, bool]:
+        """Insert a new job, queued, with its history; ``field`` names the spec's job_id in
+        a conflict. A new job's answer is what was inserted (no read back)."""
+        cursor = await conn.execute(rows.insert_job_sql(CODEC).encode(), job.values)
+        if await cursor.fetchone() is not None:
+            async with conn.cursor() as history:
+                await history.executemany(rows.insert_history_sql(CODEC).encode(), job.history)
+            return job.record, True
+        job_id = job.record.job_id
+        cursor = await conn.execute("SELECT fingerprint FROM jobs WHERE job_id = %s", (job_id,))
+        row = await cursor.fetchone()
+        rules.check_resubmission(
+            field, job.record.spec, None if row is None else row["fingerprint"]
         )
-        created = await cursor.fetchone() is not None
-        if created:
-            for to_state, reason in rules.admission_steps(spec):
-                await self._apply(conn, spec.job_id, to_state, reason, now, {})
-        else:
-            cursor = await conn.execute(
-                "SELECT fingerprint FROM jobs WHERE job_id = %s", (spec.job_id,)
-            )
-            row = await cursor.fetchone()
-            rules.check_resubmission(field, spec, None if row is None else row["fingerprint"])
-        return await self._load(conn, spec.job_id), created
+        return await self._load(conn, job_id), False
 
     async def get_job(self, job_id: str) -> JobRecord:
         async with self._db.connection() as conn:

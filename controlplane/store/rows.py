@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -18,7 +19,7 @@ from google.protobuf import json_format
 from controlplane.capabilities import needs_kind
 from controlplane.models import AgentRecord, JobRecord, QueuedJob, QueueKind, Transition
 from controlplane.store.base import JobStatus, ProgressWrite
-from controlplane.store.rules import NEW_JOB_STATE, HistoryEntry
+from controlplane.store.rules import ADMISSION_PATH, HistoryEntry, admission_history
 from protocol.gen.h2k.v1 import agent_pb2
 from protocol.spec import JobSpec
 from protocol.states import JobState
@@ -92,7 +93,7 @@ HISTORY_COLUMNS = ("job_id", "from_state", "to_state", "time", "reason", "attemp
 
 
 def insert_job_sql(codec: Codec) -> str:
-    """INSERT of a new job's row (:func:`new_job_values`); it skips a job_id stored already
+    """INSERT of a new job's row (:func:`new_job`); it skips a job_id stored already
     and returns the job_id only when it inserted."""
     return (
         f"INSERT INTO jobs ({', '.join(NEW_JOB_COLUMNS)}) "
@@ -101,21 +102,47 @@ def insert_job_sql(codec: Codec) -> str:
     )
 
 
-def new_job_values(
-    spec: JobSpec, now: datetime, trace_context: str, codec: Codec
-) -> tuple[Any, ...]:
-    """The values of :data:`NEW_JOB_COLUMNS` for a job just submitted (still CREATED)."""
-    return (
+@dataclass(frozen=True)
+class NewJob:
+    """A job just submitted: the rows a backend inserts (the job already admitted, in the
+    last state of :data:`~controlplane.store.rules.ADMISSION_PATH`, with its admission
+    history) and the record that answers the submit once they are committed, equal to what
+    reading them back would give."""
+
+    values: tuple[Any, ...]  # of NEW_JOB_COLUMNS
+    history: list[tuple[Any, ...]]  # of HISTORY_COLUMNS, in order
+    record: JobRecord
+
+
+def new_job(spec: JobSpec, now: datetime, trace_context: str, codec: Codec) -> NewJob:
+    """The rows and the record of a job submitted at ``now``."""
+    state = ADMISSION_PATH[-1]
+    fingerprint = spec.fingerprint()
+    entries = admission_history(spec)
+    stamp = codec.encode_time(now)
+    values = (
         spec.job_id,
         spec.model_dump_json(),
-        spec.fingerprint(),
-        NEW_JOB_STATE.value,
+        fingerprint,
+        state.value,
         spec.execution_policy.priority,
-        codec.encode_time(now),
-        codec.encode_time(now),
+        stamp,
+        stamp,
         trace_context,
         needs_kind(spec),
     )
+    history = [history_values(spec.job_id, e, now, codec) for e in entries]
+    record = JobRecord(
+        job_id=spec.job_id,
+        spec=spec,
+        fingerprint=fingerprint,
+        state=state,
+        submitted_at=now,
+        updated_at=now,
+        history=[Transition(e.from_state, e.to_state, now, e.reason, e.attempt) for e in entries],
+        trace_context=trace_context,
+    )
+    return NewJob(values, history, record)
 
 
 def insert_history_sql(codec: Codec) -> str:

@@ -6,6 +6,7 @@ and transaction; the state table itself is :mod:`protocol.states`.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from itertools import pairwise
@@ -16,7 +17,7 @@ from protocol.errors import AlreadyExists
 from protocol.spec import JobSpec
 from protocol.states import TRANSITIONS, JobState, check_transition
 
-# A new job's row goes in as this state; the admission steps below move it to QUEUED.
+# A new job's history starts in this state; the admission steps below take it to QUEUED.
 NEW_JOB_STATE = JobState.CREATED
 
 # States of unfinished jobs (those the scheduler may still need to place).
@@ -71,11 +72,29 @@ def admission_reason(to_state: JobState, spec: JobSpec) -> str:
     raise RuntimeError(f"no admission reason for {to_state}")
 
 
-def admission_steps(spec: JobSpec) -> list[tuple[JobState, str]]:
-    """The (to_state, reason) transitions that take a new job from CREATED to QUEUED."""
+def admission_history(spec: JobSpec) -> list[HistoryEntry]:
+    """The history rows of a new job's admission, each step checked as a transition is.
+
+    The whole path is known before anything is stored (the job starts in CREATED at attempt
+    0), so a backend inserts the row in the path's last state with these rows beside it, in
+    one transaction, instead of moving a stored row step by step.
+    """
     return [
-        (to_state, admission_reason(to_state, spec)) for _, to_state in pairwise(ADMISSION_PATH)
+        HistoryEntry(from_state, to_state, admission_reason(to_state, spec), attempt)
+        for from_state, to_state, attempt in _admission_steps_checked()
     ]
+
+
+@functools.cache
+def _admission_steps_checked() -> tuple[tuple[JobState, JobState, int], ...]:
+    """(from, to, attempt) of each admission step with a history row, checked against the
+    state table once (the same for every job)."""
+    steps = []
+    for from_state, to_state in pairwise(ADMISSION_PATH):
+        plan = plan_transition(from_state, 0, to_state, "", {})
+        if plan.history is not None:
+            steps.append((from_state, to_state, plan.history.attempt))
+    return tuple(steps)
 
 
 def writes_history(from_state: JobState, to_state: JobState) -> bool:

@@ -98,51 +98,48 @@ class SqliteStore(SqliteMigrations, JobStore):
     async def create_job(
         self, spec: JobSpec, now: datetime, trace_context: str = ""
     ) -> tuple[JobRecord, bool]:
+        job = rows.new_job(spec, now, trace_context, CODEC)
         return await self._thread.batched(
-            functools.partial(self._insert_job, spec, now, trace_context),
-            functools.partial(self._created, spec),
+            functools.partial(self._insert_job, job), functools.partial(self._created, job)
         )
 
-    def _insert_job(self, spec: JobSpec, now: datetime, trace_context: str) -> str | None:
-        """Insert a new job and queue it, unless its id exists; returns the existing
-        fingerprint."""
-        inserted = self._db.execute(
-            rows.insert_job_sql(CODEC), rows.new_job_values(spec, now, trace_context, CODEC)
-        ).fetchall()
+    def _insert_job(self, job: rows.NewJob) -> str | None:
+        """Insert a new job, queued, with its history, unless its id exists; returns the
+        existing fingerprint."""
+        inserted = self._db.execute(rows.insert_job_sql(CODEC), job.values).fetchall()
         if not inserted:
             row = self._db.execute(
-                "SELECT fingerprint FROM jobs WHERE job_id = ?", (spec.job_id,)
+                "SELECT fingerprint FROM jobs WHERE job_id = ?", (job.record.job_id,)
             ).fetchone()
             return str(row["fingerprint"])
-        for to_state, reason in rules.admission_steps(spec):
-            self._apply(spec.job_id, to_state, reason, now, {})
+        self._db.executemany(rows.insert_history_sql(CODEC), job.history)
         return None
 
     async def create_jobs(
         self, specs: Sequence[JobSpec], now: datetime, trace_context: str = ""
     ) -> list[tuple[JobRecord, bool]]:
-        batch = list(specs)
+        batch = [rows.new_job(spec, now, trace_context, CODEC) for spec in specs]
         return await self._thread.batched(
-            functools.partial(self._insert_jobs, batch, now, trace_context),
-            lambda existing: [self._created(s, e) for s, e in zip(batch, existing, strict=True)],
+            functools.partial(self._insert_jobs, batch),
+            lambda existing: [self._created(j, e) for j, e in zip(batch, existing, strict=True)],
         )
 
-    def _insert_jobs(
-        self, specs: list[JobSpec], now: datetime, trace_context: str
-    ) -> list[str | None]:
+    def _insert_jobs(self, jobs: list[rows.NewJob]) -> list[str | None]:
         """Insert every new job; a conflict raises, and the caller's savepoint undoes all."""
         existing = []
-        for index, spec in enumerate(specs):
-            fingerprint = self._insert_job(spec, now, trace_context)
-            rules.check_resubmission(f"specs[{index}].job_id", spec, fingerprint)
+        for index, job in enumerate(jobs):
+            fingerprint = self._insert_job(job)
+            rules.check_resubmission(f"specs[{index}].job_id", job.record.spec, fingerprint)
             existing.append(fingerprint)
         return existing
 
-    def _created(self, spec: JobSpec, existing: str | None) -> tuple[JobRecord, bool]:
+    def _created(self, job: rows.NewJob, existing: str | None) -> tuple[JobRecord, bool]:
         """The answer of a committed submit; ``existing`` is the fingerprint already stored."""
-        rules.check_resubmission("job_id", spec, existing)
-        # A new job's spec is the one just stored: no need to parse it back.
-        return self._load(spec.job_id, spec if existing is None else None), existing is None
+        rules.check_resubmission("job_id", job.record.spec, existing)
+        if existing is None:
+            # What was just committed, known without reading it back.
+            return job.record, True
+        return self._load(job.record.job_id), False
 
     async def get_job(self, job_id: str) -> JobRecord:
         return await self._thread.run(self._load, job_id)

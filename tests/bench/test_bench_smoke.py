@@ -35,8 +35,18 @@ def test_submit_prints_echo_and_h2k_rates(capsys):
     rows = table_rows(out)
     assert any(r.startswith("| h2k SubmitJob ") for r in rows)
     assert any(r.startswith("| h2k SubmitJobs x10") for r in rows)
-    assert any(r.startswith("| echo (before)") for r in rows)
+    assert any(r.startswith("| echo ") for r in rows)
     assert "bar: h2k >= 60% of echo" in out
+
+
+def test_submit_over_mutual_tls_prints_h2k_and_echo(capsys):
+    args = ["--seconds", "0.3", "--warmup", "0.2", "--concurrency", "2", "--channels", "1"]
+    submit.main([*args, "--batch", "0", "--tls", "on"])
+    out = capsys.readouterr().out
+    rows = table_rows(out)
+    assert any(r.startswith("| h2k SubmitJob ") for r in rows)
+    assert any(r.startswith("| echo ") for r in rows)
+    assert "TLS on" in out
 
 
 def test_schedule_dispatches_every_job_and_prints_placements(capsys):

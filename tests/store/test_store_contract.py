@@ -50,6 +50,18 @@ async def test_a_created_job_is_committed_queued_with_its_history(backend, build
     assert [t.to_state for t in job.history] == [JobState.VALIDATED, JobState.QUEUED]
 
 
+async def test_a_submit_answers_what_reading_the_job_back_gives(backend, build):
+    # The answer is built from what was inserted, not read back: it must be the same record,
+    # field for field, its spec's protobuf included.
+    spec = build.job_spec("job-1", audit={"requested_by": "ana", "tags": {"team": "a"}})
+    async with backend.opened() as store:
+        job, _ = await store.create_job(spec, NOW, "00-" + "a" * 32 + "-" + "b" * 16 + "-01")
+        batch = await store.create_jobs([build.job_spec("job-2"), build.job_spec("job-3")], NOW)
+        stored = [await store.get_job(j) for j in ("job-1", "job-2", "job-3")]
+    assert [job, *(j for j, _ in batch)] == stored
+    assert [j.to_proto() for j, _ in [(job, True), *batch]] == [j.to_proto() for j in stored]
+
+
 async def test_the_store_survives_a_reopen_at_its_schema_version(backend, build):
     async with backend.opened() as store:
         await store.create_job(build.job_spec("job-1"), NOW)

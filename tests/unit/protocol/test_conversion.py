@@ -2,16 +2,18 @@ from __future__ import annotations
 
 import json
 import math
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from typing import cast
 
 import pytest
 from google.protobuf import json_format
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from devsupport.specs import example, job_spec
 from protocol.conversion import (
     event_from_json,
     event_to_json,
+    spec_document_from_proto,
     spec_from_proto,
     spec_to_proto,
     state_from_proto,
@@ -119,3 +121,85 @@ def test_a_record_that_is_no_event_is_refused_naming_the_field() -> None:
     for line in ('{"seq": "x"}', '{"nope": 1}', '{"time": "yesterday"}', "[1]", "{"):
         with pytest.raises(json_format.ParseError):
             event_from_json(line)
+
+
+def _json_format_document(msg: job_pb2.JobSpec) -> dict[str, object]:
+    """What spec_document_from_proto gave when it went through json_format (the reference)."""
+    doc = json_format.MessageToDict(msg, preserving_proto_field_name=True)
+    doc.pop("operation", None)
+    if msg.operation:
+        name = job_pb2.Operation.Name(msg.operation) if msg.operation in OPERATION_NUMBERS else ""
+        doc["operation"] = (
+            name.removeprefix("OPERATION_").lower() if name else f"unknown({msg.operation})"
+        )
+    if msg.HasField("image") and msg.image.HasField("size_bytes"):
+        doc["image"]["size_bytes"] = msg.image.size_bytes
+    return doc
+
+
+OPERATION_NUMBERS = set(job_pb2.Operation.values())
+
+
+def _every_field_set() -> job_pb2.JobSpec:
+    msg = spec_to_proto(parse_spec(example("convert")))
+    msg.image.checksum = "sha256:" + "0" * 64
+    msg.image.size_bytes = 2**40
+    msg.requested_actions.extend(["a", "b"])
+    msg.capability_requirements.min_memory_gb = 0  # set to the default: still "set"
+    msg.audit.tags.update({"team": "x", "": "empty key"})
+    msg.parameters.update({"n": 1, "nested": {"list": [1, 2.5, "s", None, True, {"k": []}]}})
+    msg.parameters.fields["unset"].Clear()  # a Value with no kind: null
+    msg.created_at.FromJsonString("2026-03-01T09:30:00.123456Z")
+    return msg
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: job_pb2.JobSpec(),
+        lambda: spec_to_proto(parse_spec(example("inspect"))),
+        lambda: spec_to_proto(parse_spec(example("offline-fix"))),
+        _every_field_set,
+        lambda: job_pb2.JobSpec(operation=99, image=job_pb2.ImageRef(), audit=job_pb2.Audit()),
+        lambda: job_pb2.JobSpec(image=job_pb2.ImageRef(format="", size_bytes=-1)),
+    ],
+)
+def test_spec_document_is_what_json_format_gives(build) -> None:
+    msg = build()
+    assert spec_document_from_proto(msg) == _json_format_document(msg)
+
+
+@pytest.mark.parametrize(
+    "spoil",
+    [
+        lambda m: setattr(m.created_at, "seconds", 253402300800),  # year 10000
+        lambda m: setattr(m.created_at, "nanos", 1_000_000_000),
+        lambda m: m.parameters.update({"x": float("nan")}),
+        lambda m: m.parameters.update({"x": {"y": [float("inf")]}}),
+    ],
+)
+def test_values_json_cannot_express_are_refused_naming_the_field_as_before(spoil) -> None:
+    msg = _every_field_set()
+    spoil(msg)
+    with pytest.raises(json_format.SerializeToJsonError) as reference:
+        json_format.MessageToDict(msg, preserving_proto_field_name=True)
+    field, _, rule = str(reference.value).removeprefix("Failed to serialize ").partition(" field: ")
+    with pytest.raises(InvalidArgument) as caught:
+        spec_document_from_proto(msg)
+    assert caught.value.message == f"{field}: {rule.rstrip('.')}"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        datetime(2026, 3, 1, 9, 30, 0, 123456, tzinfo=UTC),
+        datetime(1, 1, 1, tzinfo=UTC),
+        datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+        datetime(1969, 12, 31, 23, 59, 59, 500000),  # naive: UTC
+        datetime(2026, 5, 5, 1, 2, 3, tzinfo=timezone(timedelta(hours=-5))),
+    ],
+)
+def test_timestamps_are_what_from_datetime_gives(value: datetime) -> None:
+    reference = Timestamp()
+    reference.FromDatetime(value)
+    assert timestamp_to_proto(value) == reference
