@@ -34,6 +34,7 @@ import asyncio
 import dataclasses
 import functools
 import hashlib
+import json
 import multiprocessing
 import shutil
 import sqlite3
@@ -221,12 +222,13 @@ class AttemptScript:
     error: str | None
 
 
-def job_rows(spec: JobSpec, index: int, plan: PrefillPlan, submitted: datetime) -> JobRows:
-    """The rows of prefilled job ``index`` (its events are :class:`EventBodies`')."""
+def job_rows(
+    spec: JobSpec, outcome: JobState, agent: str, plan: PrefillPlan, submitted: datetime
+) -> JobRows:
+    """The rows of a prefilled job (its events are :class:`EventBodies`')."""
     job = JobRows(spec, submitted)
     for to_state, reason in rules.admission_steps(spec):
         job.move(to_state, reason, submitted)
-    outcome = plan.outcome(index)
     if outcome is JobState.CANCELLED:
         when = submitted + timedelta(seconds=1)
         job.move(
@@ -238,7 +240,6 @@ def job_rows(spec: JobSpec, index: int, plan: PrefillPlan, submitted: datetime) 
             finished_at=when,
         )
         return job
-    agent = agent_name(index)
     assigned = submitted + ASSIGNED_AFTER
     assignment = Assignment(job.job_id, agent, 1)
     job.move(JobState.ASSIGNED, assignment.reason, assigned, **rules.assignment_updates(agent, 1))
@@ -261,6 +262,63 @@ def job_rows(spec: JobSpec, index: int, plan: PrefillPlan, submitted: datetime) 
         finished_at=end,
     )
     return job
+
+
+class RowTemplate:
+    """:func:`job_rows` of one outcome, built once, with the per-job values as fields.
+
+    A job's rows differ from another's of the same outcome only in its id, its agent and
+    its times (fixed offsets from its submit); those become format fields, filled in per job
+    (:func:`check_rows` compares the result with :func:`job_rows` on a sample).
+    """
+
+    def __init__(self, plan: PrefillPlan, outcome: JobState) -> None:
+        spec = _template_spec().model_copy(update={"job_id": _JOB, "created_at": _TIME})
+        built = job_rows(spec, outcome, _AGENT, plan, _TIME)
+        script = attempt_script(plan, outcome) if outcome is not JobState.CANCELLED else None
+        offsets = {timedelta(0), timedelta(seconds=1), ASSIGNED_AFTER, STARTED_AFTER}
+        if script is not None:
+            for after in (script.interval, script.batch_offset, script.last_offset):
+                offsets.add(STARTED_AFTER + after)
+        self.offsets = sorted(offsets)
+        self._times = {
+            CODEC.encode_time(_TIME + o): f"{{t{i}}}" for i, o in enumerate(self.offsets)
+        }
+        self._times[json_time(_TIME)] = "{created}"
+        self.fingerprint = self._field(_canonical(spec))
+        self.job = [self._field(v) for v in (built.columns[c] for c in JOB_COLUMNS)]
+        self.history = [[self._field(v) for v in row] for row in built.history]
+        self.state = built.state
+
+    def _field(self, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        text = value.replace("{", "{{").replace("}", "}}")
+        text = text.replace(_JOB, "{job}").replace(_AGENT, "{agent}")
+        for stamp, name in self._times.items():
+            text = text.replace(stamp, name)
+        return text if text != value else value
+
+    def rows(
+        self, job_id: str, agent: str, submitted: datetime
+    ) -> tuple[tuple[Any, ...], list[tuple[Any, ...]]]:
+        """The job's row (JOB_COLUMNS) and its history rows."""
+        fields = {f"t{i}": CODEC.encode_time(submitted + o) for i, o in enumerate(self.offsets)}
+        fields.update(job=job_id, agent=agent, created=json_time(submitted))
+        fingerprint = hashlib.sha256(self.fingerprint.format(**fields).encode()).hexdigest()
+
+        def fill(value: Any) -> Any:
+            return value.format(**fields) if isinstance(value, str) else value
+
+        job = [fill(v) for v in self.job]
+        job[JOB_COLUMNS.index("fingerprint")] = fingerprint
+        return tuple(job), [tuple(fill(v) for v in row) for row in self.history]
+
+
+def _canonical(spec: JobSpec) -> str:
+    """The text :meth:`JobSpec.fingerprint` hashes (checked against it in check_rows)."""
+    body = spec.model_dump(mode="json", exclude={"created_at"})
+    return json.dumps(body, sort_keys=True, separators=(",", ":"))
 
 
 def _event_fields(event: job_pb2.ProgressEvent) -> dict[str, Any]:
@@ -399,19 +457,16 @@ class BuiltChunk:
 def _build_chunk(work: tuple[PrefillPlan, datetime, int]) -> BuiltChunk:
     """The rows of jobs ``start`` .. ``start + CHUNK`` (in a worker process)."""
     plan, first, start = work
-    template = _template_spec()
     bodies = _event_bodies(plan)
     built = BuiltChunk([], [], [], {})
     for index in range(start, min(plan.jobs, start + CHUNK)):
         submitted = first + SUBMIT_SPACING * index
-        job_id = JOB_ID_FORMAT.format(index)
-        spec = template.model_copy(update={"job_id": job_id, "created_at": submitted})
-        job = job_rows(spec, index, plan, submitted)
-        built.jobs.append(tuple(job.columns[c] for c in JOB_COLUMNS))
-        built.history.extend(job.history)
-        started = submitted + STARTED_AFTER
-        built.events.extend(bodies.values(job_id, agent_name(index), job.state, started))
-        built.by_state[job.state.value] = built.by_state.get(job.state.value, 0) + 1
+        job_id, agent, outcome = JOB_ID_FORMAT.format(index), agent_name(index), plan.outcome(index)
+        job, history = _row_template(plan, outcome).rows(job_id, agent, submitted)
+        built.jobs.append(job)
+        built.history.extend(history)
+        built.events.extend(bodies.values(job_id, agent, outcome, submitted + STARTED_AFTER))
+        built.by_state[outcome.value] = built.by_state.get(outcome.value, 0) + 1
     return built
 
 
@@ -419,6 +474,11 @@ def _build_chunk(work: tuple[PrefillPlan, datetime, int]) -> BuiltChunk:
 def _template_spec() -> JobSpec:
     """The wave's spec (validated once); each job is a copy with its id and submit time."""
     return spec_from_proto(spec_message(JOB_ID_FORMAT.format(0)))
+
+
+@functools.lru_cache(maxsize=4)
+def _row_template(plan: PrefillPlan, outcome: JobState) -> RowTemplate:
+    return RowTemplate(plan, outcome)
 
 
 @functools.lru_cache(maxsize=1)
@@ -514,6 +574,22 @@ def check_event_bodies(plan: PrefillPlan, indexes: list[int], end: datetime) -> 
     return wrong
 
 
+def check_rows(plan: PrefillPlan, indexes: list[int], end: datetime) -> int:
+    """How many sampled jobs' rows differ from :func:`job_rows` (the builders, job by job)."""
+    first = first_submit(plan, end)
+    wrong = 0
+    for index in indexes:
+        submitted = first + SUBMIT_SPACING * index
+        job_id, agent, outcome = JOB_ID_FORMAT.format(index), agent_name(index), plan.outcome(index)
+        spec = _template_spec().model_copy(update={"job_id": job_id, "created_at": submitted})
+        expected = job_rows(spec, outcome, agent, plan, submitted)
+        job, history = _row_template(plan, outcome).rows(job_id, agent, submitted)
+        same_job = job == tuple(expected.columns[c] for c in JOB_COLUMNS)
+        wrong += not (same_job and history == expected.history)
+        wrong += expected.columns["fingerprint"] != spec.fingerprint()
+    return wrong
+
+
 async def read_back(db: Path, plan: PrefillPlan, samples: int = 50) -> dict[str, Any]:
     """Read a sample back through the store API; count jobs by state.
 
@@ -592,6 +668,11 @@ def main(argv: list[str] | None = None) -> int:
         sample = list(range(0, plan.jobs, max(1, plan.jobs // 200)))
         wrong = check_event_bodies(plan, sample, end)
         print(f"event bodies equal to event_to_json's: {len(sample) - wrong}/{len(sample)}")
+        wrong_rows = check_rows(plan, sample, end)
+        print(
+            f"job and history rows equal to the builders': {len(sample) - wrong_rows}/{len(sample)}"
+        )
+        wrong += wrong_rows
         print(f"read back through the store API: {asyncio.run(read_back(args.db, plan))}")
         print_table(
             f"store size, {plan.jobs} finished jobs ({dataclasses.asdict(plan)})",
