@@ -114,11 +114,13 @@ class PrefillPlan:
 # --- one job's rows ---------------------------------------------------------------------
 
 
-def agent_event(job_id: str, agent: str, seq: int, state: int, percent: float, when: datetime):
+def agent_event(
+    job_id: str, agent: str, seq: int, state: int, percent: float, when: datetime
+) -> job_pb2.ProgressEvent:
     """An event as the wave's fake agent sends it (its progress_event), at ``when``."""
     request = services_pb2.ExecuteJobRequest(spec=job_pb2.JobSpec(job_id=job_id), attempt=1)
     event = progress_event(request, agent, seq, state, percent)
-    event.time.CopyFrom(timestamp_to_proto(when))
+    event.time.FromDatetime(when)
     event.details["sent_ns"] = str(_ns(when))
     return event
 
