@@ -119,8 +119,11 @@ class StoreReader:
             )
         return [(str(j), int(s), str(e)) for j, s, e in self._query(sql, params)]
 
-    def completed(self, prefix: str) -> int:
-        return self.states(prefix).get("COMPLETED", 0)
+    def finished(self, prefix: str) -> int:
+        """The wave's jobs in a terminal state (a failed one ends the wave too: the report
+        says it was not all COMPLETED instead of the wave waiting for its timeout)."""
+        ended = ("COMPLETED", "FAILED", "CANCELLED")
+        return sum(n for state, n in self.states(prefix).items() if state in ended)
 
     def states(self, prefix: str) -> dict[str, int]:
         found = self._query(
@@ -388,7 +391,7 @@ async def _run_wave(
             submitted = time.time() - began
             with StoreReader(dep.db_url) as reader:
                 deadline = time.monotonic() + args.timeout
-                while reader.completed(prefix) < args.jobs:
+                while reader.finished(prefix) < args.jobs:
                     if time.monotonic() > deadline:
                         raise TimeoutError(f"wave not done: {reader.states(prefix)}")
                     await asyncio.sleep(0.2)  # polling the store for the wave's end
