@@ -1,5 +1,10 @@
 """Memory: control-plane RSS with many finished jobs and agents stored; agent RSS.
 
+Through a wave (bar 6 of issue 17) it is ``python -m bench.wave --prefill-finished N``: each
+run is made on an empty store and on one holding N finished jobs (:mod:`bench.prefill`), the
+control plane's RSS sampled by :class:`RssSampler` from its start to the wave's end and
+reported by :func:`print_wave_rss`.
+
 Control plane: ``--jobs`` finished jobs (submitted, then cancelled, with a result and three
 history rows each) and ``--agents`` agents are written through the store API, then a real
 h2k-controlplane starts on that database; RSS is read after start and after ListJobs (a full
@@ -14,11 +19,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import shutil
+import statistics
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 
@@ -42,7 +51,110 @@ from protocol.states import JobState
 
 CP_BAR_MB = 200.0
 AGENT_BAR_MB = 100.0
+WAVE_CP_BAR_MB = 300.0  # issue 17, bar 6: through the wave, 1,000,000 finished jobs stored
 CHUNK = 1000
+SAMPLE_SECONDS = 0.5
+
+
+@dataclass
+class RssSampler:
+    """VmRSS of the processes ``pids()`` names, every ``period`` s, in a thread.
+
+    ``with RssSampler(lambda: [pid]) as rss:`` samples from before the processes start (an
+    empty list is skipped) until the block ends; each sample is the largest RSS of them.
+    """
+
+    pids: Callable[[], Sequence[int]]
+    period: float = SAMPLE_SECONDS
+    samples: list[tuple[float, float]] = field(default_factory=list)  # (time.time(), MiB)
+    _done: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def __enter__(self) -> RssSampler:
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _run(self) -> None:
+        while not self._done.is_set():
+            sizes = []
+            for pid in self.pids():
+                try:
+                    sizes.append(rss_mib(pid))
+                except OSError:  # it ended meanwhile
+                    continue
+            if sizes:
+                self.samples.append((time.time(), max(sizes)))
+            self._done.wait(self.period)  # the sampling period
+
+    def between(self, start: float, end: float) -> list[float]:
+        return [mib for at, mib in self.samples if start <= at <= end]
+
+
+@dataclass(frozen=True)
+class WaveRss:
+    """A wave run's control-plane RSS: after start-up, over the wave, its peak (MiB)."""
+
+    prefilled: int  # finished jobs in the store before the control plane started
+    startup_seconds: float  # launch -> serving
+    after_start: float
+    wave_median: float
+    peak: float  # from launch to the wave's end
+    samples: int
+
+    @classmethod
+    def of(
+        cls, rss: RssSampler, prefilled: int, startup: float, wave: tuple[float, float]
+    ) -> WaveRss:
+        start, end = wave
+        through = [mib for at, mib in rss.samples if at <= end]
+        during = rss.between(start, end)
+        return cls(
+            prefilled=prefilled,
+            startup_seconds=startup,
+            after_start=through[0] if through else float("nan"),
+            wave_median=statistics.median(during) if during else float("nan"),
+            peak=max(through, default=float("nan")),
+            samples=len(through),
+        )
+
+
+def print_wave_rss(results: Sequence[Any]) -> bool:
+    """The RSS table of bench.wave's runs (each with ``tls`` and ``rss``: a WaveRss)."""
+    rows = [
+        [
+            "on" if r.tls else "off",
+            f"{r.rss.prefilled:,}",
+            f"{r.rss.startup_seconds:.2f}",
+            r.rss.after_start,
+            r.rss.wave_median,
+            r.rss.peak,
+            r.rss.samples,
+        ]
+        for r in results
+        if r.rss is not None
+    ]
+    print_table(
+        f"control-plane RSS MiB, sampled every {SAMPLE_SECONDS:g} s from launch to the wave's end",
+        ["TLS", "finished jobs stored", "start-up s", "first sample", "wave median", "peak", "n"],
+        rows,
+    )
+    ok = True
+    for r in results:
+        if r.rss is not None and r.rss.prefilled:
+            passed = r.rss.peak < WAVE_CP_BAR_MB
+            ok &= passed
+            print(
+                f"bar: control plane < {WAVE_CP_BAR_MB:g} MB RSS through the wave with "
+                f"{r.rss.prefilled:,} finished jobs (TLS {'on' if r.tls else 'off'}, peak "
+                f"{r.rss.peak:.0f} MiB): {verdict(passed)}"
+            )
+    return ok
 
 
 async def fill(db: Path, jobs: int, agents: int) -> None:

@@ -23,6 +23,7 @@ Measured, side by side with the ideal of the same run:
     python -m bench.wave [--jobs 10000 --agents 100 --slots 10 --interval 0.5 --job-seconds 10]
                          [--tls off|on|both] [--store sqlite|postgres] [--replicas 1]
     python -m bench.wave --quick     # seconds; what tests/bench runs
+    python -m bench.wave --prefill-finished 1000000   # bar 6: RSS, empty store vs 1M finished
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ from typing import Any
 
 import grpc
 
+from bench import memory, prefill
 from bench.common import machine_line, percentile, print_table, spec_message, verdict
 from bench.wave_agents import WaveAgents, WavePlan, events_per_job
 from devsupport.cluster import Cluster, Process
@@ -117,35 +119,42 @@ class StoreReader:
             )
         return [(str(j), int(s), str(e)) for j, s, e in self._query(sql, params)]
 
-    def completed(self, prefix: str) -> int:
-        found = self._query(
-            "SELECT COUNT(*) FROM jobs WHERE state = 'COMPLETED' AND job_id LIKE ?",
-            (f"{prefix}%",),
-        )
-        return int(found[0][0])
+    def finished(self, prefix: str) -> int:
+        """The wave's jobs in a terminal state (a failed one ends the wave too: the report
+        says it was not all COMPLETED instead of the wave waiting for its timeout)."""
+        ended = ("COMPLETED", "FAILED", "CANCELLED")
+        return sum(n for state, n in self.states(prefix).items() if state in ended)
 
     def states(self, prefix: str) -> dict[str, int]:
         found = self._query(
-            "SELECT state, COUNT(*) FROM jobs WHERE job_id LIKE ? GROUP BY state", (f"{prefix}%",)
+            f"SELECT state, COUNT(*) FROM jobs WHERE {_WAVE_JOBS} GROUP BY state", _range(prefix)
         )
         return {str(s): int(n) for s, n in found}
 
     def last_update(self, prefix: str) -> float:
         """When the last of the wave's jobs was written (its COMPLETED), as time.time()."""
-        found = self._query("SELECT MAX(updated_at) FROM jobs WHERE job_id LIKE ?", (f"{prefix}%",))
+        found = self._query(f"SELECT MAX(updated_at) FROM jobs WHERE {_WAVE_JOBS}", _range(prefix))
         value = found[0][0]
         when = value if isinstance(value, datetime) else datetime.fromisoformat(value)
         return when.timestamp()
 
     def bad_event_runs(self, prefix: str, per_job: int) -> tuple[int, int]:
         """(events stored, jobs whose stored events are not exactly seq 1..per_job)."""
-        total = self._query("SELECT COUNT(*) FROM job_events WHERE job_id LIKE ?", (f"{prefix}%",))
+        total = self._query(f"SELECT COUNT(*) FROM job_events WHERE {_WAVE_JOBS}", _range(prefix))
         bad = self._query(
-            "SELECT COUNT(*) FROM (SELECT job_id FROM job_events WHERE job_id LIKE ? "
+            f"SELECT COUNT(*) FROM (SELECT job_id FROM job_events WHERE {_WAVE_JOBS} "
             "GROUP BY job_id HAVING COUNT(*) != ? OR MIN(seq) != 1 OR MAX(seq) != ?) AS b",
-            (f"{prefix}%", per_job, per_job),
+            (*_range(prefix), per_job, per_job),
         )
         return int(total[0][0]), int(bad[0][0])
+
+
+# The wave's jobs, as a range of the primary key (LIKE would read every stored job).
+_WAVE_JOBS = "job_id >= ? AND job_id < ?"
+
+
+def _range(prefix: str) -> tuple[str, str]:
+    return prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1)
 
 
 def _poll_store(url: str, job_ids: list[str], per_job: int, poll: float, conn: Connection) -> None:
@@ -242,6 +251,7 @@ class Deployment:
     clusters: list[Cluster]
     db_url: str
     pki: ClusterPKI | None
+    startup_seconds: float = 0.0  # the first replica's launch -> serving
 
     @property
     def addresses(self) -> list[str]:
@@ -260,7 +270,15 @@ class Deployment:
 
 
 @contextlib.contextmanager
-def deployment(work: Path, args: argparse.Namespace, tls: bool) -> Iterator[Deployment]:
+def deployment(
+    work: Path,
+    args: argparse.Namespace,
+    tls: bool,
+    clusters: list[Cluster] | None = None,
+    prefilled: int = 0,
+) -> Iterator[Deployment]:
+    """The control planes on a new store (``prefilled`` finished jobs in it); each started
+    one is appended to ``clusters`` as soon as it is launched."""
     server = None
     if args.store == "postgres":
         from tests.support.postgres import started_server  # only PostgreSQL runs need it
@@ -269,6 +287,9 @@ def deployment(work: Path, args: argparse.Namespace, tls: bool) -> Iterator[Depl
         db_url = server.create_database("h2k_wave")
     else:
         db_url = f"sqlite:///{work / 'cp' / 'h2k.db'}"
+        if prefilled:
+            source = prefill.cached_store(prefill.PrefillPlan(prefilled))
+            prefill.copy_store(source, work / "cp" / "h2k.db")
     pki = ClusterPKI.create(work / "pki") if tls else None
     extra = (
         "--heartbeat-interval",
@@ -278,14 +299,17 @@ def deployment(work: Path, args: argparse.Namespace, tls: bool) -> Iterator[Depl
         "--max-streams-per-client",
         str(args.watchers * args.sampled_jobs + 100),
     )
-    clusters: list[Cluster] = []
+    clusters = [] if clusters is None else clusters
+    startup = []
     try:
         for replica in range(args.replicas):
             cluster = Cluster(work / f"replica-{replica}")
             cluster.pki, cluster.db_url = pki, db_url
             clusters.append(cluster)
+            launched = time.monotonic()
             cluster.start_controlplane(*extra)
-        yield Deployment(clusters, db_url, pki)
+            startup.append(time.monotonic() - launched)
+        yield Deployment(clusters, db_url, pki, startup[0])
     finally:
         for cluster in clusters:
             cluster.stop()
@@ -315,6 +339,7 @@ class WaveResult:
     over_slots: int
     cpu_seconds: float
     wave_start: float
+    rss: memory.WaveRss | None = None
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -366,7 +391,7 @@ async def _run_wave(
             submitted = time.time() - began
             with StoreReader(dep.db_url) as reader:
                 deadline = time.monotonic() + args.timeout
-                while reader.completed(prefix) < args.jobs:
+                while reader.finished(prefix) < args.jobs:
                     if time.monotonic() > deadline:
                         raise TimeoutError(f"wave not done: {reader.states(prefix)}")
                     await asyncio.sleep(0.2)  # polling the store for the wave's end
@@ -420,11 +445,16 @@ async def _wait_submitted(dep: Deployment, job_id: str, submitting: asyncio.Task
             await asyncio.sleep(0.01)  # polling for the first committed submit
 
 
-def run_once(args: argparse.Namespace, tls: bool) -> WaveResult:
+def run_once(args: argparse.Namespace, tls: bool, prefilled: int = 0) -> WaveResult:
+    """One wave; the control planes' RSS is sampled from their launch to the wave's end."""
     work = Path(tempfile.mkdtemp(prefix="h2k-bench-wave-"))
     names = [f"node-w{i:04d}" for i in range(args.agents)]
+    clusters: list[Cluster] = []
     try:
-        with deployment(work, args, tls) as dep:
+        with (
+            memory.RssSampler(lambda: _pids(clusters)) as rss,
+            deployment(work, args, tls, clusters, prefilled) as dep,
+        ):
             leaves = None
             if dep.pki is not None:
                 leaves = {n: (leaf.cert, leaf.key) for n in names for leaf in [dep.pki.client(n)]}
@@ -438,9 +468,18 @@ def run_once(args: argparse.Namespace, tls: bool) -> WaveResult:
             )
             with WaveAgents(names, plan, args.agent_processes) as agents:
                 asyncio.run(_wait_ready(dep, names, args.timeout))
-                return asyncio.run(_run_wave(dep, agents, plan, args, tls))
+                result = asyncio.run(_run_wave(dep, agents, plan, args, tls))
+            wave = (result.wave_start, result.wave_start + result.makespan)
+            result.rss = memory.WaveRss.of(rss, prefilled, dep.startup_seconds, wave)
+            return result
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _pids(clusters: list[Cluster]) -> list[int]:
+    """The control planes launched so far."""
+    procs = [c.controlplane.popen for c in clusters if c.controlplane is not None]
+    return [p.pid for p in procs if p is not None]
 
 
 async def _wait_ready(dep: Deployment, names: list[str], timeout: float) -> None:
@@ -489,9 +528,10 @@ def report(results: list[WaveResult], args: argparse.Namespace, plan_events: int
             and r.over_slots == 0
         )
         ok &= correct
+        prefilled = f", {r.rss.prefilled:,} finished stored" if r.rss and r.rss.prefilled else ""
         rows.append(
             [
-                "on" if r.tls else "off",
+                ("on" if r.tls else "off") + prefilled,
                 r.makespan,
                 r.ideal,
                 f"{r.makespan / r.ideal:.3f}x",
@@ -572,18 +612,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--watchers", type=int, default=3, help="each follows every sampled job")
     parser.add_argument("--poll-ms", type=float, default=10.0, help="the store poller's period")
     parser.add_argument("--timeout", type=float, default=1800.0)
+    parser.add_argument(
+        "--prefill-finished",
+        type=int,
+        default=0,
+        metavar="N",
+        help="bar 6: each run also on a store already holding N finished jobs (bench.prefill, "
+        "kept by recipe hash), the control plane's RSS compared with the empty store's",
+    )
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     if args.quick:
         for name, value in QUICK.items():
             setattr(args, name, value)
     if args.replicas > 1 and args.store != "postgres":
         parser.error("--replicas > 1 needs --store postgres (SQLite serves one control plane)")
+    if args.prefill_finished and args.store != "sqlite":
+        parser.error("--prefill-finished writes a SQLite store (--store sqlite)")
     # A SIGTERM (timeout, Ctrl-C of a wrapper) still stops the control planes and PostgreSQL.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     modes = {"off": [False], "on": [True], "both": [False, True]}[args.tls]
-    results = [run_once(args, tls) for tls in modes]
+    stores = [0, args.prefill_finished] if args.prefill_finished else [0]
+    results = [run_once(args, tls, n) for tls in modes for n in stores]
     plan_events = max(1, round(args.job_seconds / args.interval)) + 1
-    return 0 if report(results, args, plan_events) else 1
+    ok = report(results, args, plan_events)
+    memory.print_wave_rss(results)
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":
