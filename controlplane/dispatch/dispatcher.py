@@ -85,6 +85,9 @@ class Dispatcher:
         self._reconciler = AgentReconciler(ctx, follower)
         self._takeover = StreamTakeover(ctx, follower)
         self._wakeup = asyncio.Event()
+        # What woke the loop: a pass was asked for, or streams were granted to this replica.
+        self._pass_asked = False
+        self._grants_heard = False
         self._listeners: list[Callable[[], None]] = []
         self._loop_task: asyncio.Task[None] | None = None
         self._store_down = False
@@ -103,6 +106,12 @@ class Dispatcher:
 
     def wake(self) -> None:
         """Ask for a scheduling pass soon (after a submit, registration or completion)."""
+        self._pass_asked = True
+        self._wakeup.set()
+
+    def _granted(self) -> None:
+        """Another replica granted streams to this one: start them soon."""
+        self._grants_heard = True
         self._wakeup.set()
 
     async def cancel_unstarted(self, job: JobRecord, reason: str) -> JobRecord:
@@ -130,7 +139,9 @@ class Dispatcher:
         for job in page.jobs:
             # Another live replica may follow it: only what this replica can claim.
             if await self._ownership.claim(job.job_id):
+                self._ownership.starting(job.job_id, job.attempt)  # only ever re-attached
                 await self._follower.resume(job)
+        self._ownership.watch_grants(self._granted)
         self._loop_task = asyncio.create_task(self._run(), name="h2k-dispatcher")
 
     async def stop(self) -> None:
@@ -171,6 +182,10 @@ class Dispatcher:
         """Renew and take over stream leases (several replicas, :mod:`.takeover`)."""
         await self._takeover.keep_streams()
 
+    async def follow_granted(self) -> None:
+        """Start the streams granted to this replica (several replicas, :mod:`.takeover`)."""
+        await self._takeover.follow_granted()
+
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         last_tick = -math.inf
@@ -180,8 +195,15 @@ class Dispatcher:
             self._wakeup.clear()
             # Wakes (a submit, a free slot) call for placement; leases, deadlines and
             # retries are a matter of time and are looked at once per tick, so a busy queue
-            # does not re-read every active job per placement.
-            steps: tuple[Callable[[], Awaitable[Any]], ...] = (self.assign_queued_jobs,)
+            # does not re-read every active job per placement. Grants heard start streams
+            # (keep_streams does that too, as a backstop for a grant not heard).
+            grants_only = self._grants_heard and not self._pass_asked
+            steps: tuple[Callable[[], Awaitable[Any]], ...] = (
+                () if grants_only else (self.assign_queued_jobs,)
+            )
+            if self._grants_heard:
+                steps = (self.follow_granted, *steps)
+            self._pass_asked = self._grants_heard = False
             if loop.time() - last_tick >= self._policy.tick_seconds:
                 last_tick = loop.time()
                 steps = (self.keep_streams, self.supervise, self.release_retries, *steps)

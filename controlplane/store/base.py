@@ -318,6 +318,35 @@ class JobStore(MigrationStore):
         owner holds it and it has not run out."""
         return True
 
+    async def grant_streams(self, grants: Mapping[str, str], lease: timedelta) -> list[str]:
+        """Lease each job's stream to the owner given for it (``job_id -> owner``), in one
+        transaction, where :meth:`claim_stream` by that owner would succeed; returns the
+        job ids granted (the scheduler's pass, before the jobs become ASSIGNED)."""
+        return list(grants)
+
+    async def announce_grants(self, owners: Collection[str]) -> None:
+        """Tell each of ``owners`` (through :meth:`start_grants_feed`) that streams were
+        granted to it."""
+        return None
+
+    def start_grants_feed(self, owner: str, on_granted: Callable[[], None]) -> None:
+        """Call ``on_granted()`` when another replica announces grants to ``owner`` (or may
+        have announced some unheard: after the feed reconnects)."""
+        return None
+
+    async def renew_assigned_streams(self, owner: str, lease: timedelta) -> list[str]:
+        """Extend ``owner``'s unexpired leases of ASSIGNED jobs; returns their job ids."""
+        return []
+
+    async def announce_replica(self, owner: str, lease: timedelta) -> None:
+        """Say that replica ``owner`` is alive for ``lease`` (database time)."""
+        return None
+
+    async def stream_loads(self) -> dict[str, int]:
+        """Each live replica (see :meth:`announce_replica`) -> how many active jobs' streams
+        it holds unexpired leases on."""
+        return {}
+
     # --- progress in batches ------------------------------------------------------------
 
     @abc.abstractmethod

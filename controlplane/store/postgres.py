@@ -28,7 +28,7 @@ from controlplane.models import AgentRecord, JobRecord, QueuedJob, QueueKind, Tr
 from controlplane.store import rows, rules
 from controlplane.store.base import ACTIVE_STATES, Assignment, JobPage, JobStore, event_rows
 from controlplane.store.pg_listen import CHANNEL, ChangeFeed
-from controlplane.store.postgres_leases import Leases
+from controlplane.store.postgres_leases import GRANTS_CHANNEL, Leases
 from controlplane.store.postgres_migrations import PostgresMigrations
 from controlplane.store.postgres_pool import Conn, Connections, Row, reachable, redacted
 from controlplane.store.postgres_schema import migrate
@@ -55,8 +55,9 @@ class PostgresStore(PostgresMigrations, JobStore):
         # Tells this replica's notifications apart from the others'.
         self.instance_id = uuid.uuid4().hex[:12]
         self._db = Connections(url, max_connections)
-        self._leases = Leases(self._db)
+        self._leases = Leases(self._db, self.instance_id)
         self._feed: ChangeFeed | None = None
+        self._grants_feed: ChangeFeed | None = None
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -70,9 +71,10 @@ class PostgresStore(PostgresMigrations, JobStore):
         log.info("store opened url=%s", redacted(self.url))
 
     async def close(self) -> None:
-        if self._feed is not None:
-            await self._feed.stop()
-            self._feed = None
+        for feed in (self._feed, self._grants_feed):
+            if feed is not None:
+                await feed.stop()
+        self._feed = self._grants_feed = None
         await self._db.close()
 
     def start_change_feed(
@@ -464,6 +466,32 @@ class PostgresStore(PostgresMigrations, JobStore):
 
     async def claim_role(self, role: str, owner: str, lease: timedelta) -> bool:
         return await self._leases.claim_role(role, owner, lease)
+
+    async def grant_streams(self, grants: Mapping[str, str], lease: timedelta) -> list[str]:
+        return await self._leases.grant_streams(grants, lease)
+
+    async def announce_grants(self, owners: Collection[str]) -> None:
+        await self._leases.announce_grants(owners)
+
+    async def renew_assigned_streams(self, owner: str, lease: timedelta) -> list[str]:
+        return await self._leases.renew_assigned_streams(owner, lease)
+
+    async def announce_replica(self, owner: str, lease: timedelta) -> None:
+        await self._leases.announce_replica(owner, lease)
+
+    async def stream_loads(self) -> dict[str, int]:
+        return await self._leases.stream_loads()
+
+    def start_grants_feed(self, owner: str, on_granted: Callable[[], None]) -> None:
+        def heard(payload: str | None) -> None:
+            # None: the feed (re)connected and may have missed grants.
+            if payload is None or payload == owner:
+                on_granted()
+
+        self._grants_feed = ChangeFeed(
+            self.url, self.instance_id, heard, lambda _live: None, channel=GRANTS_CHANNEL
+        )
+        self._grants_feed.start()
 
     # --- progress in batches ------------------------------------------------------------
 
