@@ -5,7 +5,7 @@ Several replicas share one PostgreSQL store. Two duties must have exactly one ho
 * **Following a running job's stream** (ExecuteJob, then AttachJob after a break). The
   scheduler leases each job's stream to a live replica *before* the job becomes ASSIGNED
   (:meth:`StreamOwnership.grant_many`: the replica with the fewest streams, so relaying
-  spreads over the replicas) and tells that replica through the store's grants feed; the
+  spreads over the replicas) and tells that replica through the store's dispatch feed; the
   replica confirms the lease (:meth:`~StreamOwnership.confirm_granted`) and starts the job.
   Each replica renews all its leases every dispatcher tick and stops following a job the
   moment its own view of the lease runs out. When a replica dies its leases run out
@@ -52,6 +52,8 @@ log = logging.getLogger(__name__)
 
 SCHEDULER_ROLE = "scheduler"
 DEFAULT_STREAM_LEASE = timedelta(seconds=10)
+# How long a replica that found the scheduler role taken waits before it asks again.
+FOLLOWER_RECHECK_SECONDS = 1.0
 
 
 def replica_id() -> str:
@@ -71,6 +73,7 @@ class StreamOwnership:
         # job_id -> time.monotonic() until which we may act on the job.
         self._held: dict[str, float] = {}
         self._leading_until = 0.0
+        self._not_leading_until = 0.0
         # Attempts this replica must never start: started here already, or taken over
         # from another owner (which may have started them). Kept for the jobs held.
         self._not_to_start: set[tuple[str, int]] = set()
@@ -162,7 +165,12 @@ class StreamOwnership:
         """Wake the other replicas that were granted streams (they confirm and start them)."""
         others = owners - {self.owner}
         if self.replicated and others:
-            await self._store.announce_grants(others)
+            await self._store.notify_dispatchers(others)
+
+    async def announce_slots_freed(self) -> None:
+        """Wake the scheduler (another replica) after jobs followed here ended."""
+        if self.replicated and not self.leading:
+            await self._store.notify_dispatchers([SCHEDULER_ROLE])
 
     async def confirm_granted(self) -> list[str]:
         """Renew this replica's leases of ASSIGNED jobs; returns their job ids, now held."""
@@ -174,10 +182,20 @@ class StreamOwnership:
         self._held.update(dict.fromkeys(confirmed, until))
         return confirmed
 
-    def watch_grants(self, on_granted: Callable[[], None]) -> None:
-        """Call ``on_granted()`` when another replica granted streams to this one."""
-        if self.replicated:
-            self._store.start_grants_feed(self.owner, on_granted)
+    def watch_notices(self, on_granted: Callable[[], None], on_slots: Callable[[], None]) -> None:
+        """Call ``on_granted()`` when another replica granted streams to this one, and
+        ``on_slots()`` when slots were freed elsewhere (the scheduler places then)."""
+        if not self.replicated:
+            return
+
+        def heard(name: str | None) -> None:
+            # None: the feed (re)connected and may have missed notices.
+            if name is None or name == self.owner:
+                on_granted()
+            if name is None or name == SCHEDULER_ROLE:
+                on_slots()
+
+        self._store.start_dispatch_feed(heard)
 
     def may_start(self, job_id: str, attempt: int) -> bool:
         """Whether this replica may start the attempt (it holds it, never started or adopted it)."""
@@ -194,18 +212,30 @@ class StreamOwnership:
             return []
         return await self._store.unowned_active_jobs()
 
+    @property
+    def leading(self) -> bool:
+        """Whether this replica held the scheduler role at its last check (no store call)."""
+        return not self.replicated or self._leading_until > time.monotonic()
+
     async def lead_scheduler(self) -> bool:
-        """Take or keep the scheduler role; True while this replica is the scheduler."""
+        """Take or keep the scheduler role; True while this replica is the scheduler.
+
+        While another replica holds it, the store is asked again only after a while
+        (:data:`FOLLOWER_RECHECK_SECONDS`): a replica relaying many streams is woken often.
+        """
         if not self.replicated:
             return True
         sent_at = time.monotonic()
         was_leading = self._leading_until > sent_at
+        if not was_leading and sent_at < self._not_leading_until:
+            return False
         if await self._store.claim_role(SCHEDULER_ROLE, self.owner, self._lease):
             self._leading_until = self._valid_until(sent_at)
             if not was_leading:
                 log.info("scheduler role taken owner=%s", self.owner)
             return True
         self._leading_until = 0.0
+        self._not_leading_until = sent_at + FOLLOWER_RECHECK_SECONDS
         return False
 
     async def release(self) -> None:

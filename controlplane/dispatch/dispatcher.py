@@ -88,6 +88,7 @@ class Dispatcher:
         # What woke the loop: a pass was asked for, or streams were granted to this replica.
         self._pass_asked = False
         self._grants_heard = False
+        self._slots_freed = False  # jobs followed here ended: the scheduler may place more
         self._listeners: list[Callable[[], None]] = []
         self._loop_task: asyncio.Task[None] | None = None
         self._store_down = False
@@ -100,6 +101,7 @@ class Dispatcher:
         self._listeners.append(listener)
 
     def _job_moved(self) -> None:
+        self._slots_freed = True
         self.wake()
         for listener in self._listeners:
             listener()
@@ -141,7 +143,7 @@ class Dispatcher:
             if await self._ownership.claim(job.job_id):
                 self._ownership.starting(job.job_id, job.attempt)  # only ever re-attached
                 await self._follower.resume(job)
-        self._ownership.watch_grants(self._granted)
+        self._ownership.watch_notices(self._granted, self.wake)
         self._loop_task = asyncio.create_task(self._run(), name="h2k-dispatcher")
 
     async def stop(self) -> None:
@@ -203,7 +205,9 @@ class Dispatcher:
             )
             if self._grants_heard:
                 steps = (self.follow_granted, *steps)
-            self._pass_asked = self._grants_heard = False
+            if self._slots_freed:
+                steps = (*steps, self._ownership.announce_slots_freed)
+            self._pass_asked = self._grants_heard = self._slots_freed = False
             if loop.time() - last_tick >= self._policy.tick_seconds:
                 last_tick = loop.time()
                 steps = (self.keep_streams, self.supervise, self.release_retries, *steps)

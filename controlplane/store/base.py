@@ -324,14 +324,15 @@ class JobStore(MigrationStore):
         job ids granted (the scheduler's pass, before the jobs become ASSIGNED)."""
         return list(grants)
 
-    async def announce_grants(self, owners: Collection[str]) -> None:
-        """Tell each of ``owners`` (through :meth:`start_grants_feed`) that streams were
-        granted to it."""
+    async def notify_dispatchers(self, names: Collection[str]) -> None:
+        """Tell the dispatchers called ``names`` (through :meth:`start_dispatch_feed`) that
+        they have something to do: a replica's owner name (streams were granted to it), or
+        a role (whichever replica holds it: the scheduler, when slots were freed)."""
         return None
 
-    def start_grants_feed(self, owner: str, on_granted: Callable[[], None]) -> None:
-        """Call ``on_granted()`` when another replica announces grants to ``owner`` (or may
-        have announced some unheard: after the feed reconnects)."""
+    def start_dispatch_feed(self, on_notice: Callable[[str | None], None]) -> None:
+        """Call ``on_notice(name)`` for every :meth:`notify_dispatchers` of another replica,
+        and ``on_notice(None)`` when notices may have been missed (the feed reconnected)."""
         return None
 
     async def renew_assigned_streams(self, owner: str, lease: timedelta) -> list[str]:

@@ -28,7 +28,7 @@ from controlplane.models import AgentRecord, JobRecord, QueuedJob, QueueKind, Tr
 from controlplane.store import rows, rules
 from controlplane.store.base import ACTIVE_STATES, Assignment, JobPage, JobStore, event_rows
 from controlplane.store.pg_listen import CHANNEL, ChangeFeed
-from controlplane.store.postgres_leases import GRANTS_CHANNEL, Leases
+from controlplane.store.postgres_leases import DISPATCH_CHANNEL, Leases
 from controlplane.store.postgres_migrations import PostgresMigrations
 from controlplane.store.postgres_pool import Conn, Connections, Row, reachable, redacted
 from controlplane.store.postgres_schema import migrate
@@ -57,7 +57,7 @@ class PostgresStore(PostgresMigrations, JobStore):
         self._db = Connections(url, max_connections)
         self._leases = Leases(self._db, self.instance_id)
         self._feed: ChangeFeed | None = None
-        self._grants_feed: ChangeFeed | None = None
+        self._dispatch_feed: ChangeFeed | None = None
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -71,10 +71,10 @@ class PostgresStore(PostgresMigrations, JobStore):
         log.info("store opened url=%s", redacted(self.url))
 
     async def close(self) -> None:
-        for feed in (self._feed, self._grants_feed):
+        for feed in (self._feed, self._dispatch_feed):
             if feed is not None:
                 await feed.stop()
-        self._feed = self._grants_feed = None
+        self._feed = self._dispatch_feed = None
         await self._db.close()
 
     def start_change_feed(
@@ -470,8 +470,8 @@ class PostgresStore(PostgresMigrations, JobStore):
     async def grant_streams(self, grants: Mapping[str, str], lease: timedelta) -> list[str]:
         return await self._leases.grant_streams(grants, lease)
 
-    async def announce_grants(self, owners: Collection[str]) -> None:
-        await self._leases.announce_grants(owners)
+    async def notify_dispatchers(self, names: Collection[str]) -> None:
+        await self._leases.notify_dispatchers(names)
 
     async def renew_assigned_streams(self, owner: str, lease: timedelta) -> list[str]:
         return await self._leases.renew_assigned_streams(owner, lease)
@@ -482,16 +482,11 @@ class PostgresStore(PostgresMigrations, JobStore):
     async def stream_loads(self) -> dict[str, int]:
         return await self._leases.stream_loads()
 
-    def start_grants_feed(self, owner: str, on_granted: Callable[[], None]) -> None:
-        def heard(payload: str | None) -> None:
-            # None: the feed (re)connected and may have missed grants.
-            if payload is None or payload == owner:
-                on_granted()
-
-        self._grants_feed = ChangeFeed(
-            self.url, self.instance_id, heard, lambda _live: None, channel=GRANTS_CHANNEL
+    def start_dispatch_feed(self, on_notice: Callable[[str | None], None]) -> None:
+        self._dispatch_feed = ChangeFeed(
+            self.url, self.instance_id, on_notice, lambda _live: None, channel=DISPATCH_CHANNEL
         )
-        self._grants_feed.start()
+        self._dispatch_feed.start()
 
     # --- progress in batches ------------------------------------------------------------
 

@@ -4,7 +4,8 @@ clock, never a replica's (see :mod:`controlplane.ownership`).
 A job's stream (which replica follows its agent) and singleton roles (the scheduler) are
 each held by one owner until the lease runs out or is released. Each live replica also holds
 a role of its own (``replica:<owner>``): the scheduler spreads new streams over the replicas
-that hold theirs, least loaded first, and tells each of them on :data:`GRANTS_CHANNEL`.
+that hold theirs, least loaded first, and tells each of them on :data:`DISPATCH_CHANNEL`
+(where a relaying replica also tells the scheduler that slots were freed).
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ _ACTIVE = [s.value for s in ACTIVE_STATES]
 _TERMINAL = [s.value for s in JobState if s.is_terminal]
 # Role rows that say a replica is alive (renewed every dispatcher tick).
 REPLICA_ROLE_PREFIX = "replica:"
-# NOTIFY channel: "<instance>:<owner>" = streams were granted to ``owner``.
-GRANTS_CHANNEL = "h2k_stream_grants"
+# NOTIFY channel: "<instance>:<name>" = the dispatcher called ``name`` (a replica's owner
+# name, or a role: whoever holds it) has something to do.
+DISPATCH_CHANNEL = "h2k_dispatch"
 
 # Free to take: no lease yet, the owner's already, run out, or the job is not active (a
 # requeued job's old lease must not keep the scheduler from assigning it again).
@@ -138,13 +140,13 @@ class Leases:
             granted = {row["job_id"] for row in await cursor.fetchall()}
         return [j for j in grants if j in granted]
 
-    async def announce_grants(self, owners: Collection[str]) -> None:
-        if not owners:
+    async def notify_dispatchers(self, names: Collection[str]) -> None:
+        if not names:
             return
         async with self._db.transaction() as conn:
             await conn.execute(
-                "SELECT pg_notify(%s, %s || o) FROM unnest(%s::text[]) AS t(o)",
-                (GRANTS_CHANNEL, f"{self._instance_id}:", sorted(set(owners))),
+                "SELECT pg_notify(%s, %s || n) FROM unnest(%s::text[]) AS t(n)",
+                (DISPATCH_CHANNEL, f"{self._instance_id}:", sorted(set(names))),
             )
 
     async def renew_assigned_streams(self, owner: str, lease: timedelta) -> list[str]:

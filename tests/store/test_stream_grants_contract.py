@@ -91,20 +91,20 @@ async def test_stream_loads_count_active_streams_of_live_replicas_only(backend, 
     assert after_release == {"replica-b": 1, "replica-idle": 0}
 
 
-async def test_a_replica_hears_the_grants_announced_to_it_and_no_others(backend, build):
-    heard: list[str] = []
+async def test_a_replica_hears_the_other_replicas_dispatch_notices_in_order(backend, build):
+    heard: list[str | None] = []
     async with backend.opened() as scheduler, backend.opened() as replica_b:
-        replica_b.start_grants_feed("replica-b", lambda: heard.append("grants"))
+        replica_b.start_dispatch_feed(heard.append)
         if backend.name == "sqlite":
-            await scheduler.announce_grants(["replica-b"])
+            await scheduler.notify_dispatchers(["replica-b"])
             await asyncio.sleep(0)  # let anything scheduled run: nothing may be
             assert heard == []
             return
-        # The feed reports once when it connects (grants may have been missed before).
-        await asyncio.to_thread(wait_for, lambda: heard, what="grants feed connected")
-        await scheduler.announce_grants(["replica-c"])
-        await scheduler.announce_grants(["replica-b", "replica-c"])
-        await asyncio.to_thread(wait_for, lambda: len(heard) >= 2, what="grant heard")
-        # Notifications arrive in commit order: replica-c's alone came before and was not
-        # reported to replica-b.
-        assert heard == ["grants", "grants"]
+        # The feed reports None once it listens (notices may have been missed before).
+        await asyncio.to_thread(wait_for, lambda: heard, what="dispatch feed connected")
+        await scheduler.notify_dispatchers(["replica-c"])
+        await replica_b.notify_dispatchers(["scheduler"])  # its own: not reported back
+        await scheduler.notify_dispatchers(["replica-b", "scheduler"])
+        await asyncio.to_thread(wait_for, lambda: len(heard) >= 4, what="notices heard")
+        # In commit order, every other replica's notice, each name once.
+        assert heard == [None, "replica-c", "replica-b", "scheduler"]
