@@ -1,7 +1,7 @@
 """Several replicas: start the streams granted to this replica, keep its leases, take over orphans.
 
 A no-op with a single-replica store. The scheduler grants a new job's stream to some live
-replica (:mod:`controlplane.dispatch.assignment`); that replica, woken by the store's grants
+replica (:mod:`controlplane.dispatch.assignment`); that replica, woken by the store's dispatch
 feed (or on its next tick, should the feed have missed it), confirms the lease and starts the
 attempt (:meth:`StreamTakeover.follow_granted`). Every tick it renews its leases: a job it
 holds but no longer follows (its task ended while the store was unreachable) is followed
