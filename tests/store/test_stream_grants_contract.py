@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
+from controlplane.ownership import StreamOwnership
 from controlplane.store import JobStore
 from devsupport.cluster import wait_for
 from protocol.states import JobState
@@ -108,3 +109,32 @@ async def test_a_replica_hears_the_other_replicas_dispatch_notices_in_order(back
         await asyncio.to_thread(wait_for, lambda: len(heard) >= 4, what="notices heard")
         # In commit order, every other replica's notice, each name once.
         assert heard == [None, "replica-c", "replica-b", "scheduler"]
+
+
+async def test_new_streams_spread_over_live_replicas_and_start_only_where_granted(backend, build):
+    async with backend.opened() as store:
+        a = StreamOwnership(store, LEASE, owner="replica-a")
+        b = StreamOwnership(store, LEASE, owner="replica-b")
+        await a.announce()
+        await b.announce()
+        ids = await _queued(store, build, 4)
+        owners = await a.choose_owners(ids)
+        granted = await a.grant_many(owners)
+        for job_id in granted:
+            await _assign(store, job_id)
+        confirmed = await b.confirm_granted()
+        of_a = [j for j in ids if owners[j] == "replica-a"]
+        a_may = [j for j in ids if a.may_start(j, 1)]
+        b_may = [j for j in ids if b.may_start(j, 1)]
+        for job_id in of_a:
+            a.starting(job_id, 1)  # started: never again
+        a_again = [j for j in ids if a.may_start(j, 1)]
+    assert granted == ids
+    if backend.name == "sqlite":
+        assert set(owners.values()) == {"replica-a"}
+        assert confirmed == []
+        return
+    of_b = [j for j in ids if owners[j] == "replica-b"]
+    assert len(of_a) == len(of_b) == 2
+    assert confirmed == of_b
+    assert (a_may, b_may, a_again) == (of_a, of_b, [])
