@@ -74,6 +74,8 @@ class StreamOwnership:
         self._held: dict[str, float] = {}
         self._leading_until = 0.0
         self._not_leading_until = 0.0
+        # Live replica -> how many streams it holds (see announce / choose_owners).
+        self._loads: dict[str, int] = {}
         # Attempts this replica must never start: started here already, or taken over
         # from another owner (which may have started them). Kept for the jobs held.
         self._not_to_start: set[tuple[str, int]] = set()
@@ -130,16 +132,23 @@ class StreamOwnership:
         return held | set(claimed_meanwhile)
 
     async def announce(self) -> None:
-        """Renew this replica's presence (the scheduler grants streams to live replicas)."""
-        if self.replicated:
-            await self._store.announce_replica(self.owner, self._lease)
+        """Renew this replica's presence and read every live replica's stream count (the
+        scheduler grants new streams by it until the next announcement)."""
+        if not self.replicated:
+            return
+        await self._store.announce_replica(self.owner, self._lease)
+        self._loads = await self._store.stream_loads()
 
     async def choose_owners(self, job_ids: list[str]) -> dict[str, str]:
         """A live replica for each job's stream: the fewest streams first, this one on ties
-        (and this one alone while no other replica has announced itself)."""
+        (and this one alone while no other replica has announced itself).
+
+        The counts are those read at the last :meth:`announce` (once per dispatcher tick),
+        plus the streams granted since: a pass costs no store call for them.
+        """
         if not self.replicated or not job_ids:
             return dict.fromkeys(job_ids, self.owner)
-        loads = await self._store.stream_loads()
+        loads = self._loads
         loads.setdefault(self.owner, len(self._held))
         # Ties go to this replica first, then by name (a stable spread).
         order = sorted(loads, key=lambda o: (o != self.owner, o))

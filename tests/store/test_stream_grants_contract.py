@@ -115,8 +115,8 @@ async def test_new_streams_spread_over_live_replicas_and_start_only_where_grante
     async with backend.opened() as store:
         a = StreamOwnership(store, LEASE, owner="replica-a")
         b = StreamOwnership(store, LEASE, owner="replica-b")
-        await a.announce()
         await b.announce()
+        await a.announce()  # the scheduler's tick: reads who is alive, with their streams
         ids = await _queued(store, build, 4)
         owners = await a.choose_owners(ids)
         granted = await a.grant_many(owners)
