@@ -8,8 +8,10 @@ followed by its own task (:mod:`.following`). While the store cannot be reached 
 agents' leases then count from when it is back (like after a restart).
 
 With several replicas on one PostgreSQL store (:mod:`controlplane.ownership`) one replica
-schedules, each job's stream is followed by the replica holding its lease, and a replica takes
-over the streams whose owner died.
+schedules and leases each new job's stream to the live replica with the fewest streams, each
+job's stream is followed by the replica holding its lease (woken by the store's dispatch
+feed when streams are granted to it; it wakes the scheduler when its jobs end), and a replica
+takes over the streams whose owner died.
 """
 
 from __future__ import annotations
