@@ -19,9 +19,8 @@ from collections.abc import Collection
 from controlplane.dispatch.context import DispatchContext
 from controlplane.dispatch.following import StreamFollower, span_attributes
 from controlplane.dispatch.streams import FollowedStream
-from controlplane.models import JobRecord
+from controlplane.models import AgentRecord, JobRecord
 from controlplane.store import ACTIVE_STATES
-from protocol.errors import NotFound
 from protocol.states import JobState
 from runtime.tracing import context_from_traceparent, tracer
 
@@ -62,25 +61,34 @@ class StreamTakeover:
 
     async def _follow(self, job_ids: Collection[str], taken_over: Collection[str]) -> None:
         """Follow each held job nobody here follows: start it when granted and never
-        started here, otherwise re-attach."""
-        for job_id in sorted(set(job_ids) - set(self._streams.job_ids())):
-            job = await self._store.get_job(job_id)
-            if job.state not in ACTIVE_STATES:
+        started here, otherwise re-attach.
+
+        The ASSIGNED jobs and the agents are read with one store call each, not per job: a
+        pass's grants arrive together, and this runs in the dispatcher's loop, which also
+        renews the leases.
+        """
+        wanted = sorted(set(job_ids) - set(self._streams.job_ids()))
+        if not wanted:
+            return
+        assigned_page = await self._store.list_jobs(states=[JobState.ASSIGNED], limit=None)
+        assigned = {j.job_id: j for j in assigned_page.jobs}
+        agents = {a.name: a for a in await self._store.list_agents()}
+        for job_id in wanted:
+            job = assigned.get(job_id) or await self._store.get_job(job_id)
+            if job.state not in ACTIVE_STATES or job_id in self._streams:
                 continue
             if job_id in taken_over:
                 # Its former owner may have started it: only ever re-attach here.
                 self._ownership.starting(job_id, job.attempt)
             if job.state is JobState.ASSIGNED and self._ownership.may_start(job_id, job.attempt):
-                await self._start(job)
+                agent = agents.get(job.assigned_agent or "")
+                if agent is not None:  # else the supervisor ends it: an unknown agent is lost
+                    self._start(job, agent)
             else:
                 self._ownership.starting(job_id, job.attempt)
                 await self._follower.resume(job)
 
-    async def _start(self, job: JobRecord) -> None:
-        try:
-            agent = await self._store.get_agent(job.assigned_agent or "")
-        except NotFound:
-            return  # the supervisor ends it: an unregistered agent counts as lost
+    def _start(self, job: JobRecord, agent: AgentRecord) -> None:
         self._ownership.starting(job.job_id, job.attempt)
         log.info(
             "relaying granted job job_id=%s agent=%s attempt=%d owner=%s",
