@@ -2,8 +2,11 @@
 
 Only the replica holding the scheduler role assigns. A pass's placements are stored with one
 store call (:meth:`JobStore.assign_jobs`), not one per job. The stream leases of the jobs are
-claimed before their ASSIGNED transition, so from that moment no other replica follows them;
-the store moves only jobs still QUEUED, so a job cancelled (or assigned) meanwhile is skipped.
+granted before their ASSIGNED transition (one store call), each to the live replica with the
+fewest streams, so from that moment no other replica follows them; the store moves only jobs
+still QUEUED, so a job cancelled (or assigned) meanwhile is skipped. This replica starts the
+jobs granted to itself; the others are told (one store call) and start theirs
+(:meth:`controlplane.dispatch.takeover.StreamTakeover.follow_granted`).
 """
 
 from __future__ import annotations
@@ -72,24 +75,26 @@ class Assigner:
             return []
         agents = {job.job_id: agent for job, agent in placed}
         # The stream leases first: from the moment a job is ASSIGNED nobody else takes it.
-        claimed = set(await self._ownership.claim_many(list(agents)))
-        for job_id in agents.keys() - claimed:
+        owners = await self._ownership.choose_owners(list(agents))
+        granted = set(await self._ownership.grant_many(owners))
+        for job_id in agents.keys() - granted:
             log.info("assignment skipped job_id=%s reason=another replica holds it", job_id)
         records = await self._store.assign_jobs(
             [
                 Assignment(job.job_id, agent.name, job.attempt + 1)
                 for job, agent in placed
-                if job.job_id in claimed
+                if job.job_id in granted
             ]
         )
-        for job_id in claimed - {r.job_id for r in records}:
+        for job_id in granted - {r.job_id for r in records}:
             # Cancelled (or taken) between the scheduling read and now.
             log.info("assignment skipped job_id=%s reason=no longer queued", job_id)
         for record in records:
-            self._start(record, agents[record.job_id])
+            self._start(record, agents[record.job_id], owners[record.job_id])
+        await self._ownership.announce_grants({owners[r.job_id] for r in records})
         return [(r.job_id, agents[r.job_id].name) for r in records]
 
-    def _start(self, record: JobRecord, agent: AgentRecord) -> None:
+    def _start(self, record: JobRecord, agent: AgentRecord, relay: str) -> None:
         waited = _queued_seconds(record)
         observe_scheduling(waited)
         # The submit's span ended long ago, in another task: continue its trace explicitly.
@@ -99,10 +104,14 @@ class Assigner:
             attributes={**span_attributes(record, agent.name), "h2k.queued_seconds": waited},
         ):
             log.info(
-                "job assigned job_id=%s agent=%s attempt=%d",
+                "job assigned job_id=%s agent=%s attempt=%d relay=%s",
                 record.job_id,
                 agent.name,
                 record.attempt,
+                relay,
             )
+            if relay != self._ownership.owner:
+                return  # that replica starts it (told by announce_grants)
+            self._ownership.starting(record.job_id, record.attempt)
             stream = FollowedStream(record.job_id, agent.name, agent.address, record.attempt)
             self._follower.start(record, stream)

@@ -8,8 +8,10 @@ followed by its own task (:mod:`.following`). While the store cannot be reached 
 agents' leases then count from when it is back (like after a restart).
 
 With several replicas on one PostgreSQL store (:mod:`controlplane.ownership`) one replica
-schedules, each job's stream is followed by the replica holding its lease, and a replica takes
-over the streams whose owner died.
+schedules and leases each new job's stream to the live replica with the fewest streams, each
+job's stream is followed by the replica holding its lease (woken by the store's dispatch
+feed when streams are granted to it; it wakes the scheduler when its jobs end), and a replica
+takes over the streams whose owner died.
 """
 
 from __future__ import annotations
@@ -85,6 +87,10 @@ class Dispatcher:
         self._reconciler = AgentReconciler(ctx, follower)
         self._takeover = StreamTakeover(ctx, follower)
         self._wakeup = asyncio.Event()
+        # What woke the loop: a pass was asked for, or streams were granted to this replica.
+        self._pass_asked = False
+        self._grants_heard = False
+        self._slots_freed = False  # jobs followed here ended: the scheduler may place more
         self._listeners: list[Callable[[], None]] = []
         self._loop_task: asyncio.Task[None] | None = None
         self._store_down = False
@@ -97,12 +103,19 @@ class Dispatcher:
         self._listeners.append(listener)
 
     def _job_moved(self) -> None:
+        self._slots_freed = True
         self.wake()
         for listener in self._listeners:
             listener()
 
     def wake(self) -> None:
         """Ask for a scheduling pass soon (after a submit, registration or completion)."""
+        self._pass_asked = True
+        self._wakeup.set()
+
+    def _granted(self) -> None:
+        """Another replica granted streams to this one: start them soon."""
+        self._grants_heard = True
         self._wakeup.set()
 
     async def cancel_unstarted(self, job: JobRecord, reason: str) -> JobRecord:
@@ -130,7 +143,9 @@ class Dispatcher:
         for job in page.jobs:
             # Another live replica may follow it: only what this replica can claim.
             if await self._ownership.claim(job.job_id):
+                self._ownership.starting(job.job_id, job.attempt)  # only ever re-attached
                 await self._follower.resume(job)
+        self._ownership.watch_notices(self._granted, self.wake)
         self._loop_task = asyncio.create_task(self._run(), name="h2k-dispatcher")
 
     async def stop(self) -> None:
@@ -171,6 +186,10 @@ class Dispatcher:
         """Renew and take over stream leases (several replicas, :mod:`.takeover`)."""
         await self._takeover.keep_streams()
 
+    async def follow_granted(self) -> None:
+        """Start the streams granted to this replica (several replicas, :mod:`.takeover`)."""
+        await self._takeover.follow_granted()
+
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         last_tick = -math.inf
@@ -180,8 +199,17 @@ class Dispatcher:
             self._wakeup.clear()
             # Wakes (a submit, a free slot) call for placement; leases, deadlines and
             # retries are a matter of time and are looked at once per tick, so a busy queue
-            # does not re-read every active job per placement.
-            steps: tuple[Callable[[], Awaitable[Any]], ...] = (self.assign_queued_jobs,)
+            # does not re-read every active job per placement. Grants heard start streams
+            # (keep_streams does that too, as a backstop for a grant not heard).
+            grants_only = self._grants_heard and not self._pass_asked
+            steps: tuple[Callable[[], Awaitable[Any]], ...] = (
+                () if grants_only else (self.assign_queued_jobs,)
+            )
+            if self._grants_heard:
+                steps = (self.follow_granted, *steps)
+            if self._slots_freed:
+                steps = (*steps, self._ownership.announce_slots_freed)
+            self._pass_asked = self._grants_heard = self._slots_freed = False
             if loop.time() - last_tick >= self._policy.tick_seconds:
                 last_tick = loop.time()
                 steps = (self.keep_streams, self.supervise, self.release_retries, *steps)

@@ -342,6 +342,36 @@ class JobStore(MigrationStore):
         owner holds it and it has not run out."""
         return True
 
+    async def grant_streams(self, grants: Mapping[str, str], lease: timedelta) -> list[str]:
+        """Lease each job's stream to the owner given for it (``job_id -> owner``), in one
+        transaction, where :meth:`claim_stream` by that owner would succeed; returns the
+        job ids granted (the scheduler's pass, before the jobs become ASSIGNED)."""
+        return list(grants)
+
+    async def notify_dispatchers(self, names: Collection[str]) -> None:
+        """Tell the dispatchers called ``names`` (through :meth:`start_dispatch_feed`) that
+        they have something to do: a replica's owner name (streams were granted to it), or
+        a role (whichever replica holds it: the scheduler, when slots were freed)."""
+        return None
+
+    def start_dispatch_feed(self, on_notice: Callable[[str | None], None]) -> None:
+        """Call ``on_notice(name)`` for every :meth:`notify_dispatchers` of another replica,
+        and ``on_notice(None)`` when notices may have been missed (the feed reconnected)."""
+        return None
+
+    async def renew_assigned_streams(self, owner: str, lease: timedelta) -> list[str]:
+        """Extend ``owner``'s unexpired leases of ASSIGNED jobs; returns their job ids."""
+        return []
+
+    async def announce_replica(self, owner: str, lease: timedelta) -> None:
+        """Say that replica ``owner`` is alive for ``lease`` (database time)."""
+        return None
+
+    async def stream_loads(self) -> dict[str, int]:
+        """Each live replica (see :meth:`announce_replica`) -> how many active jobs' streams
+        it holds unexpired leases on."""
+        return {}
+
     # --- progress in batches ------------------------------------------------------------
 
     @abc.abstractmethod

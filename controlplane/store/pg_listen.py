@@ -38,8 +38,10 @@ class ChangeFeed:
         instance_id: str,
         on_change: Callable[[str | None], None],
         on_live: Callable[[bool], None],
+        channel: str = CHANNEL,
     ) -> None:
         self._url = url
+        self._channel = channel
         self._prefix = f"{instance_id}:"
         self._on_change = on_change
         self._on_live = on_live
@@ -62,10 +64,10 @@ class ChangeFeed:
                 async with await psycopg.AsyncConnection.connect(
                     self._url, autocommit=True, connect_timeout=3
                 ) as conn:
-                    await conn.execute(f"LISTEN {CHANNEL}")
+                    await conn.execute(f"LISTEN {self._channel}")
                     live = True
                     self._on_live(True)
-                    log.info("change feed listening channel=%s", CHANNEL)
+                    log.info("change feed listening channel=%s", self._channel)
                     self._on_change(None)
                     await self._receive(conn)
             except psycopg.Error as exc:

@@ -38,7 +38,7 @@ from controlplane.store.base import (
     progress_rows,
 )
 from controlplane.store.pg_listen import CHANNEL, ChangeFeed
-from controlplane.store.postgres_leases import Leases
+from controlplane.store.postgres_leases import DISPATCH_CHANNEL, Leases
 from controlplane.store.postgres_migrations import PostgresMigrations
 from controlplane.store.postgres_pool import Conn, Connections, Row, reachable, redacted
 from controlplane.store.postgres_schema import migrate
@@ -65,8 +65,9 @@ class PostgresStore(PostgresMigrations, JobStore):
         # Tells this replica's notifications apart from the others'.
         self.instance_id = uuid.uuid4().hex[:12]
         self._db = Connections(url, max_connections)
-        self._leases = Leases(self._db)
+        self._leases = Leases(self._db, self.instance_id)
         self._feed: ChangeFeed | None = None
+        self._dispatch_feed: ChangeFeed | None = None
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -80,9 +81,10 @@ class PostgresStore(PostgresMigrations, JobStore):
         log.info("store opened url=%s", redacted(self.url))
 
     async def close(self) -> None:
-        if self._feed is not None:
-            await self._feed.stop()
-            self._feed = None
+        for feed in (self._feed, self._dispatch_feed):
+            if feed is not None:
+                await feed.stop()
+        self._feed = self._dispatch_feed = None
         await self._db.close()
 
     def start_change_feed(
@@ -472,6 +474,27 @@ class PostgresStore(PostgresMigrations, JobStore):
 
     async def claim_role(self, role: str, owner: str, lease: timedelta) -> bool:
         return await self._leases.claim_role(role, owner, lease)
+
+    async def grant_streams(self, grants: Mapping[str, str], lease: timedelta) -> list[str]:
+        return await self._leases.grant_streams(grants, lease)
+
+    async def notify_dispatchers(self, names: Collection[str]) -> None:
+        await self._leases.notify_dispatchers(names)
+
+    async def renew_assigned_streams(self, owner: str, lease: timedelta) -> list[str]:
+        return await self._leases.renew_assigned_streams(owner, lease)
+
+    async def announce_replica(self, owner: str, lease: timedelta) -> None:
+        await self._leases.announce_replica(owner, lease)
+
+    async def stream_loads(self) -> dict[str, int]:
+        return await self._leases.stream_loads()
+
+    def start_dispatch_feed(self, on_notice: Callable[[str | None], None]) -> None:
+        self._dispatch_feed = ChangeFeed(
+            self.url, self.instance_id, on_notice, lambda _live: None, channel=DISPATCH_CHANNEL
+        )
+        self._dispatch_feed.start()
 
     # --- progress in batches ------------------------------------------------------------
 

@@ -69,7 +69,9 @@ def test_killing_the_replica_that_follows_the_jobs_hands_them_to_the_other(
     # Every slot is busy: these wait for the scheduler, which is about to die.
     for job_id in queued:
         c.api_of("cp-b").submit(_tiny(c, job_id))
-    assert c.stream_owners() == dict.fromkeys(running, "cp-a")
+    # The streams are spread over both replicas (tests/ha/test_scale_out.py); cp-a's go.
+    assert set(c.stream_owners()) == set(running)
+    assert set(c.stream_owners().values()) <= set(REPLICAS)
     c.replicas["cp-a"].kill()
     killed = time.monotonic()
     wait_for(
