@@ -158,9 +158,11 @@ class JobRows:
     """One job's rows, applied move by move the way the store applies them."""
 
     def __init__(self, spec: JobSpec, submitted: datetime) -> None:
-        new = rows.new_job_values(spec, submitted, "", CODEC)
+        # Admitted as the store admits it: the row in the admission path's last state, with
+        # the path's history rows beside it.
+        new = rows.new_job(spec, submitted, "", CODEC)
         self.job_id = spec.job_id
-        self.columns: dict[str, Any] = dict(zip(rows.NEW_JOB_COLUMNS, new, strict=True))
+        self.columns: dict[str, Any] = dict(zip(rows.NEW_JOB_COLUMNS, new.values, strict=True))
         self.columns.update(
             attempt=0,
             assigned_agent=None,
@@ -174,8 +176,8 @@ class JobRows:
             progress_percent=0.0,
             cancel_requested=CODEC.encode_flag(False),
         )
-        self.state = rules.NEW_JOB_STATE
-        self.history: list[tuple[Any, ...]] = []
+        self.state = rules.ADMISSION_PATH[-1]
+        self.history: list[tuple[Any, ...]] = list(new.history)
 
     def move(self, to_state: JobState, reason: str, when: datetime, **updates: Any) -> None:
         """A transition as the store's ``_apply`` writes it (row fields, history row)."""
@@ -229,8 +231,6 @@ def job_rows(
 ) -> JobRows:
     """The rows of a prefilled job (its events are :class:`EventBodies`')."""
     job = JobRows(spec, submitted)
-    for to_state, reason in rules.admission_steps(spec):
-        job.move(to_state, reason, submitted)
     if outcome is JobState.CANCELLED:
         when = submitted + timedelta(seconds=1)
         job.move(
