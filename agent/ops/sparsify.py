@@ -127,8 +127,8 @@ async def copy_out(
     Args:
         tmp: the temporary output as qemu-img is to open it (a pinned path).
         fd: the temporary output's descriptor, for early write-back while it is written.
-        measure: also map the data the pass copies (the trimmed overlay through its
-            backing), while it copies: nothing writes the overlay any more.
+        measure: also map the data the pass copied (the trimmed overlay through its
+            backing), once it is copied.
 
     Returns:
         With ``measure``, the data extents the pass copied (the output holds at most these:
@@ -140,10 +140,6 @@ async def copy_out(
     async with contextlib.AsyncExitStack() as stack:
         if fd is not None:
             await stack.enter_async_context(early_writeback(fd, job_id))
-        copied = None
-        if measure:
-            mapping = data_extents(overlay.path, "qcow2")
-            copied = await stack.enter_async_context(meanwhile(mapping, "map-overlay"))
         await qemu_img.convert(
             overlay.path,
             "qcow2",
@@ -155,7 +151,9 @@ async def copy_out(
             # zlib is qemu-img's default: its argv stays as it would be without.
             compression_type=compression.value if compression is CompressionType.ZSTD else None,
         )
-        return await copied if copied is not None else None
+    # Mapped after the copy, not beside it: a qemu-img map started while the convert ran
+    # failed to create its threads (qemu_thread_create: EAGAIN) under its memory limit.
+    return await data_extents(overlay.path, "qcow2") if measure else None
 
 
 def account(
