@@ -52,7 +52,7 @@ from bench.fake_agents import progress_event
 from controlplane.models import error_result, result_to_dict
 from controlplane.store import SqliteStore, rows, rules, schema
 from controlplane.store import sqlite as sqlite_module
-from controlplane.store.base import Assignment
+from controlplane.store.base import UPDATABLE_FIELDS, Assignment
 from controlplane.store.schema import SCHEMA_VERSION
 from controlplane.store.sqlite import CODEC
 from protocol.conversion import event_to_json, spec_from_proto, timestamp_to_proto, utcnow
@@ -488,20 +488,9 @@ def _event_bodies(plan: PrefillPlan) -> EventBodies:
     return EventBodies(plan)
 
 
-# Every column a finished job's writes set besides create_job's (the order of the INSERT).
-_UPDATED = (
-    "attempt",
-    "assigned_agent",
-    "queue_reason",
-    "result",
-    "error",
-    "started_at",
-    "finished_at",
-    "last_seq",
-    "phase",
-    "progress_percent",
-    "cancel_requested",
-)
+# Every column a finished job's writes set besides create_job's: the fields the store lets a
+# write change (values are taken by column name, so the order is only the INSERT's).
+_UPDATED = tuple(sorted(UPDATABLE_FIELDS))
 JOB_COLUMNS = (*rows.NEW_JOB_COLUMNS, *_UPDATED)
 
 
