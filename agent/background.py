@@ -32,3 +32,19 @@ async def meanwhile(work: Coroutine[Any, Any, T], name: str) -> AsyncIterator[as
         await asyncio.wait([task])
         if not task.cancelled():
             task.exception()  # retrieved: asyncio would otherwise log it as never retrieved
+
+
+async def together(*works: Coroutine[Any, Any, None]) -> None:
+    """Run ``works`` concurrently; the first to fail cancels the rest and its error is raised
+    as it is (not wrapped in an ExceptionGroup, so the job's error keeps its type)."""
+    tasks = [asyncio.create_task(work) for work in works]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+    finally:
+        for task in tasks:
+            if not task.done():
+                task.cancel()
+        await asyncio.wait(tasks)
+    for task in tasks:  # the failure first: the others were cancelled because of it
+        if not task.cancelled() and task.exception() is not None:
+            task.result()

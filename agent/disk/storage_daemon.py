@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import os
+import select
 import signal
 import time
 from collections.abc import AsyncIterator
@@ -96,6 +97,23 @@ def _exited(pid: int) -> bool:
 
 
 def _wait_exit(pid: int, seconds: float) -> bool:
+    """Wait (blocking, in a release thread) for a process we signalled to exit.
+
+    A pidfd becomes readable the moment the process exits, so a daemon that shuts down in
+    5 ms costs 5 ms, not a polling interval; without pidfds (Linux < 5.3) it polls.
+    """
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    except (OSError, AttributeError):
+        fd = None
+    if fd is not None:
+        try:
+            select.select([fd], [], [], seconds)
+        finally:
+            os.close(fd)
+        return _exited(pid)
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if _exited(pid):

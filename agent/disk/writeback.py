@@ -30,7 +30,7 @@ from typing import cast
 
 log = logging.getLogger(__name__)
 
-WRITEBACK_INTERVAL = 0.25
+WRITEBACK_INTERVAL = 0.1
 
 
 SYNC_FILE_RANGE_WRITE = 2  # <linux/fs.h>: start write-back of dirty pages, wait for nothing

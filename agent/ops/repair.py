@@ -23,19 +23,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agent.background import meanwhile
+from agent.background import together
 from agent.boot.repair_step import check_repaired_boot
 from agent.disk import qemu_img
 from agent.disk.atomic import atomic_output
 from agent.disk.attach import DiskImage, attached_disks
 from agent.disk.journal import AttachmentJournal
-from agent.disk.overlay import Extent, Overlay, data_extents, overlay_over
+from agent.disk.overlay import Overlay, data_extents, overlay_over
 from agent.disk.space import check_space, required_bytes
 from agent.errors import CapabilityMissing, InvalidSpec, OperationNotImplemented, ToolFailed
 from agent.ops.base import JobContext, OpResult, Output
 from agent.ops.convert import _check_target, _create_options, check_compression, output_path
-from agent.ops.image import checked_input, inspect_input
-from agent.ops.sparsify import account, copy_out, disabled, source_data, sparsify_parameter
+from agent.ops.image import CheckedInput, checked_input, inspect_input
+from agent.ops.sparsify import (
+    account,
+    copy_out,
+    disabled,
+    kept_data,
+    source_data,
+    sparsify_parameter,
+)
 from agent.paths import PinnedFile, pinned_output
 from agent.probes import run_probe
 from agent.repair.actions import RepairPlan, plan_repair
@@ -140,16 +147,9 @@ def _tool_timeout(ctx: JobContext) -> float:
 
 
 async def _copy_out(
-    ctx: JobContext,
-    overlay: Overlay,
-    tmp: PinnedFile,
-    fmt: str,
-    clock: PhaseClock,
-    *,
-    measure: bool,
-) -> list[Extent] | None:
-    """The one copy pass of the job: the repaired, trimmed overlay into the temporary output;
-    with ``measure`` also the data extents it copied (see :func:`copy_out`)."""
+    ctx: JobContext, overlay: Overlay, tmp: PinnedFile, fmt: str, clock: PhaseClock
+) -> None:
+    """The one copy pass of the job: the repaired, trimmed overlay into the temporary output."""
     total = overlay.virtual_size
     clock.enter("convert", f"overlay ({overlay.backing_format} beneath) -> {fmt}")
 
@@ -157,7 +157,7 @@ async def _copy_out(
         done = int(total * percent / 100)
         clock.within("convert", percent / 100, bytes_done=done, bytes_total=total)
 
-    return await copy_out(
+    await copy_out(
         overlay,
         tmp.tool_path,
         fmt,
@@ -166,7 +166,6 @@ async def _copy_out(
         job_id=ctx.job_id,
         timeout=_tool_timeout(ctx),
         fd=tmp.fd,
-        measure=measure,
     )
 
 
@@ -332,46 +331,83 @@ async def run_repair(ctx: JobContext) -> OpResult:
         _check_target(ctx, target)
         await check_compression(ctx, params.effective_compression_type)
     journal = AttachmentJournal(ctx.state_dir, ctx.job_id)
-    async with checked_input(ctx) as source, contextlib.AsyncExitStack() as stack:
-        info = source.info
+    needed: int | None = None
+    made: list[Overlay] = []
+
+    async def prepare(source: CheckedInput, overlays: contextlib.AsyncExitStack) -> None:
+        """While qemu-img check proves the source: measure what the copy will need (a 127 GiB
+        dynamic VHD holding 250 KB needs little; the repair adds at most what it writes, far
+        less than the slack measure leaves) and create the overlay, both read-only on it."""
+
+        async def measure() -> None:
+            nonlocal needed
+            options = _create_options(params.effective_compression_type)
+            needed = await required_bytes(source.tool_path, source.info, fmt, options)
+
+        async def create() -> None:
+            info = source.info
+            making = overlay_over(
+                source.tool_path, info.format, info.virtual_size, _workdir(ctx), journal
+            )
+            made.append(await overlays.enter_async_context(making))
+
+        await together(*([measure()] if choices.copy else []), create())
+
+    # The overlay is removed after the source's pin is released: nothing reads it by then.
+    async with (
+        contextlib.AsyncExitStack() as overlays,
+        checked_input(ctx, alongside_check=lambda s: prepare(s, overlays)) as source,
+    ):
+        # The space is checked before anything is attached.
+        if needed is not None:
+            check_space(needed, ctx.output_dir, ctx.input_path)
+        return await _repair_in_overlay(
+            ctx, plan, clock, choices, source, made[0], disk_id, others, journal, started
+        )
+
+
+async def _repair_in_overlay(
+    ctx: JobContext,
+    plan: RepairPlan,
+    clock: PhaseClock,
+    choices: _Choices,
+    source: CheckedInput,
+    overlay: Overlay,
+    disk_id: str,
+    others: list[OtherDisk],
+    journal: AttachmentJournal,
+    started: float,
+) -> OpResult:
+    """Repair and trim in ``overlay`` (over the pinned ``source``), then the one copy pass."""
+    info = source.info
+    fmt = ctx.spec.convert_parameters().output_format.value
+    target = output_path(ctx, fmt)
+    async with contextlib.AsyncExitStack() as stack:
         # The source's data, for the report, mapped while the job goes on: nothing writes it.
         before = await stack.enter_async_context(source_data(source)) if choices.trim else None
-        needed = None
-        if choices.copy:
-            # What the copy will need (a 127 GiB dynamic VHD holding 250 KB needs little); the
-            # repair adds at most what it writes, far less than the slack measure leaves.
-            # Measured while the overlay is made; refused before anything is attached.
-            options = _create_options(params.effective_compression_type)
-            measuring = required_bytes(source.tool_path, info, fmt, options)
-            needed = await stack.enter_async_context(meanwhile(measuring, "measure-output"))
-        async with overlay_over(
-            source.tool_path, info.format, info.virtual_size, _workdir(ctx), journal
-        ) as overlay:
-            if needed is not None:
-                check_space(await needed, ctx.output_dir, ctx.input_path)
-            own = DiskImage(overlay.path, "qcow2", True, disk_id=disk_id, discard=choices.trim)
-            outcome, method = await _repair(
-                ctx, plan, clock, own, others, journal, trim=choices.trim
-            )
-            if outcome.failed or not choices.copy:
-                # A failed repair costs no copy: the report says why, the job fails.
-                described = ImageDescription(ctx.input_path, info.format, None, None, method)
-                reclaim = disabled(choices.no_trim or "the repaired image was not written")
-                return _finish(ctx, plan, described, outcome, clock, started, reclaim)
-            with (
-                atomic_output(target, ctx.job_id, ctx.state_dir) as output,
-                pinned_output(ctx.policy, output.tmp) as tmp,
-            ):
-                kept = await _copy_out(ctx, overlay, tmp, fmt, clock, measure=before is not None)
-                # The output as it will be published, booted through a throwaway overlay.
-                disks = _boot_disks(output.tmp, fmt, others)
-                await check_repaired_boot(ctx, plan, clock, outcome, disks)
-                if before is not None:
-                    reclaim = account(outcome.trims, await before, kept or [])
-                else:
-                    reclaim = disabled(choices.no_trim)
-                described = ImageDescription(ctx.input_path, info.format, target, fmt, method)
-                result = _finish(ctx, plan, described, outcome, clock, started, reclaim)
-                output.commit()
+        own = DiskImage(overlay.path, "qcow2", True, disk_id=disk_id, discard=choices.trim)
+        outcome, method = await _repair(ctx, plan, clock, own, others, journal, trim=choices.trim)
+        if outcome.failed or not choices.copy:
+            # A failed repair costs no copy: the report says why, the job fails.
+            described = ImageDescription(ctx.input_path, info.format, None, None, method)
+            reclaim = disabled(choices.no_trim or "the repaired image was not written")
+            return _finish(ctx, plan, described, outcome, clock, started, reclaim)
+        # What the trim kept, mapped while the copy reads the overlay: nothing writes it now.
+        kept = await stack.enter_async_context(kept_data(overlay, before)) if before else None
+        with (
+            atomic_output(target, ctx.job_id, ctx.state_dir) as output,
+            pinned_output(ctx.policy, output.tmp) as tmp,
+        ):
+            await _copy_out(ctx, overlay, tmp, fmt, clock)
+            # The output as it will be published, booted through a throwaway overlay.
+            disks = _boot_disks(output.tmp, fmt, others)
+            await check_repaired_boot(ctx, plan, clock, outcome, disks)
+            if kept is not None:
+                reclaim = account(outcome.trims, *(await kept()))
+            else:
+                reclaim = disabled(choices.no_trim)
+            described = ImageDescription(ctx.input_path, info.format, target, fmt, method)
+            result = _finish(ctx, plan, described, outcome, clock, started, reclaim)
+            output.commit()
     image = Output(kind="image", path=target, size_bytes=target.stat().st_size, format=fmt)
     return OpResult([image, *result.outputs], result.metrics, result.details)

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ from agent.disk.atomic import atomic_output
 from agent.disk.attach import AttachedDisk, DiskImage, attached_disks
 from agent.disk.journal import AttachmentJournal
 from agent.disk.mount import mounted
-from agent.disk.overlay import Extent, Overlay, data_extents, overlay_over
+from agent.disk.overlay import Extent, Overlay, data_extents, kept_extents, overlay_over
 from agent.disk.writeback import early_writeback
 from agent.errors import CapabilityMissing, InvalidSpec, ToolFailed
 from agent.ops.base import JobContext, OpResult, Output
@@ -42,6 +43,8 @@ from agent.repair.detect import LINUX_FILESYSTEMS
 from agent.repair.mounting import mount_options
 from agent.repair.reclaim import MountedFilesystem, TrimResult, reclaim_summary, trim_filesystems
 from protocol.spec import CompressionType, JobSpec
+
+log = logging.getLogger(__name__)
 
 FIELD = "parameters.sparsify"
 TOOL_TIMEOUT_MARGIN = 120.0
@@ -107,6 +110,38 @@ def source_data(
     return meanwhile(data_extents(source.tool_path, source.info.format), "map-source")
 
 
+KeptData = Callable[[], Awaitable[tuple[list[Extent], list[Extent]]]]
+
+
+@contextlib.asynccontextmanager
+async def kept_data(
+    overlay: Overlay, source: asyncio.Task[list[Extent]]
+) -> AsyncIterator[KeptData]:
+    """Map what the trimmed overlay keeps (:func:`agent.disk.overlay.kept_extents`) in the
+    background, while the copy reads it: nothing writes the overlay once it is detached.
+
+    Yields:
+        A function that returns (the source's data extents, the kept ones). A background map
+        that failed is run again, once, on its own (a ``qemu-img map`` started beside a
+        convert once failed to create its threads on a loaded node).
+    """
+
+    async def both() -> tuple[list[Extent], list[Extent]]:
+        extents = await source
+        return extents, await kept_extents(overlay, extents)
+
+    async with meanwhile(both(), "map-kept") as task:
+
+        async def result() -> tuple[list[Extent], list[Extent]]:
+            try:
+                return await task
+            except ToolFailed as exc:
+                log.warning("map beside the copy failed; mapping again error=%s", exc)
+                return await both()
+
+        yield result
+
+
 async def copy_out(
     overlay: Overlay,
     tmp: Path,
@@ -117,25 +152,18 @@ async def copy_out(
     job_id: str,
     timeout: float,
     fd: int | None = None,
-    measure: bool = False,
-) -> list[Extent] | None:
+) -> None:
     """The single copy pass: the overlay (and, through it, the source) into ``tmp``.
 
     qemu-img skips what reads as zeros: holes of the source, and the zero clusters the trim
-    left in the overlay.
+    left in the overlay. What it copied is :func:`agent.disk.overlay.kept_extents`.
 
     Args:
         tmp: the temporary output as qemu-img is to open it (a pinned path).
         fd: the temporary output's descriptor, for early write-back while it is written.
-        measure: also map the data the pass copied (the trimmed overlay through its
-            backing), once it is copied.
-
-    Returns:
-        With ``measure``, the data extents the pass copied (the output holds at most these:
-        qemu-img also leaves blocks of zeros out), else None.
 
     Raises:
-        ToolFailed: qemu-img failed (the copy or the map).
+        ToolFailed: qemu-img failed.
     """
     async with contextlib.AsyncExitStack() as stack:
         if fd is not None:
@@ -151,9 +179,6 @@ async def copy_out(
             # zlib is qemu-img's default: its argv stays as it would be without.
             compression_type=compression.value if compression is CompressionType.ZSTD else None,
         )
-    # Mapped after the copy, not beside it: a qemu-img map started while the convert ran
-    # failed to create its threads (qemu_thread_create: EAGAIN) under its memory limit.
-    return await data_extents(overlay.path, "qcow2") if measure else None
 
 
 def account(
@@ -248,24 +273,24 @@ async def convert_sparsified(
             )
 
         ctx.progress.report("convert", 10, bytes_total=total, message=f"overlay -> {fmt}")
-        with (
-            atomic_output(target, ctx.job_id, ctx.state_dir) as output,
-            pinned_output(ctx.policy, output.tmp) as tmp,
-        ):
-            kept = await copy_out(
-                overlay,
-                tmp.tool_path,
-                fmt,
-                compression,
-                on_progress,
-                job_id=ctx.job_id,
-                timeout=timeout,
-                fd=tmp.fd,
-                measure=True,
-            )
-            reclaim = account(trims, await before, kept or [])
-            ctx.progress.report("finalize", 98, bytes_done=total, bytes_total=total)
-            output.commit()
+        async with kept_data(overlay, before) as kept:
+            with (
+                atomic_output(target, ctx.job_id, ctx.state_dir) as output,
+                pinned_output(ctx.policy, output.tmp) as tmp,
+            ):
+                await copy_out(
+                    overlay,
+                    tmp.tool_path,
+                    fmt,
+                    compression,
+                    on_progress,
+                    job_id=ctx.job_id,
+                    timeout=timeout,
+                    fd=tmp.fd,
+                )
+                reclaim = account(trims, *(await kept()))
+                ctx.progress.report("finalize", 98, bytes_done=total, bytes_total=total)
+                output.commit()
     with contextlib.suppress(OSError):
         workdir.rmdir()
     stat = target.stat()

@@ -1,4 +1,4 @@
-"""agent.background.meanwhile: a task tied to a block, never outliving it."""
+"""agent.background: a task tied to a block, never outliving it; works run together."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import asyncio
 
 import pytest
 
-from agent.background import meanwhile
+from agent.background import meanwhile, together
+from agent.errors import ToolFailed
 
 
 def test_the_body_gets_the_result_it_awaits() -> None:
@@ -60,3 +61,36 @@ def test_a_failure_the_body_awaits_reaches_it() -> None:
 
     with pytest.raises(ValueError, match="map failed"):
         asyncio.run(main())
+
+
+def test_together_raises_the_first_failure_as_it_is_and_cancels_the_rest() -> None:
+    stopped = []
+
+    async def slow() -> None:
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            stopped.append("slow")
+            raise
+
+    async def failing() -> None:
+        await asyncio.sleep(0)
+        raise ToolFailed("qemu-img create: no")
+
+    async def main() -> None:
+        await together(slow(), failing())
+
+    with pytest.raises(ToolFailed, match="qemu-img create: no"):
+        asyncio.run(asyncio.wait_for(main(), 5))
+    assert stopped == ["slow"]
+
+
+def test_together_waits_for_every_work() -> None:
+    done: list[int] = []
+
+    async def work(n: int) -> None:
+        await asyncio.sleep(0.01 * n)
+        done.append(n)
+
+    asyncio.run(together(work(2), work(1)))
+    assert sorted(done) == [1, 2]

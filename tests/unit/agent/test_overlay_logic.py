@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -10,7 +12,18 @@ import pytest
 from agent.disk.attach import AttachedPartition
 from agent.disk.journal import AttachmentJournal, read_journals
 from agent.disk.leftovers import release_leftovers
-from agent.disk.overlay import OVERLAY_NAME, Extent, bytes_within, create_argv, remove_overlay
+from agent.disk.overlay import (
+    OVERLAY_NAME,
+    Extent,
+    Overlay,
+    bytes_within,
+    create_argv,
+    data_extents,
+    kept_extents,
+    merged,
+    remove_overlay,
+    subtract,
+)
 from agent.disk.storage_daemon import export_argv
 from agent.errors import InvalidSpec
 from agent.ops.base import JobContext
@@ -54,6 +67,53 @@ def test_bytes_within_counts_only_the_window() -> None:
     assert bytes_within(extents, 50, 200) == 50 + 50
     assert bytes_within(extents, 300, 700) == 0
     assert bytes_within(extents, 0, 2000) == 250
+
+
+def test_subtract_cuts_every_hole_out_and_keeps_the_rest() -> None:
+    extents = [Extent(1000, 100), Extent(0, 100), Extent(200, 300)]
+    holes = [Extent(250, 10), Extent(50, 200), Extent(480, 600), Extent(260, 5)]
+    assert subtract(extents, holes) == [Extent(0, 50), Extent(265, 215), Extent(1080, 20)]
+    assert subtract(extents, []) == [Extent(0, 100), Extent(200, 300), Extent(1000, 100)]
+    assert subtract([], holes) == []
+
+
+def test_merged_joins_overlapping_and_touching_extents() -> None:
+    assert merged([Extent(10, 5), Extent(0, 10), Extent(12, 10), Extent(30, 1)]) == [
+        Extent(0, 22),
+        Extent(30, 1),
+    ]
+
+
+MiB = 1024 * 1024
+
+
+def _qemu_io(image: Path, *commands: str) -> None:
+    argv = ["qemu-io", "-f", "qcow2"]
+    for command in commands:
+        argv += ["-c", command]
+    subprocess.run([*argv, str(image)], check=True, capture_output=True)
+
+
+def test_kept_extents_of_an_overlay_equal_its_full_map(tmp_path: Path) -> None:
+    """What the overlay itself holds, laid over the backing's map, is exactly what mapping
+    the overlay through its backing says: written clusters, zero clusters hiding data
+    beneath, discards, and the backing's data where the overlay holds nothing."""
+    backing = tmp_path / "base.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(backing), "64M"], check=True)
+    _qemu_io(backing, "write -P 1 0 8M", "write -P 2 16M 4M", "write -P 3 40M 1M")
+    overlay_path = tmp_path / OVERLAY_NAME
+    argv = create_argv(overlay_path, str(backing), "qcow2", 64 * MiB)
+    subprocess.run(argv, check=True)
+    # Data over data, zeros over data, a discard, data where the backing has none.
+    _qemu_io(overlay_path, "write -P 9 1M 64k", "write -z 2M 3M", "discard 17M 1M")
+    _qemu_io(overlay_path, "write -P 8 30M 2M", "write -z 48M 1M")
+    overlay = Overlay(overlay_path, str(backing), "qcow2", 64 * MiB)
+
+    source = asyncio.run(data_extents(backing, "qcow2"))
+    kept = asyncio.run(kept_extents(overlay, source))
+    full = asyncio.run(data_extents(overlay_path, "qcow2"))
+    assert kept == merged(full)
+    assert sum(e.length for e in kept) == (8 - 3 + 4 - 1 + 1 + 2) * MiB
 
 
 def test_reclaimed_bytes_is_what_the_output_no_longer_holds() -> None:
