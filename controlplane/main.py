@@ -14,6 +14,7 @@ from controlplane.auth import DEFAULT_MAX_STREAMS_PER_CLIENT, RoleBook
 from controlplane.events import DEFAULT_BUFFER
 from controlplane.server import ControlPlane, ControlPlaneConfig
 from controlplane.store import store_for_url
+from runtime.collector import settle_after_start
 from runtime.flags import add_operations_arguments, add_timeout_scale_argument
 from runtime.health import split_host_port
 from runtime.logs import configure_logging
@@ -131,6 +132,7 @@ async def serve(config: ControlPlaneConfig) -> None:
         loop.add_signal_handler(signum, stopping.set)
     control_plane = ControlPlane(config)
     await control_plane.start()
+    settle_after_start()  # after start-up: what it allocated lives as long as the process
     await stopping.wait()
     log.info("stop requested listen=%s", config.listen)
     await control_plane.stop()
