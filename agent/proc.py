@@ -135,6 +135,19 @@ def limited_argv(
     return [*shim, "--", *argv]
 
 
+# glibc reserves a 64 MiB heap arena per thread that allocates (up to 8 per CPU), and every
+# reservation counts toward RLIMIT_AS: a qemu-img whose I/O threads multiplied under load
+# hit its 1 GiB limit with a fraction of it in use and aborted
+# ("qemu_thread_create: Resource temporarily unavailable"). Two arenas keep a thread's
+# cost to its stack; qemu-img allocates little, so sharing arenas costs it nothing.
+LIMITED_MALLOC_ARENAS = "2"
+
+
+def limited_env(memory_limit_bytes: int | None) -> dict[str, str]:
+    """The environment a child with an address-space limit needs (see above)."""
+    return {} if memory_limit_bytes is None else {"MALLOC_ARENA_MAX": LIMITED_MALLOC_ARENAS}
+
+
 def _kill_group(pgid: int, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
@@ -239,7 +252,7 @@ async def run(
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
-            env=child_env(env),
+            env=child_env({**limited_env(memory_limit_bytes), **(env or {})}),
             start_new_session=True,
         )
     except OSError as exc:

@@ -115,3 +115,20 @@ def test_run_sync_captures_output_and_times_out() -> None:
     assert proc.run_sync(["echo", "hi"]).stdout == "hi\n"
     with pytest.raises(proc.CommandTimeout):
         proc.run_sync(["sleep", "30"], timeout=0.3)
+
+
+def test_a_child_with_a_memory_limit_shares_malloc_arenas() -> None:
+    """Each glibc arena reserves address space the limit counts: two are enough."""
+    limited = asyncio.run(
+        proc.run(
+            ["sh", "-c", "echo ${MALLOC_ARENA_MAX:-unset}"],
+            timeout=10,
+            capture_stdout=True,
+            memory_limit_bytes=512 * 1024 * 1024,
+        )
+    )
+    plain = asyncio.run(
+        proc.run(["sh", "-c", "echo ${MALLOC_ARENA_MAX:-unset}"], timeout=10, capture_stdout=True)
+    )
+    assert limited.stdout.strip() == "2"
+    assert plain.stdout.strip() == "unset"
