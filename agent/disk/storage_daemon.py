@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 START_TIMEOUT = 30.0
 STOP_GRACE_SECONDS = 10.0
 POLL_SECONDS = 0.05
+START_POLL_SECONDS = 0.002
 BINARY = "qemu-storage-daemon"
 
 
@@ -144,7 +145,10 @@ def stop_daemon(pidfile: Path, mountpoint: Path) -> None:
 
 
 async def _wait_exported(mountpoint: Path, daemon: asyncio.Task[proc.CommandResult]) -> None:
+    """Poll until the daemon's FUSE mount appears: every 2 ms at first (the daemon is
+    usually up in tens of ms, and each attach waits for it), backing off to POLL_SECONDS."""
     deadline = time.monotonic() + START_TIMEOUT
+    interval = START_POLL_SECONDS
     while not is_mounted(mountpoint):
         if daemon.done():
             try:
@@ -154,7 +158,8 @@ async def _wait_exported(mountpoint: Path, daemon: asyncio.Task[proc.CommandResu
             raise ToolFailed(f"{BINARY} exited before exporting the image")
         if time.monotonic() > deadline:
             raise ToolFailed(f"{BINARY} did not export the image within {START_TIMEOUT:g} s")
-        await asyncio.sleep(POLL_SECONDS)
+        await asyncio.sleep(interval)
+        interval = min(POLL_SECONDS, interval * 2)
 
 
 @contextlib.asynccontextmanager
