@@ -152,8 +152,7 @@ class AgentRegistry(services_pb2_grpc.AgentRegistryServicer):
         return await self._info_of(agent)
 
     async def _info_of(self, agent: AgentRecord) -> agent_pb2.AgentInfo:
-        running = await self._store.running_jobs_by_agent()
-        return self._info(agent, running.get(agent.name, []))
+        return self._info(agent, await self._store.running_jobs_of(agent.name))
 
     def _info(self, agent: AgentRecord, running_job_ids: list[str]) -> agent_pb2.AgentInfo:
         lease = timedelta(seconds=self._lease_seconds)

@@ -32,7 +32,7 @@ class AgentReconciler:
 
     async def reconcile_agent(self, name: str, reported_job_ids: Sequence[str]) -> None:
         """Match the jobs agent ``name`` says it runs with the jobs assigned to it."""
-        assigned = (await self._store.running_jobs_by_agent()).get(name, [])
+        assigned = await self._store.running_jobs_of(name)
         try:
             address = (await self._store.get_agent(name)).address
         except NotFound:

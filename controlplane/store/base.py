@@ -237,8 +237,13 @@ class JobStore(MigrationStore):
     async def running_jobs_by_agent(self) -> dict[str, list[str]]:
         """The ids of the ASSIGNED, RUNNING and PROGRESSING jobs of each agent."""
 
+    async def running_jobs_of(self, agent: str) -> list[str]:
+        """The ids of the ASSIGNED, RUNNING and PROGRESSING jobs of one agent (what each of
+        its heartbeats is matched against), in :meth:`running_jobs_by_agent`'s order."""
+        return (await self.running_jobs_by_agent()).get(agent, [])
+
     async def count_running_jobs(self) -> dict[str, int]:
-        """How many slots each agent has in use."""
+        """How many slots each agent has in use (agents with none are absent)."""
         return {name: len(ids) for name, ids in (await self.running_jobs_by_agent()).items()}
 
     async def count_jobs_by_state(self) -> dict[JobState, int]:

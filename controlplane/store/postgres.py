@@ -373,6 +373,24 @@ class PostgresStore(PostgresMigrations, JobStore):
             )
             return rows.jobs_by_agent(await cursor.fetchall())
 
+    async def running_jobs_of(self, agent: str) -> list[str]:
+        async with self._db.connection() as conn:
+            cursor = await conn.execute(
+                "SELECT job_id FROM jobs WHERE assigned_agent = %s AND state = ANY(%s) "
+                "ORDER BY submitted_at, job_id",
+                (agent, _ACTIVE),
+            )
+            return [row["job_id"] for row in await cursor.fetchall()]
+
+    async def count_running_jobs(self) -> dict[str, int]:
+        async with self._db.connection() as conn:
+            cursor = await conn.execute(
+                "SELECT assigned_agent, COUNT(*) AS n FROM jobs WHERE assigned_agent IS NOT NULL "
+                "AND state = ANY(%s) GROUP BY assigned_agent",
+                (_ACTIVE,),
+            )
+            return {row["assigned_agent"]: row["n"] for row in await cursor.fetchall()}
+
     async def count_jobs_by_state(self) -> dict[JobState, int]:
         async with self._db.connection() as conn:
             cursor = await conn.execute("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state")

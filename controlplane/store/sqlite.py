@@ -393,6 +393,33 @@ class SqliteStore(SqliteMigrations, JobStore):
         )
         return rows.jobs_by_agent(found)
 
+    # One agent's jobs and the per-agent counts are answered by SQLite: a wave's 1,000
+    # active jobs were turned into Python rows for each of 100 agents' heartbeats, and for
+    # every scheduling pass.
+    async def running_jobs_of(self, agent: str) -> list[str]:
+        return await self._thread.run(self._running_jobs_of, agent)
+
+    def _running_jobs_of(self, agent: str) -> list[str]:
+        states = [s.value for s in ACTIVE_STATES]
+        found = self._db.execute(
+            f"SELECT job_id FROM jobs WHERE assigned_agent = ? AND state IN ({_marks(states)}) "
+            "ORDER BY submitted_at, job_id",
+            (agent, *states),
+        )
+        return [row["job_id"] for row in found]
+
+    async def count_running_jobs(self) -> dict[str, int]:
+        return await self._thread.run(self._count_running_jobs)
+
+    def _count_running_jobs(self) -> dict[str, int]:
+        states = [s.value for s in ACTIVE_STATES]
+        found = self._db.execute(
+            "SELECT assigned_agent, COUNT(*) AS n FROM jobs WHERE assigned_agent IS NOT NULL "
+            f"AND state IN ({_marks(states)}) GROUP BY assigned_agent",
+            states,
+        )
+        return {row["assigned_agent"]: row["n"] for row in found}
+
     async def count_jobs_by_state(self) -> dict[JobState, int]:
         return await self._thread.run(self._count_jobs_by_state)
 

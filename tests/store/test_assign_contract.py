@@ -74,3 +74,26 @@ async def test_two_stores_assigning_the_same_jobs_at_once_assign_each_once(backe
     for job in stored:
         assert job.state is JobState.ASSIGNED and job.assigned_agent == won[job.job_id]
         assert [t.to_state for t in job.history].count(JobState.ASSIGNED) == 1
+
+
+async def test_one_agents_jobs_and_the_counts_match_the_whole_map(backend, build):
+    """The per-agent answers the heartbeats and the scheduler use agree with
+    running_jobs_by_agent: active jobs only, in its order."""
+    async with backend.opened() as store:
+        await queue(store, build, "a", "b", "c", "d", "e")
+        await store.assign_jobs(
+            [
+                Assignment("c", "node-1", 1),
+                Assignment("a", "node-1", 1),
+                Assignment("b", "node-2", 1),
+                Assignment("d", "node-1", 1),
+            ]
+        )
+        await store.transition("d", JobState.CANCELLED, "cancelled")  # no longer active
+        await store.transition("c", JobState.RUNNING, "started", started_at=NOW)
+        whole = await store.running_jobs_by_agent()
+        of_one = {n: await store.running_jobs_of(n) for n in ("node-1", "node-2", "node-3")}
+        counts = await store.count_running_jobs()
+    assert whole == {"node-1": ["a", "c"], "node-2": ["b"]}
+    assert of_one == {"node-1": ["a", "c"], "node-2": ["b"], "node-3": []}
+    assert counts == {"node-1": 2, "node-2": 1}
