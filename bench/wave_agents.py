@@ -2,10 +2,11 @@
 
 Each agent is its own grpc.aio Worker server on a loopback port (TLS with its own certificate
 when asked), registers itself with the control plane and heartbeats like ``h2k-agent`` (the
-jobs it runs in ``running_job_ids``). ExecuteJob answers RUNNING, then a PROGRESSING event
-every ``interval`` seconds for ``job_seconds``, then COMPLETED; every event is stamped with its
-send time in ``details["sent_ns"]`` (time.time_ns(): one clock for every process here). Only
-the conversion itself is skipped.
+jobs it runs in ``running_job_ids``). ExecuteJob starts a job that emits RUNNING, then a
+PROGRESSING event every ``interval`` seconds for ``job_seconds``, then COMPLETED, whether or
+not a stream is open; ExecuteJob and AttachJob (from a seq) stream its events. Every event is
+stamped with its creation time in ``details["sent_ns"]`` (time.time_ns(): one clock for every
+process here). Only the conversion itself is skipped.
 
 Agents run in ``processes`` child processes (spawned), so the control plane relays streams from
 other processes as it does in production. Each process counts what a real agent would refuse:
@@ -63,12 +64,48 @@ def _capabilities() -> agent_pb2.Capabilities:
     )
 
 
+class _RunningJob:
+    """One job on a fake agent: its events so far, whether it ended, who waits for more."""
+
+    def __init__(self) -> None:
+        self.events: list[job_pb2.ProgressEvent] = []
+        self.ended = False
+        self.changed = asyncio.Condition()
+
+    async def add(self, event: job_pb2.ProgressEvent, last: bool = False) -> None:
+        async with self.changed:
+            self.events.append(event)
+            self.ended = last
+            self.changed.notify_all()
+
+    async def stream(self, after_seq: int) -> AsyncIterator[job_pb2.ProgressEvent]:
+        """Every event after ``after_seq``, then the ones to come, until the job ends."""
+        sent = after_seq
+        while True:
+            async with self.changed:
+                while not (self.ended or (self.events and self.events[-1].seq > sent)):
+                    await self.changed.wait()
+                fresh = [e for e in self.events if e.seq > sent]
+                ended = self.ended
+            for event in fresh:
+                yield event
+                sent = event.seq
+            if ended and not fresh:
+                return
+
+
 class WaveAgent(services_pb2_grpc.WorkerServicer):
+    """A job runs on its own, as in ``h2k-agent``: ExecuteJob starts it and streams it,
+    AttachJob streams it again from a seq (a control-plane replica that took the job over),
+    and a dropped stream does not stop the job."""
+
     def __init__(self, name: str, plan: WavePlan, tally: AgentTally) -> None:
         self.name = name
         self.plan = plan
         self.tally = tally
         self.running: set[str] = set()
+        self.jobs: dict[str, _RunningJob] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
 
     def _event(self, request: Any, seq: int, state: int, percent: float) -> job_pb2.ProgressEvent:
         return progress_event(request, self.name, seq, state, percent)
@@ -82,9 +119,29 @@ class WaveAgent(services_pb2_grpc.WorkerServicer):
             self.tally.over_slots += 1
         self.running.add(job_id)
         self.tally.first_start = self.tally.first_start or time.time()
+        job = self.jobs[job_id] = _RunningJob()
+        task = asyncio.create_task(self._run(request, job))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        start_seq = request.start_seq or 1
+        async for event in job.stream(start_seq - 1):
+            yield event
+
+    async def AttachJob(
+        self, request: services_pb2.AttachJobRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[job_pb2.ProgressEvent]:
+        job = self.jobs.get(request.job_id)
+        if job is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"job {request.job_id} not known here")
+            return
+        async for event in job.stream(request.after_seq):
+            yield event
+
+    async def _run(self, request: services_pb2.ExecuteJobRequest, job: _RunningJob) -> None:
+        job_id = request.spec.job_id
         try:
             seq = request.start_seq or 1
-            yield self._event(request, seq, job_pb2.JOB_STATE_RUNNING, 0)
+            await job.add(self._event(request, seq, job_pb2.JOB_STATE_RUNNING, 0))
             start = time.monotonic()
             steps = max(1, round(self.plan.job_seconds / self.plan.interval))
             for i in range(1, steps):
@@ -92,14 +149,15 @@ class WaveAgent(services_pb2_grpc.WorkerServicer):
                 if pause > 0:
                     await asyncio.sleep(pause)  # pacing the job's progress, not synchronisation
                 seq += 1
-                yield self._event(request, seq, job_pb2.JOB_STATE_PROGRESSING, 100 * i / steps)
+                percent = 100 * i / steps
+                await job.add(self._event(request, seq, job_pb2.JOB_STATE_PROGRESSING, percent))
             pause = start + self.plan.job_seconds - time.monotonic()
             if pause > 0:
                 await asyncio.sleep(pause)  # the job's length
             seq += 1
             done = self._event(request, seq, job_pb2.JOB_STATE_COMPLETED, 100)
             done.result.outputs.add(kind="image", path="/data/output/vm.qcow2", format="qcow2")
-            yield done
+            await job.add(done, last=True)
             self.tally.completed += 1
             self.tally.last_completion = time.time()
         finally:

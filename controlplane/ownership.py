@@ -7,8 +7,9 @@ Several replicas share one PostgreSQL store. Two duties must have exactly one ho
   (:meth:`StreamOwnership.grant_many`: the replica with the fewest streams, so relaying
   spreads over the replicas) and tells that replica through the store's dispatch feed; the
   replica confirms the lease (:meth:`~StreamOwnership.confirm_granted`) and starts the job.
-  Each replica renews all its leases every dispatcher tick and stops following a job the
-  moment its own view of the lease runs out. When a replica dies its leases run out
+  Each replica renews all its leases every tick, in a task of its own (a long scheduling
+  pass does not delay it), and stops following a job the moment its own view of the lease
+  runs out. When a replica dies its leases run out
   (database time) and another replica takes them over and re-attaches from the last stored
   seq. Each replica also renews a presence lease of its own (``announce``), by which the
   scheduler knows the live replicas.
@@ -39,6 +40,7 @@ With a single-replica store (SQLite) every claim succeeds and every check is tru
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
 import time
@@ -72,6 +74,9 @@ class StreamOwnership:
         self.owner = owner or replica_id()
         # job_id -> time.monotonic() until which we may act on the job.
         self._held: dict[str, float] = {}
+        # job_id -> time.monotonic() when the store last answered a claim or grant of it
+        # (renewals run in a task of their own, beside claims and grants: see renew).
+        self._answered: dict[str, float] = {}
         self._leading_until = 0.0
         self._not_leading_until = 0.0
         # Live replica -> how many streams it holds (see announce / choose_owners).
@@ -100,8 +105,14 @@ class StreamOwnership:
         sent_at = time.monotonic()
         if not await self._store.claim_stream(job_id, self.owner, self._lease):
             return False
-        self._held[job_id] = self._valid_until(sent_at)
+        self._hold([job_id], self._valid_until(sent_at))
         return True
+
+    def _hold(self, job_ids: list[str], until: float) -> None:
+        answered = time.monotonic()
+        for job_id in job_ids:
+            self._held[job_id] = until
+            self._answered[job_id] = answered
 
     async def claim_many(self, job_ids: list[str]) -> list[str]:
         """:meth:`claim` for several jobs with one store call; returns the ones claimed."""
@@ -109,8 +120,7 @@ class StreamOwnership:
             return list(job_ids)
         sent_at = time.monotonic()
         claimed = await self._store.claim_streams(job_ids, self.owner, self._lease)
-        until = self._valid_until(sent_at)
-        self._held.update(dict.fromkeys(claimed, until))
+        self._hold(claimed, self._valid_until(sent_at))
         return claimed
 
     async def renew(self) -> set[str]:
@@ -125,11 +135,22 @@ class StreamOwnership:
         sent_at = time.monotonic()
         held = set(await self._store.renew_streams(self.owner, self._lease))
         until = self._valid_until(sent_at)
-        # A claim made while the renewal was under way is newer than its answer: keep it.
-        claimed_meanwhile = {j: t for j, t in self._held.items() if j not in held and t > until}
+        # A claim or grant answered after the renewal was sent may have committed after it:
+        # it is newer than the renewal's answer, keep it.
+        claimed_meanwhile = {
+            j: t
+            for j, t in self._held.items()
+            if j not in held and self._answered.get(j, -math.inf) > sent_at
+        }
         self._held = {**dict.fromkeys(held, until), **claimed_meanwhile}
+        self._answered = {j: a for j, a in self._answered.items() if j in self._held}
         self._not_to_start = {(j, a) for j, a in self._not_to_start if j in self._held}
         return held | set(claimed_meanwhile)
+
+    def held(self) -> set[str]:
+        """The job ids whose leases this replica holds now (its own view; no store call)."""
+        now = time.monotonic()
+        return {j for j, until in self._held.items() if until > now}
 
     async def announce(self) -> None:
         """Renew this replica's presence and read every live replica's stream count (the
@@ -166,8 +187,7 @@ class StreamOwnership:
             return list(grants)
         sent_at = time.monotonic()
         granted = await self._store.grant_streams(grants, self._lease)
-        until = self._valid_until(sent_at)
-        self._held.update((j, until) for j in granted if grants[j] == self.owner)
+        self._hold([j for j in granted if grants[j] == self.owner], self._valid_until(sent_at))
         return granted
 
     async def announce_grants(self, owners: set[str]) -> None:
@@ -187,8 +207,7 @@ class StreamOwnership:
             return []
         sent_at = time.monotonic()
         confirmed = await self._store.renew_assigned_streams(self.owner, self._lease)
-        until = self._valid_until(sent_at)
-        self._held.update(dict.fromkeys(confirmed, until))
+        self._hold(confirmed, self._valid_until(sent_at))
         return confirmed
 
     def watch_notices(self, on_granted: Callable[[], None], on_slots: Callable[[], None]) -> None:
@@ -250,6 +269,7 @@ class StreamOwnership:
     async def release(self) -> None:
         """Give up every lease at once (graceful stop): other replicas take over now."""
         self._held.clear()
+        self._answered.clear()
         self._not_to_start.clear()
         self._leading_until = 0.0
         if self.replicated:

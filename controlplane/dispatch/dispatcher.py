@@ -1,11 +1,12 @@
 """The dispatcher: the loop that places queued jobs and keeps every followed job in hand.
 
 One loop, woken on submit, agent registration and job completion, assigns queued jobs
-(:mod:`.assignment`); once per tick it also renews and takes over stream leases
-(:mod:`.takeover`), acts on lost agents, deadlines, drains and pending cancels
-(:mod:`.supervision`) and queues again the retries whose backoff is over. Each assignment is
-followed by its own task (:mod:`.following`). While the store cannot be reached the loop waits;
-agents' leases then count from when it is back (like after a restart).
+(:mod:`.assignment`); once per tick it also takes over orphaned stream leases
+(:mod:`.takeover`; a task of its own renews them), acts on lost agents, deadlines, drains
+and pending cancels (:mod:`.supervision`) and queues again the retries whose backoff is
+over. Each assignment is followed by its own task (:mod:`.following`). While the store
+cannot be reached the loop waits; agents' leases then count from when it is back (like after
+a restart).
 
 With several replicas on one PostgreSQL store (:mod:`controlplane.ownership`) one replica
 schedules and leases each new job's stream to the live replica with the fewest streams, each
@@ -93,6 +94,7 @@ class Dispatcher:
         self._slots_freed = False  # jobs followed here ended: the scheduler may place more
         self._listeners: list[Callable[[], None]] = []
         self._loop_task: asyncio.Task[None] | None = None
+        self._lease_task: asyncio.Task[None] | None = None
         self._store_down = False
 
     # --- what the servicers may ask (controlplane.dispatch.handles) ----------------------
@@ -147,12 +149,13 @@ class Dispatcher:
                 await self._follower.resume(job)
         self._ownership.watch_notices(self._granted, self.wake)
         self._loop_task = asyncio.create_task(self._run(), name="h2k-dispatcher")
+        if self._ownership.replicated:
+            self._lease_task = asyncio.create_task(self._renew_leases(), name="h2k-leases")
 
     async def stop(self) -> None:
         """Stop scheduling and let go of every stream (agents keep running their jobs)."""
         tasks = [*self._streams.tasks(), *self._cancels.tasks()]
-        if self._loop_task is not None:
-            tasks.append(self._loop_task)
+        tasks += [t for t in (self._loop_task, self._lease_task) if t is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -183,8 +186,27 @@ class Dispatcher:
         return released
 
     async def keep_streams(self) -> None:
-        """Renew and take over stream leases (several replicas, :mod:`.takeover`)."""
+        """Take over orphaned streams, follow the held ones (several replicas, :mod:`.takeover`)."""
         await self._takeover.keep_streams()
+
+    async def renew_leases(self) -> None:
+        """Renew this replica's stream leases (several replicas, :mod:`.takeover`)."""
+        await self._takeover.renew_leases()
+
+    async def _renew_leases(self) -> None:
+        """Every tick, in a task of its own: a long pass in the loop cannot let leases lapse."""
+        down = False
+        while True:
+            try:
+                await self.renew_leases()
+                down = False
+            except Unavailable as exc:
+                if not down:
+                    log.warning("store unavailable: leases not renewed error=%s", exc.message)
+                down = True
+            except Exception:
+                log.exception("renewing stream leases failed")
+            await asyncio.sleep(self._policy.tick_seconds)  # the renewal period itself
 
     async def follow_granted(self) -> None:
         """Start the streams granted to this replica (several replicas, :mod:`.takeover`)."""

@@ -3,12 +3,14 @@
 A no-op with a single-replica store. The scheduler grants a new job's stream to some live
 replica (:mod:`controlplane.dispatch.assignment`); that replica, woken by the store's dispatch
 feed (or on its next tick, should the feed have missed it), confirms the lease and starts the
-attempt (:meth:`StreamTakeover.follow_granted`). Every tick it renews its leases: a job it
-holds but no longer follows (its task ended while the store was unreachable) is followed
-again; a job whose owner died is claimed and re-attached from the last stored seq
-(:mod:`controlplane.ownership` has the leases). Only an attempt this replica was granted and
-never started is started; every other one is re-attached (AttachJob), so no attempt starts
-twice. Both run in the dispatcher's loop, one after the other, never interleaved.
+attempt (:meth:`StreamTakeover.follow_granted`). Every tick a task of its own renews the
+leases (:meth:`StreamTakeover.renew_leases`), so a long scheduling pass or a burst of grants
+cannot let them lapse; and the dispatcher's loop follows again a job it holds but no longer
+follows (its task ended while the store was unreachable) and claims and re-attaches, from the
+last stored seq, a job whose owner died (:mod:`controlplane.ownership` has the leases). Only
+an attempt this replica was granted and never started is started; every other one is
+re-attached (AttachJob), so no attempt starts twice. Starting and re-attaching run in the
+dispatcher's loop, one after the other, never interleaved.
 """
 
 from __future__ import annotations
@@ -37,8 +39,9 @@ class StreamTakeover:
         self._streams = ctx.streams
         self._follower = follower
 
-    async def keep_streams(self) -> None:
-        """Renew, let go of the leases lost, claim the unowned and follow what we hold."""
+    async def renew_leases(self) -> None:
+        """Renew this replica's presence and leases; stop following the streams whose lease
+        was lost. Runs in a task of its own, every tick, beside the dispatcher's loop."""
         if not self._ownership.replicated:
             return
         await self._ownership.announce()
@@ -46,12 +49,17 @@ class StreamTakeover:
         for job_id in self._streams.job_ids():
             if job_id not in held:
                 self._streams.abandon(job_id)
+
+    async def keep_streams(self) -> None:
+        """Claim the unowned streams and follow every held one nobody here follows."""
+        if not self._ownership.replicated:
+            return
         taken_over = set()
         for job_id in await self._ownership.unowned():
             if await self._ownership.claim(job_id):
                 log.info("taking over stream job_id=%s owner=%s", job_id, self._ownership.owner)
                 taken_over.add(job_id)
-        await self._follow(held | taken_over, taken_over)
+        await self._follow(self._ownership.held() | taken_over, taken_over)
 
     async def follow_granted(self) -> None:
         """Confirm the leases of ASSIGNED jobs granted to this replica and start them."""
