@@ -19,6 +19,8 @@ Measured, side by side with the ideal of the same run:
                 order, ending COMPLETED (and the receipt lag)
   correctness   every job COMPLETED, every job's stored events exactly seq 1..N, no job started
                 twice on the agents, no agent ever over its slots
+  CPU           each replica's, the fake agents' and the whole machine's busy share through
+                the wave (with several replicas: is relaying spread, is the machine the limit)
 
     python -m bench.wave [--jobs 10000 --agents 100 --slots 10 --interval 0.5 --job-seconds 10]
                          [--tls off|on|both] [--store sqlite|postgres] [--replicas 1]
@@ -339,7 +341,17 @@ class WaveResult:
     over_slots: int
     cpu_seconds: float
     wave_start: float
+    replica_cpu: list[float] = field(default_factory=list)  # CPU-seconds of each replica
+    agents_cpu: float = 0.0  # CPU-seconds of the fake agents' processes
+    machine_busy: float = 0.0  # share of every CPU of the machine busy during the wave
     rss: memory.WaveRss | None = None
+
+
+def _machine_ticks() -> tuple[int, int]:
+    """(busy, total) clock ticks of every CPU since boot, from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields) - idle, sum(fields)
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -370,7 +382,10 @@ async def _run_wave(
     sampled = job_ids[::step][: args.sampled_jobs]
     per_job = events_per_job(plan)
     ideal = math.ceil(args.jobs / (args.agents * args.slots)) * args.job_seconds
-    cpu_before = sum(_cpu_seconds(p.popen.pid) for p in dep.processes if p.popen is not None)
+    pids = [p.popen.pid for p in dep.processes if p.popen is not None]
+    cpu_before = [_cpu_seconds(pid) for pid in pids]
+    agents_before = sum(_cpu_seconds(pid) for pid in agents.pids)
+    machine_before = _machine_ticks()
     with store_poller(dep.db_url, sampled, per_job, args.poll_ms / 1000) as poller:
         channels = [dep.channel(i) for i in range(max(1, args.watchers))]
         watches: list[JobWatch] = []
@@ -406,7 +421,9 @@ async def _run_wave(
             for channel in channels:
                 await channel.close(None)
         lags = poller()
-    cpu = sum(_cpu_seconds(p.popen.pid) for p in dep.processes if p.popen is not None) - cpu_before
+    replica_cpu = [_cpu_seconds(pid) - before for pid, before in zip(pids, cpu_before, strict=True)]
+    agents_cpu = sum(_cpu_seconds(pid) for pid in agents.pids) - agents_before
+    busy, total = (a - b for a, b in zip(_machine_ticks(), machine_before, strict=True))
     tally = agents.tally()
     return WaveResult(
         tls=tls,
@@ -424,8 +441,11 @@ async def _run_wave(
         started=len(tally.started_ids),
         started_twice=len(tally.started_ids) - len(set(tally.started_ids)),
         over_slots=tally.over_slots,
-        cpu_seconds=cpu,
+        cpu_seconds=sum(replica_cpu),
         wave_start=began,
+        replica_cpu=replica_cpu,
+        agents_cpu=agents_cpu,
+        machine_busy=busy / max(1, total),
     )
 
 
@@ -542,6 +562,9 @@ def report(results: list[WaveResult], args: argparse.Namespace, plan_events: int
                 f"{r.watches_correct}/{r.watches}",
                 "yes" if correct else "NO",
                 f"{r.cpu_seconds / r.makespan:.0%}",
+                " / ".join(f"{c / r.makespan:.0%}" for c in r.replica_cpu),
+                f"{r.agents_cpu / r.makespan:.0%}",
+                f"{r.machine_busy:.0%}",
             ]
         )
     print_table(
@@ -562,6 +585,9 @@ def report(results: list[WaveResult], args: argparse.Namespace, plan_events: int
             "watches exact",
             "correct",
             "control-plane CPU",
+            "per replica",
+            "fake agents CPU",
+            "machine busy",
         ],
         rows,
     )
