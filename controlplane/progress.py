@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 from controlplane.events import EventHub
 from controlplane.models import JobRecord, error_result, result_to_dict
 from controlplane.retry import Decision, Outcome, RetryPolicy, decide
-from controlplane.store import ACTIVE_STATES, JobStatus, JobStore, ProgressWrite
+from controlplane.store import ACTIVE_STATES, JobMark, JobStatus, JobStore, ProgressWrite
 from protocol.conversion import event_state, timestamp_from_proto, timestamp_to_proto, utcnow
 from protocol.errors import ErrorCode, NotFound
 from protocol.gen.h2k.v1 import job_pb2
@@ -35,6 +35,14 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 REPORTED_BY_CONTROL_PLANE = "control-plane"
+
+
+# How many times a batch is applied again after its job moved under a write (another replica).
+_STALE_TRIES = 3
+
+
+class _Stale(Exception):
+    """A run's write was refused: the job is no longer where the recorder's record said."""
 
 
 class EventGap(Exception):
@@ -134,10 +142,13 @@ class ProgressRecorder:
         self._locks: dict[str, _JobLock] = {}
         self._inflight: set[asyncio.Future[Any]] = set()
         # The record each active job's last write under its lock returned, so the next
-        # batch need not read the job first. Only with a store no other replica writes, and
-        # dropped whenever anyone else takes the job's lock (they may change the job).
+        # batch need not read the job first; dropped whenever anyone else takes the job's
+        # lock (they may change the job). With several replicas another one may move the job
+        # meanwhile: each run's write is stored only if the job is still where this record
+        # says (else the job is read and the batch applied again), and a state change
+        # starts from the job as stored.
         self._known: dict[str, JobRecord] = {}
-        self._keeps_records = not store.replicated
+        self._shared = store.replicated
         self._writes = ProgressWrites(store)
 
     @property
@@ -147,7 +158,7 @@ class ProgressRecorder:
     def remember(self, job: JobRecord) -> None:
         """The job as a write just committed it (an assignment): its first batch starts from
         this record instead of reading the job."""
-        if self._keeps_records and job.state in ACTIVE_STATES and job.job_id not in self._locks:
+        if job.state in ACTIVE_STATES and job.job_id not in self._locks:
             self._known[job.job_id] = job
 
     @asynccontextmanager
@@ -199,16 +210,25 @@ class ProgressRecorder:
         job_id = events[0].job_id
         async with self._job_lock(job_id):
             # At most one read per batch: under the lock nothing but cancel_requested changes
-            # the job behind our back, and every write below returns the job as it is
-            # afterwards; the last batch's answer stands in for the read when it is known.
+            # the job behind our back (or, with several replicas, another replica: then a
+            # run's write is refused and the batch is applied again from the stored job);
+            # every write below returns the job as it is afterwards, and the last batch's
+            # answer stands in for the read when it is known.
             job = self._known.pop(job_id, None) or await self._store.get_job(job_id)
-            job = await self._apply_batch(job, events)
-            if self._keeps_records and job.state in ACTIVE_STATES:
+            for _tries in range(_STALE_TRIES):
+                try:
+                    job = await self._apply_batch(job, events)
+                    break
+                except _Stale:
+                    job = await self._store.get_job(job_id)
+            else:
+                job = await self._apply_batch(job, events, stale_ok=False)
+            if job.state in ACTIVE_STATES:
                 self._known[job_id] = job
             return job
 
     async def _apply_batch(
-        self, job: JobRecord, events: Sequence[job_pb2.ProgressEvent]
+        self, job: JobRecord, events: Sequence[job_pb2.ProgressEvent], stale_ok: bool = True
     ) -> JobRecord:
         run: list[job_pb2.ProgressEvent] = []
         for event in events:
@@ -216,34 +236,62 @@ class ProgressRecorder:
             if job.state.is_terminal or event.seq < expected or _foreign(job, event):
                 continue
             if event.seq != expected:
-                await self._store_run(job, run)  # what came before the gap is kept
+                await self._store_run(job, run, stale_ok)  # what came before the gap is kept
                 raise EventGap(job.job_id, expected, event.seq)
             if _changes_state(job, event):
-                job = await self._store_run(job, run)
+                job = await self._store_run(job, run, stale_ok)
                 run = []
+                if self._shared:
+                    # Another replica may have moved it: move it from the job as stored.
+                    job = await self._store.get_job(job.job_id)
+                    expected = job.last_seq + 1
+                    if job.state.is_terminal or event.seq < expected or _foreign(job, event):
+                        continue
+                    if event.seq != expected:
+                        raise EventGap(job.job_id, expected, event.seq)
+                    if not _changes_state(job, event):
+                        run.append(event)
+                        continue
                 job = await self._apply(job, event)
             else:
                 run.append(event)
             if job.state not in ACTIVE_STATES:
                 break
-        return await self._store_run(job, run)
+        return await self._store_run(job, run, stale_ok)
 
-    async def _store_run(self, job: JobRecord, run: Sequence[job_pb2.ProgressEvent]) -> JobRecord:
+    async def _store_run(
+        self, job: JobRecord, run: Sequence[job_pb2.ProgressEvent], stale_ok: bool = True
+    ) -> JobRecord:
         """Store a run of events that change no state, then publish them.
 
         The run shares one store write with the runs of every other job that arrived
         meanwhile (:class:`ProgressWrites`), and the job is not read back: the write answers
-        with its state, attempt, agent and cancel flag, the rest is what this run set.
+        with its state, attempt, agent and cancel flag, the rest is what this run set. The
+        write is stored only if the job is still at ``job``'s last_seq, attempt and state.
+
+        Raises:
+            _Stale: the job moved meanwhile (another replica); nothing of the run is stored.
         """
         if not run:
             return job
         phase = job.phase
         for event in run:
             phase = event.phase or phase
-        write = ProgressWrite(job.job_id, run, run[-1].seq, phase, run[-1].progress_percent)
+        write = ProgressWrite(
+            job.job_id,
+            run,
+            run[-1].seq,
+            phase,
+            run[-1].progress_percent,
+            follows=JobMark(job.last_seq, job.attempt, job.state),
+        )
         status = await self._writes.write(write)
         if status is None:
             raise NotFound(f"job {job.job_id} not found")
+        if not status.written:
+            if stale_ok:
+                raise _Stale(job.job_id)
+            raise RuntimeError(f"job {job.job_id} kept moving under its progress writes")
         self._hub.publish_batch(run)
         if (status.state, status.attempt, status.assigned_agent) != (
             job.state,

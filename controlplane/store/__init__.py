@@ -11,6 +11,7 @@ from pathlib import Path
 from controlplane.store.base import (
     ACTIVE_STATES,
     Assignment,
+    JobMark,
     JobPage,
     JobStatus,
     JobStore,
@@ -21,6 +22,7 @@ from controlplane.store.sqlite import SqliteStore
 __all__ = [
     "ACTIVE_STATES",
     "Assignment",
+    "JobMark",
     "JobPage",
     "JobStatus",
     "JobStore",

@@ -64,6 +64,19 @@ class ProgressWrite:
     last_seq: int
     phase: str
     progress_percent: float
+    # The job as the writer knows it: when given, the run is stored only if the job is still
+    # so (its last_seq, attempt and state unchanged since; another replica may have moved it).
+    follows: JobMark | None = None
+
+
+@dataclass(frozen=True)
+class JobMark:
+    """Where a job stood when a writer read it: the seq its next event follows, the attempt,
+    the state."""
+
+    last_seq: int
+    attempt: int
+    state: JobState
 
 
 @dataclass(frozen=True)
@@ -76,6 +89,17 @@ class JobStatus:
     assigned_agent: str | None
     cancel_requested: bool
     updated_at: datetime
+    last_seq: int = 0
+    # False: the job was not where the write's ``follows`` said; nothing of it was stored.
+    written: bool = True
+
+    def matches(self, mark: JobMark | None) -> bool:
+        """Whether a write that ``follows`` ``mark`` may be stored on this job."""
+        return mark is None or (self.last_seq, self.attempt, self.state) == (
+            mark.last_seq,
+            mark.attempt,
+            mark.state,
+        )
 
 
 @dataclass(frozen=True)
@@ -407,9 +431,13 @@ class JobStore(MigrationStore):
         ``updated_at``); its events are stored, an event whose (job_id, seq) is stored already
         being skipped. No state changes, and no job is read back with its history.
 
+        A write that ``follows`` a :class:`JobMark` is stored only if the job is still there
+        (another replica may have moved it since the writer read it); otherwise nothing of
+        it is stored and its status says ``written=False``.
+
         Returns:
-            Each stored job's status as committed; a job the store does not have is left out
-            (nothing of it is stored).
+            Each found job's status as committed (``last_seq`` as it was before this write);
+            a job the store does not have is left out (nothing of it is stored).
 
         Raises:
             ValueError: a write names a job twice, or holds an event of another job (nothing

@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -530,19 +529,20 @@ class PostgresStore(PostgresMigrations, JobStore):
                 "ORDER BY job_id FOR UPDATE",
                 ([write.job_id for write in batch],),
             )
-            found = {
-                row["job_id"]: replace(rows.job_status(row, CODEC), updated_at=now)
-                for row in await found_rows.fetchall()
-            }
-            if not found:
-                return {}
+            found, written = rows.progress_outcome(
+                batch,
+                {row["job_id"]: rows.job_status(row, CODEC) for row in await found_rows.fetchall()},
+                now,
+            )
+            if not written:
+                return found
             async with conn.cursor() as cursor:
                 updates = [rows.progress_update_params(w, now, CODEC) for w in batch]
                 await cursor.executemany(
                     rows.progress_update_statement(CODEC),
-                    [params for params in updates if params[-1] in found],
+                    [params for params in updates if params[-1] in written],
                 )
-                stored = [body for body in bodies if body[0] in found]
+                stored = [body for body in bodies if body[0] in written]
                 if stored:
                     await cursor.executemany(
                         "INSERT INTO job_events (job_id, seq, event) VALUES (%s, %s, %s) "
@@ -551,7 +551,7 @@ class PostgresStore(PostgresMigrations, JobStore):
                     )
                 await cursor.executemany(
                     "SELECT pg_notify(%s, %s)",
-                    [(CHANNEL, f"{self.instance_id}:{job_id}") for job_id in sorted(found)],
+                    [(CHANNEL, f"{self.instance_id}:{job_id}") for job_id in sorted(written)],
                 )
             return found
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -180,7 +180,9 @@ def update_job_statement(
 
 # --- progress of many jobs in one write (JobStore.record_progress) --------------------------
 
-JOB_STATUS_COLUMNS = "job_id, state, attempt, assigned_agent, cancel_requested, updated_at"
+JOB_STATUS_COLUMNS = (
+    "job_id, state, attempt, assigned_agent, cancel_requested, updated_at, last_seq"
+)
 
 
 def progress_update_statement(codec: Codec) -> str:
@@ -202,6 +204,20 @@ def progress_update_params(write: ProgressWrite, now: datetime, codec: Codec) ->
     )
 
 
+def progress_outcome(
+    writes: Sequence[ProgressWrite], found: dict[str, JobStatus], now: datetime
+) -> tuple[dict[str, JobStatus], set[str]]:
+    """What record_progress answers for each found job, and which jobs it writes: those still
+    where their write's ``follows`` says (every found job, for writes without one)."""
+    marks = {w.job_id: w.follows for w in writes}
+    written = {job_id for job_id, status in found.items() if status.matches(marks.get(job_id))}
+    answered = {
+        job_id: replace(status, updated_at=now, written=job_id in written)
+        for job_id, status in found.items()
+    }
+    return answered, written
+
+
 def job_status(row: Row, codec: Codec) -> JobStatus:
     return JobStatus(
         state=JobState(row["state"]),
@@ -209,6 +225,7 @@ def job_status(row: Row, codec: Codec) -> JobStatus:
         assigned_agent=row["assigned_agent"],
         cancel_requested=codec.decode_flag(row["cancel_requested"]),
         updated_at=codec.decode_time(row["updated_at"]),
+        last_seq=row["last_seq"],
     )
 
 

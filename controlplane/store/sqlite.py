@@ -12,7 +12,6 @@ import functools
 import logging
 import sqlite3
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -549,15 +548,16 @@ class SqliteStore(SqliteMigrations, JobStore):
                 f"SELECT {rows.JOB_STATUS_COLUMNS} FROM jobs WHERE job_id IN ({marks})", chunk
             ):
                 found[row["job_id"]] = rows.job_status(row, CODEC)
+        found, written = rows.progress_outcome(writes, found, now)
         self._db.executemany(
             rows.progress_update_statement(CODEC),
-            [rows.progress_update_params(w, now, CODEC) for w in writes if w.job_id in found],
+            [rows.progress_update_params(w, now, CODEC) for w in writes if w.job_id in written],
         )
         self._db.executemany(
             "INSERT OR IGNORE INTO job_events (job_id, seq, event) VALUES (?, ?, ?)",
-            [body for body in bodies if body[0] in found],
+            [body for body in bodies if body[0] in written],
         )
-        return {job_id: replace(status, updated_at=now) for job_id, status in found.items()}
+        return found
 
     def _insert_events(
         self,

@@ -3,11 +3,12 @@ many jobs are committed in one transaction, each event once, a missing job leave
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
 
-from controlplane.store import JobStore, ProgressWrite
+from controlplane.store import JobMark, JobStore, ProgressWrite
 from protocol.states import JobState
 from tests.store.test_store_contract import event, read_other_connection
 
@@ -95,3 +96,30 @@ async def test_a_malformed_write_stores_nothing(backend, build, writes):
             await store.record_progress(writes)
         assert await store.list_events("job-1", after_seq=2) == []
         assert (await store.get_job("job-1")).last_seq == 2
+
+
+async def test_a_write_that_follows_a_job_that_moved_stores_nothing_of_it(backend, build):
+    async with backend.opened() as store:
+        for job_id in ("job-1", "job-2", "job-3"):
+            await _progressing(store, build, job_id)
+        # job-2 moved on since its writer read it (another replica ended the attempt).
+        await store.transition("job-2", JobState.RETRYING, "agent lost", last_seq=3)
+        found = await store.record_progress(
+            [
+                replace(_write("job-1", range(3, 5)), follows=JobMark(2, 1, JobState.PROGRESSING)),
+                replace(_write("job-2", range(3, 5)), follows=JobMark(2, 1, JobState.PROGRESSING)),
+                replace(_write("job-3", range(3, 4)), follows=JobMark(2, 2, JobState.PROGRESSING)),
+            ]
+        )
+        assert {j: s.written for j, s in found.items()} == {
+            "job-1": True,
+            "job-2": False,  # its last_seq and state moved
+            "job-3": False,  # another attempt
+        }
+        assert (found["job-2"].state, found["job-2"].last_seq) == (JobState.RETRYING, 3)
+        stored = read_other_connection(
+            backend, "SELECT job_id, seq FROM job_events WHERE seq > 2 ORDER BY job_id, seq"
+        )
+        assert [tuple(r) for r in stored] == [("job-1", 3), ("job-1", 4)]
+        jobs = {j.job_id: j for j in (await store.list_jobs()).jobs}
+        assert (jobs["job-2"].last_seq, jobs["job-3"].last_seq) == (3, 2)
