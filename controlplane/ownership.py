@@ -9,10 +9,9 @@ Several replicas share one PostgreSQL store. Two duties must have exactly one ho
   replica confirms the lease (:meth:`~StreamOwnership.confirm_granted`) and starts the job.
   Each replica renews all its leases every tick, in a task of its own (a long scheduling
   pass does not delay it), and stops following a job the moment its own view of the lease
-  runs out. When a replica dies its leases run out
-  (database time) and another replica takes them over and re-attaches from the last stored
-  seq. Each replica also renews a presence lease of its own (``announce``), by which the
-  scheduler knows the live replicas.
+  runs out. When a replica dies its leases run out (database time) and another replica takes
+  them over and re-attaches from the last stored seq. Each replica also renews a presence
+  lease of its own (``announce``), by which the scheduler knows the live replicas.
 * **Scheduling** (placing queued jobs, releasing retries): a leased role. We chose one
   scheduler at a time over every replica scheduling with ``FOR UPDATE SKIP LOCKED``: a job
   row lock guards one job, but what must hold across jobs is each agent's slot count

@@ -232,6 +232,12 @@ class ProgressRecorder:
     ) -> JobRecord:
         run: list[job_pb2.ProgressEvent] = []
         for event in events:
+            if self._shared and _changes_state(job, event):
+                # Another replica may have moved the job: a state change starts from the job
+                # as stored (what came before it is stored first).
+                await self._store_run(job, run, stale_ok)
+                run = []
+                job = await self._store.get_job(job.job_id)
             expected = (run[-1].seq if run else job.last_seq) + 1
             if job.state.is_terminal or event.seq < expected or _foreign(job, event):
                 continue
@@ -241,17 +247,6 @@ class ProgressRecorder:
             if _changes_state(job, event):
                 job = await self._store_run(job, run, stale_ok)
                 run = []
-                if self._shared:
-                    # Another replica may have moved it: move it from the job as stored.
-                    job = await self._store.get_job(job.job_id)
-                    expected = job.last_seq + 1
-                    if job.state.is_terminal or event.seq < expected or _foreign(job, event):
-                        continue
-                    if event.seq != expected:
-                        raise EventGap(job.job_id, expected, event.seq)
-                    if not _changes_state(job, event):
-                        run.append(event)
-                        continue
                 job = await self._apply(job, event)
             else:
                 run.append(event)

@@ -89,7 +89,7 @@ class JobStatus:
     assigned_agent: str | None
     cancel_requested: bool
     updated_at: datetime
-    last_seq: int = 0
+    last_seq: int
     # False: the job was not where the write's ``follows`` said; nothing of it was stored.
     written: bool = True
 
