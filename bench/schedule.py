@@ -2,12 +2,14 @@
 
 A real h2k-controlplane (SQLite) gets ``--jobs`` queued jobs while no agent is registered.
 Then ``--agents`` fake agents (one child process, one grpc.aio Worker server and port each,
-every job completes at once) register through AgentRegistry and the clock starts: placements/s
-is jobs / time until the last ExecuteJob arrived at an agent. Then, with the backlog gone,
+every job completes at once) register through AgentRegistry, all at once (``--one-by-one``: one
+after another, as in a rolling roll-out), and the clock starts: placements/s is jobs / time
+until the last ExecuteJob arrived at an agent; it is also given from the moment the last agent
+was registered. Then, with the backlog gone,
 jobs are submitted at a steady ``--rate`` and submit-to-dispatch latency (SubmitJob sent ->
 ExecuteJob arrived at the agent) is measured per job.
 
-    python -m bench.schedule [--jobs 10000] [--agents 100] [--slots 4]
+    python -m bench.schedule [--jobs 10000] [--agents 100] [--slots 4] [--one-by-one]
 """
 
 from __future__ import annotations
@@ -61,10 +63,18 @@ async def heartbeats(address: str, names: list[str]) -> None:
             await asyncio.sleep(HEARTBEAT_SECONDS - 1)  # the heartbeat period itself
 
 
-async def register(address: str, agents: list[tuple[str, str]], slots: int) -> None:
+async def register(
+    address: str, agents: list[tuple[str, str]], slots: int, one_by_one: bool
+) -> float:
+    """Register every agent: all at once (a fleet whose agents come up together, each on its
+    own), or one after another (a rolling roll-out: the fleet grows while the queue drains).
+
+    Returns when the last registration was answered (time.time()).
+    """
     async with aio_channel(address) as channel:
         stub = services_pb2_grpc.AgentRegistryStub(channel)
-        for name, agent_address in agents:
+
+        async def one(name: str, agent_address: str) -> None:
             await stub.RegisterAgent(
                 services_pb2.RegisterAgentRequest(
                     name=name,
@@ -74,6 +84,13 @@ async def register(address: str, agents: list[tuple[str, str]], slots: int) -> N
                     version="bench",
                 )
             )
+
+        if one_by_one:
+            for name, agent_address in agents:
+                await one(name, agent_address)
+        else:
+            await asyncio.gather(*(one(name, agent_address) for name, agent_address in agents))
+    return time.time()
 
 
 async def wait_arrivals(agents: FakeAgents, count: int, timeout: float) -> None:
@@ -92,7 +109,7 @@ async def measure(address: str, agents: FakeAgents, args: argparse.Namespace) ->
     submit_rate = args.jobs / (time.monotonic() - began)
     names = [name for name, _ in agents.addresses]
     start = time.time()
-    await register(address, agents.addresses, args.slots)
+    registered = await register(address, agents.addresses, args.slots, args.one_by_one)
     beating = asyncio.create_task(heartbeats(address, names))
     try:
         await wait_arrivals(agents, args.jobs, timeout=args.timeout)
@@ -101,6 +118,9 @@ async def measure(address: str, agents: FakeAgents, args: argparse.Namespace) ->
         # The steady rate: the middle 80 % of arrivals, without registration and the tail.
         lo, hi = arrived[len(arrived) // 10], arrived[len(arrived) * 9 // 10]
         steady = (len(arrived) * 8 // 10) / max(hi - lo, 1e-9)
+        # Once every agent is in: the scheduler's rate with the whole fleet to fill.
+        later = [t for t in arrived if t > registered]
+        fleet = len(later) / max(arrived[-1] - registered, 1e-9)
         latencies = await paced_latency(address, agents, args)
     finally:
         beating.cancel()
@@ -111,6 +131,8 @@ async def measure(address: str, agents: FakeAgents, args: argparse.Namespace) ->
         "drain_s": drain,
         "rate": args.jobs / drain,
         "steady": steady,
+        "register_s": registered - start,
+        "fleet": fleet,
         "p50_ms": percentile(latencies, 50) * 1000,
         "p99_ms": percentile(latencies, 99) * 1000,
         "latency_jobs": float(len(latencies)),
@@ -154,11 +176,14 @@ def run(args: argparse.Namespace) -> dict[str, float]:
 
 
 def report(result: dict[str, float], args: argparse.Namespace) -> bool:
+    how = "one after another" if args.one_by_one else "all at once"
     rows = [
         ["backlog submitted (SubmitJob calls/s)", result["submit_rate"]],
         [f"drain {args.jobs} jobs: seconds from registration to last dispatch", result["drain_s"]],
         ["placements/s over the drain", result["rate"]],
         ["placements/s, steady (middle 80 % of dispatches)", result["steady"]],
+        [f"seconds to register every agent ({how})", result["register_s"]],
+        ["placements/s once every agent was registered", result["fleet"]],
         [
             f"submit-to-dispatch p50 ms ({int(result['latency_jobs'])} jobs at {args.rate:g}/s)",
             result["p50_ms"],
@@ -184,6 +209,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=50.0, help="latency phase submits/s")
     parser.add_argument("--latency-jobs", type=int, default=500)
     parser.add_argument("--timeout", type=float, default=900.0)
+    parser.add_argument(
+        "--one-by-one",
+        action="store_true",
+        help="register the agents one after another (a rolling roll-out) instead of at once",
+    )
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     report(run(args), args)
     return 0
