@@ -6,7 +6,8 @@ granted before their ASSIGNED transition (one store call), each to the live repl
 fewest streams, so from that moment no other replica follows them; the store moves only jobs
 still QUEUED, so a job cancelled (or assigned) meanwhile is skipped. This replica starts the
 jobs granted to itself; the others are told (one store call) and start theirs
-(:meth:`controlplane.dispatch.takeover.StreamTakeover.follow_granted`).
+(:meth:`controlplane.dispatch.takeover.StreamTakeover.follow_granted`). The jobs left waiting
+get their kind's reason (how often a busy kind's counts are rewritten: :mod:`.queue_reasons`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import logging
 
 from controlplane.dispatch.context import DispatchContext
 from controlplane.dispatch.following import StreamFollower, span_attributes
+from controlplane.dispatch.queue_reasons import QueueReasons
 from controlplane.dispatch.scheduling_pass import SchedulingPass
 from controlplane.dispatch.streams import FollowedStream
 from controlplane.metrics import observe_scheduling
@@ -45,6 +47,7 @@ class Assigner:
         self._ownership = ctx.ownership
         self._requeuer = ctx.requeuer
         self._scheduling = SchedulingPass(ctx.store, ctx.policy.lease)
+        self._reasons = QueueReasons(refresh=ctx.policy.tick_seconds)
         self._follower = follower
 
     async def assign_queued_jobs(self) -> SchedulePlan:
@@ -57,12 +60,13 @@ class Assigner:
         assigning = self._assign(planned.placed)
         if not planned.reasons:
             return SchedulePlan(assignments=await assigning)
+        reasons = self._reasons.to_store(planned.reasons, planned.busy)
         # Concurrently: the store commits the writes together (group commit).
         assignments, changed = await asyncio.gather(
-            assigning, self._store.set_queue_reasons(planned.reasons, keep=held_back)
+            assigning, self._store.set_queue_reasons(reasons, keep=held_back)
         )
         if changed:
-            for kind, reason in planned.reasons.items():
+            for kind, reason in reasons.items():
                 log.info("jobs wait kind=%r reason=%r", kind, reason)
         return SchedulePlan(assignments=assignments, waiting=dict(planned.reasons))
 

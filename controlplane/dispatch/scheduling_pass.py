@@ -38,6 +38,8 @@ class PassOutcome:
     placed: list[tuple[QueuedJob, AgentRecord]] = field(default_factory=list)
     # kind -> why its queued jobs wait (kinds with room left are absent)
     reasons: dict[str, str] = field(default_factory=dict)
+    # kinds among ``reasons`` that wait only because every agent able to run them is full
+    busy: frozenset[str] = frozenset()
 
 
 class SchedulingPass:
@@ -60,7 +62,8 @@ class SchedulingPass:
         judged = {k: judge(s, views, now, self._lease) for k, s in specs.items() if s is not None}
         placed, load = await self._place(judged, views, held_back)
         reasons = {k: r for k, j in judged.items() if (r := waiting_reason(j, load)) is not None}
-        return PassOutcome([(job, agents[name]) for job, name in placed], reasons)
+        busy = frozenset(k for k in reasons if judged[k][1] is None)
+        return PassOutcome([(job, agents[name]) for job, name in placed], reasons, busy)
 
     async def _place(
         self, judged: dict[str, Judgement], views: list[AgentView], held_back: Collection[str]
