@@ -64,7 +64,7 @@ async def heartbeats(address: str, names: list[str]) -> None:
 
 
 async def register(
-    address: str, agents: list[tuple[str, str]], slots: int, one_by_one: bool
+    address: str, agents: list[tuple[str, str]], slots: int, one_by_one: bool = False
 ) -> float:
     """Register every agent: all at once (a fleet whose agents come up together, each on its
     own), or one after another (a rolling roll-out: the fleet grows while the queue drains).

@@ -43,7 +43,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from multiprocessing.connection import Connection
@@ -223,24 +223,20 @@ class JobWatch:
 
 
 async def watch_job(stub: Any, job_id: str, seen: JobWatch) -> None:
-    """Follow one job from its submit on (opened again while the job is not stored yet)."""
-    while True:
-        try:
-            request = services_pb2.WatchJobRequest(job_id=job_id)
-            async for batch in stub.WatchJobBatches(request):
-                now = time.time_ns()
-                for event in batch.events:
-                    seen.seqs.append(event.seq)
-                    seen.last_state = event.state
-                    sent = event.details.get("sent_ns")
-                    if sent:
-                        seen.lags_ms.append((now - int(sent)) / 1e6)
-            return
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() is not grpc.StatusCode.NOT_FOUND or seen.seqs:
-                seen.error = f"{exc.code().name}: {exc.details()}"
-                return
-        await asyncio.sleep(0.05)  # polling until the job's SubmitJobs call committed
+    """Follow one job from its submit on (its SubmitJobs call has committed: the stream
+    replays what was stored before it opened, then follows)."""
+    try:
+        request = services_pb2.WatchJobRequest(job_id=job_id)
+        async for batch in stub.WatchJobBatches(request):
+            now = time.time_ns()
+            for event in batch.events:
+                seen.seqs.append(event.seq)
+                seen.last_state = event.state
+                sent = event.details.get("sent_ns")
+                if sent:
+                    seen.lags_ms.append((now - int(sent)) / 1e6)
+    except grpc.aio.AioRpcError as exc:
+        seen.error = f"{exc.code().name}: {exc.details()}"
 
 
 # --- the control plane(s) ------------------------------------------------------------------
@@ -359,16 +355,25 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / 100  # utime + stime, clock ticks
 
 
-async def _submit(dep: Deployment, job_ids: list[str], batch: int, callers: int = 4) -> None:
-    """SubmitJobs of ``batch`` specs each, ``callers`` calls at a time, in job order."""
+async def _submit(
+    dep: Deployment,
+    job_ids: list[str],
+    batch: int,
+    committed: Callable[[list[str]], None],
+    callers: int = 4,
+) -> None:
+    """SubmitJobs of ``batch`` specs each, ``callers`` calls at a time, in job order;
+    ``committed`` hears each call's job ids once it has answered."""
     calls = iter(range(0, len(job_ids), batch))
     async with dep.channel() as channel:
         stub = services_pb2_grpc.JobServiceStub(channel)
 
         async def caller() -> None:
             for start in calls:
-                specs = [spec_message(j) for j in job_ids[start : start + batch]]
+                ids = job_ids[start : start + batch]
+                specs = [spec_message(j) for j in ids]
                 await stub.SubmitJobs(services_pb2.SubmitJobsRequest(specs=specs), timeout=300)
+                committed(ids)
 
         await asyncio.gather(*(caller() for _ in range(callers)))
 
@@ -391,18 +396,21 @@ async def _run_wave(
         watches: list[JobWatch] = []
         watching: list[asyncio.Task[None]] = []
         try:
+            stubs = [services_pb2_grpc.JobServiceStub(c) for c in channels[: args.watchers]]
+            watched = set(sampled)
+
+            def watch(ids: list[str]) -> None:
+                # Every watcher follows each sampled job from its submit on, as a person
+                # who submitted it would (WatchJobBatches replays what was stored before
+                # the stream opened, then follows).
+                for job_id in (j for j in ids if j in watched):
+                    for stub in stubs:
+                        seen = JobWatch()
+                        watches.append(seen)
+                        watching.append(asyncio.create_task(watch_job(stub, job_id, seen)))
+
             began = time.time()
-            submitting = asyncio.create_task(_submit(dep, job_ids, args.batch))
-            # Watchers follow each sampled job from its submit on (WatchJobBatches replays
-            # what was stored before the stream opened, then follows).
-            await _wait_submitted(dep, sampled[0], submitting)
-            for w in range(args.watchers):
-                stub = services_pb2_grpc.JobServiceStub(channels[w])
-                for job_id in sampled:
-                    seen = JobWatch()
-                    watches.append(seen)
-                    watching.append(asyncio.create_task(watch_job(stub, job_id, seen)))
-            await submitting
+            await _submit(dep, job_ids, args.batch, watch)
             submitted = time.time() - began
             with StoreReader(dep.db_url) as reader:
                 deadline = time.monotonic() + args.timeout
@@ -447,22 +455,6 @@ async def _run_wave(
         agents_cpu=agents_cpu,
         machine_busy=busy / max(1, total),
     )
-
-
-async def _wait_submitted(dep: Deployment, job_id: str, submitting: asyncio.Task[None]) -> None:
-    """Until the first sampled job is stored (its first SubmitJobs call committed)."""
-    async with dep.channel() as channel:
-        stub = services_pb2_grpc.JobServiceStub(channel)
-        while True:
-            try:
-                await stub.GetJob(services_pb2.GetJobRequest(job_id=job_id))
-                return
-            except grpc.aio.AioRpcError as exc:
-                if exc.code() is not grpc.StatusCode.NOT_FOUND or submitting.done():
-                    submitting.result() if submitting.done() else None
-                    if exc.code() is not grpc.StatusCode.NOT_FOUND:
-                        raise
-            await asyncio.sleep(0.01)  # polling for the first committed submit
 
 
 def run_once(args: argparse.Namespace, tls: bool, prefilled: int = 0) -> WaveResult:
