@@ -177,37 +177,32 @@ class JobService(services_pb2_grpc.JobServiceServicer):
 
         Replays stored events after ``after_seq``, follows live, ends when the job is
         terminal; a watcher that lagged (or heard of a change it has no event for) reads the
-        store again from its last seq. Only stored (committed) events are ever sent.
+        store again from its last seq, the job's state with the events (one small read, not
+        the whole job). Only stored (committed) events are ever sent.
         """
+        job_id = request.job_id
         last = max(0, request.after_seq)
         # Subscribe before the first read so nothing published meanwhile is missed.
-        with self._hub.subscribe(request.job_id) as subscription:
-            job = await self._store.get_job(request.job_id)
+        with self._hub.subscribe(job_id) as subscription:
             while True:
                 if self._hub.closed:
                     raise Unavailable("the control plane is stopping: reconnect to watch on")
                 # Buffer again before reading the store, so nothing falls between the two.
                 subscription.clear_lag()
-                async for events in self._replay(request.job_id, last):
+                state, events = await self._store.events_with_state(job_id, last, REPLAY_BATCH)
+                while events:
                     last = events[-1].seq
                     yield events
-                if job.state.is_terminal:
+                    if len(events) < REPLAY_BATCH:
+                        break
+                    events = await self._store.list_events(
+                        job_id, after_seq=last, limit=REPLAY_BATCH
+                    )
+                if state.is_terminal:
                     return
                 async for events in _follow(subscription, last, self._hub.recheck_seconds):
                     last = events[-1].seq
                     yield events
-                job = await self._store.get_job(request.job_id)
-
-    async def _replay(
-        self, job_id: str, after_seq: int
-    ) -> AsyncIterator[list[job_pb2.ProgressEvent]]:
-        while True:
-            batch = await self._store.list_events(job_id, after_seq=after_seq, limit=REPLAY_BATCH)
-            if batch:
-                yield batch
-            if len(batch) < REPLAY_BATCH:
-                return
-            after_seq = batch[-1].seq
 
     @unary_rpc
     async def ListJobEvents(

@@ -292,6 +292,20 @@ class JobStore(MigrationStore):
     ) -> list[job_pb2.ProgressEvent]:
         """Stored events of a job with seq > after_seq, in seq order."""
 
+    @abc.abstractmethod
+    async def events_with_state(
+        self, job_id: str, after_seq: int, limit: int | None = None
+    ) -> tuple[JobState, list[job_pb2.ProgressEvent]]:
+        """The job's state and its stored events with seq > after_seq, in seq order, read
+        together: when the state is terminal, every event of the job is among them.
+
+        What a watcher reads on each hint of a change: the state tells it whether to go on
+        following, without reading the whole job.
+
+        Raises:
+            NotFound: no such job.
+        """
+
     # --- agents -------------------------------------------------------------------------
 
     @abc.abstractmethod

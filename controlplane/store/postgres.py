@@ -415,6 +415,23 @@ class PostgresStore(PostgresMigrations, JobStore):
             found = await cursor.fetchall()
         return [event_from_json(row["event"]) for row in found]
 
+    async def events_with_state(
+        self, job_id: str, after_seq: int, limit: int | None = None
+    ) -> tuple[JobState, list[job_pb2.ProgressEvent]]:
+        # One statement, so one snapshot: a terminal state comes with all of the job's events.
+        async with self._db.connection() as conn:
+            cursor = await conn.execute(
+                "SELECT j.state, e.event FROM jobs j LEFT JOIN LATERAL ("
+                "SELECT seq, event FROM job_events WHERE job_id = j.job_id AND seq > %s "
+                "ORDER BY seq LIMIT %s) e ON TRUE WHERE j.job_id = %s ORDER BY e.seq",
+                (after_seq, limit, job_id),
+            )
+            found = await cursor.fetchall()
+        if not found:
+            raise NotFound(f"job {job_id} not found")
+        events = [event_from_json(row["event"]) for row in found if row["event"] is not None]
+        return JobState(found[0]["state"]), events
+
     # --- agents -------------------------------------------------------------------------
 
     async def upsert_agent(self, agent: AgentRecord) -> AgentRecord:

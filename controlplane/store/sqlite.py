@@ -455,6 +455,22 @@ class SqliteStore(SqliteMigrations, JobStore):
         )
         return [row["event"] for row in found]
 
+    async def events_with_state(
+        self, job_id: str, after_seq: int, limit: int | None = None
+    ) -> tuple[JobState, list[job_pb2.ProgressEvent]]:
+        state, bodies = await self._thread.run(self._events_with_state, job_id, after_seq, limit)
+        return state, [event_from_json(body) for body in bodies]
+
+    def _events_with_state(
+        self, job_id: str, after_seq: int, limit: int | None
+    ) -> tuple[JobState, list[str]]:
+        # One thread owns the connection and makes every write: nothing commits between the
+        # two reads.
+        row = self._db.execute("SELECT state FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"job {job_id} not found")
+        return JobState(row["state"]), self._list_events(job_id, after_seq, limit)
+
     # --- agents -------------------------------------------------------------------------
 
     async def upsert_agent(self, agent: AgentRecord) -> AgentRecord:

@@ -159,6 +159,26 @@ async def test_events_are_stored_once_per_seq(backend, build):
     assert after_one[0].phase == "convert"
 
 
+async def test_a_watcher_reads_the_state_with_the_events_after_its_seq(backend, build):
+    async with backend.opened() as store:
+        await store.create_job(build.job_spec("job-1"), NOW)
+        queued = await store.events_with_state("job-1", 0)
+        for seq in (1, 2, 3):
+            await store.append_event(event("job-1", seq))
+        await store.transition("job-1", JobState.CANCELLED, "not needed")
+        ended, after_one = await store.events_with_state("job-1", 1)
+        _, one = await store.events_with_state("job-1", 1, limit=1)
+        _, none_after = await store.events_with_state("job-1", 3)
+        with pytest.raises(NotFound, match="job nope not found"):
+            await store.events_with_state("nope", 0)
+    assert queued == (JobState.QUEUED, [])
+    assert ended is JobState.CANCELLED
+    assert [e.seq for e in after_one] == [2, 3]
+    assert after_one[0].phase == "convert"
+    assert [e.seq for e in one] == [2]
+    assert none_after == []
+
+
 async def test_jobs_are_listed_by_state_in_pages(backend, build):
     async with backend.opened() as store:
         for i in range(5):
