@@ -5,9 +5,9 @@ Then ``--agents`` fake agents (one child process, one grpc.aio Worker server and
 every job completes at once) register through AgentRegistry, all at once (``--one-by-one``: one
 after another, as in a rolling roll-out), and the clock starts: placements/s is jobs / time
 until the last ExecuteJob arrived at an agent; it is also given from the moment the last agent
-was registered. Then, with the backlog gone,
-jobs are submitted at a steady ``--rate`` and submit-to-dispatch latency (SubmitJob sent ->
-ExecuteJob arrived at the agent) is measured per job.
+was registered. Then, with the backlog gone, jobs are submitted at a steady ``--rate`` and
+submit-to-dispatch latency (SubmitJob sent -> ExecuteJob arrived at the agent) is measured per
+job.
 
     python -m bench.schedule [--jobs 10000] [--agents 100] [--slots 4] [--one-by-one]
 """
