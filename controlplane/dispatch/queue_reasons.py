@@ -20,8 +20,8 @@ import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 
-# Kinds remembered (few kinds exist; the bound is a backstop, as for the pass's specs).
-MAX_KINDS_REMEMBERED = 1024
+# Kinds remembered: the same backstop as for the pass's specs (few kinds exist).
+from controlplane.dispatch.scheduling_pass import MAX_KINDS_REMEMBERED
 
 
 @dataclass(frozen=True)
