@@ -123,3 +123,32 @@ async def test_a_write_that_follows_a_job_that_moved_stores_nothing_of_it(backen
         assert [tuple(r) for r in stored] == [("job-1", 3), ("job-1", 4)]
         jobs = {j.job_id: j for j in (await store.list_jobs()).jobs}
         assert (jobs["job-2"].last_seq, jobs["job-3"].last_seq) == (3, 2)
+
+
+async def test_texts_and_numbers_are_stored_exactly_as_written(backend, build):
+    # Progress of many jobs goes to SQLite as one JSON document: what comes back must be the
+    # same phase, the same float and the same event, byte for byte.
+    odd_text = 'réparation "disque" \\ 磁盘 😀 \t end'
+    percents = [100 / 3, 0.1 + 0.2, 1e-7, 99.99999999999999]
+    async with backend.opened() as store:
+        writes = []
+        for n, percent in enumerate(percents):
+            job_id = f"job-{n}"
+            await _progressing(store, build, job_id)
+            events = [event(job_id, 3)]
+            events[0].message = odd_text
+            events[0].details["note"] = odd_text
+            writes.append(
+                ProgressWrite(
+                    job_id=job_id,
+                    events=events,
+                    last_seq=3,
+                    phase=odd_text,
+                    progress_percent=percent,
+                )
+            )
+        await store.record_progress(writes)
+        for n, (write, percent) in enumerate(zip(writes, percents, strict=True)):
+            job = await store.get_job(f"job-{n}")
+            assert (job.phase, job.progress_percent, job.last_seq) == (odd_text, percent, 3)
+            assert await store.list_events(f"job-{n}", after_seq=2) == write.events
