@@ -126,8 +126,9 @@ async def test_a_write_that_follows_a_job_that_moved_stores_nothing_of_it(backen
 
 
 async def test_texts_and_numbers_are_stored_exactly_as_written(backend, build):
-    # Progress of many jobs goes to SQLite as one JSON document: what comes back must be the
-    # same phase, the same float and the same event, byte for byte.
+    # What a progress write stores comes back as written: the same phase text, the same
+    # float to the last bit, the same event (a write path that went through text or JSON
+    # and lost escapes, non-ASCII or float digits would fail here).
     odd_text = 'réparation "disque" \\ 磁盘 😀 \t end'
     percents = [100 / 3, 0.1 + 0.2, 1e-7, 99.99999999999999]
     async with backend.opened() as store:
