@@ -214,6 +214,29 @@ async def test_reregistering_an_agent_keeps_its_cordon(backend):
     assert agent.capabilities.memory_total_bytes == 8 << 30
 
 
+async def test_a_heartbeat_is_committed_when_answered_even_beside_a_failing_write(backend, build):
+    caps = agent_pb2.Capabilities(memory_total_bytes=8 << 30)
+    record = AgentRecord("node-1", "127.0.0.1:1", caps, 2, NOW, NOW, version="0.1.0")
+    async with backend.opened() as store:
+        await store.upsert_agent(record)
+        await store.create_job(build.job_spec("job-1"), NOW)
+        later = NOW + timedelta(seconds=7)
+        # Sent together, so on SQLite they share one group commit; the illegal move fails
+        # alone and the heartbeat is still stored.
+        beat, refused = await asyncio.gather(
+            store.record_heartbeat("node-1", later, None),
+            store.transition("job-1", JobState.COMPLETED, "not legal from QUEUED"),
+            return_exceptions=True,
+        )
+        stored = read_other_connection(
+            backend, "SELECT last_heartbeat FROM agents WHERE name = 'node-1'"
+        )
+    assert beat is True
+    assert isinstance(refused, IllegalTransition)
+    [(value,)] = stored  # SQLite keeps ISO text, PostgreSQL a timestamptz
+    assert (value if isinstance(value, datetime) else datetime.fromisoformat(value)) == later
+
+
 # --- several replicas on one database -------------------------------------------------
 
 LEASE = timedelta(seconds=30)
